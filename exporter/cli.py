@@ -1,0 +1,101 @@
+"""``python -m exporter NAME [options]``: export a catalog or TF Hub model as a new SavedModel version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from exporter.catalog import DEFAULT_MODELS, format_catalog
+from exporter.errors import UserError, VerificationFailed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description="Export pretrained image models as versioned SavedModels with preprocessing in the signature.",
+        epilog="Examples:\n"
+        "  python -m exporter vgg16\n"
+        "  python -m exporter mobilenet_v2_keras --weights random --input-size 96\n"
+        "  python -m exporter my_model --hub-handle https://tfhub.dev/... --input-size 224\n"
+        "  python -m exporter --defaults          export the default models if absent\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", nargs="?", help="catalog name (see --list) or a new name with --hub-handle")
+    parser.add_argument("--list", action="store_true", help="print the catalog and exit")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help=f"export the default models ({', '.join(DEFAULT_MODELS)}) unless a version already exists",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (download, default), random (with --seed) or a path to a weights file",
+    )
+    parser.add_argument("--output", type=Path, default=Path("models"), help="model root (default: models/)")
+    parser.add_argument("--version", type=int, help="version number (default: next after the highest existing)")
+    parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the model's own)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
+    parser.add_argument(
+        "--no-top", action="store_true", help="export without the classification head (features only)"
+    )
+    parser.add_argument("--hub-handle", help="TF Hub classifier URL or local SavedModel directory")
+    parser.add_argument("--hub-feature-handle", help="TF Hub feature-vector twin (URL or local directory)")
+    parser.add_argument(
+        "--hub-outputs-probabilities",
+        action="store_true",
+        help="the Hub classifier already returns probabilities (default: logits, softmax is applied)",
+    )
+    parser.add_argument("--labels", help="class names, one per line (default: ImageNet by output count)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors and the published path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list:
+        print(format_catalog())
+        return 0
+    if not args.name and not args.defaults:
+        build_parser().print_usage(sys.stderr)
+        print("error: give a model NAME, --defaults or --list", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    # Imported here so that --list and usage errors answer without loading TensorFlow.
+    from exporter.export import ExportSpec, export_model
+    from exporter.progress import Progress
+    from exporter.publish import existing_versions
+
+    progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
+    names = list(DEFAULT_MODELS) if args.defaults else [args.name]
+    try:
+        for name in names:
+            if args.defaults and existing_versions(args.output / name):
+                progress.note(f"{name}: a version already exists under {args.output / name}, skipping")
+                continue
+            spec = ExportSpec(
+                name=name,
+                weights=args.weights,
+                output_dir=args.output,
+                version=args.version,
+                input_size=args.input_size,
+                seed=args.seed,
+                include_top=not args.no_top,
+                hub_handle=args.hub_handle,
+                hub_feature_handle=args.hub_feature_handle,
+                hub_outputs_probabilities=args.hub_outputs_probabilities,
+                labels_file=args.labels,
+            )
+            result = export_model(spec, progress)
+            print(result.path)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except VerificationFailed as exc:
+        print(f"error: verification failed, nothing was published: {exc}", file=sys.stderr)
+        return 1
+    return 0

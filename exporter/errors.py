@@ -1,0 +1,16 @@
+"""Errors the exporter reports to a user as a message (no traceback)."""
+
+
+class UserError(Exception):
+    """A problem the user can fix: bad name, bad option, missing file, no network.
+
+    ``python -m exporter`` prints the message and exits with status 2.
+    """
+
+
+class WeightsUnavailable(UserError):
+    """Pretrained weights or a TF Hub handle could not be fetched (typically: no network)."""
+
+
+class VerificationFailed(Exception):
+    """The freshly written SavedModel did not load or did not answer; nothing was published."""

@@ -1,0 +1,196 @@
+"""Versioned, atomic publication of SavedModels into ``<root>/<name>/<version>/``.
+
+A version is written into a hidden staging directory next to its final place (same filesystem),
+flushed to disk, reloaded and exercised through every signature, and only then renamed into place
+with ``renameat2(RENAME_NOREPLACE)``. A watcher polling the root therefore sees either no version or
+a complete one, and an existing version is never overwritten. The exporter and the fine-tuning
+worker both publish through :func:`save_and_publish`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from exporter.errors import UserError, VerificationFailed
+from exporter.progress import Progress
+
+MANIFEST_FILE = "manifest.json"
+STAGING_PREFIX = ".staging-"
+
+
+class VersionExists(UserError):
+    """The requested version directory already exists; versions are immutable."""
+
+
+def parse_version(name: str) -> int | None:
+    """``"12"`` -> 12; anything that is not a canonical positive integer -> None."""
+    if name.isdigit() and not (len(name) > 1 and name.startswith("0")) and int(name) > 0:
+        return int(name)
+    return None
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    versions = (parse_version(child.name) for child in model_dir.iterdir() if child.is_dir())
+    return sorted(v for v in versions if v is not None)
+
+
+def choose_version(model_dir: Path, requested: int | None) -> int:
+    """The requested version if it is free, else the next integer after the highest existing one."""
+    if requested is None:
+        versions = existing_versions(model_dir)
+        return versions[-1] + 1 if versions else 1
+    if requested < 1:
+        raise UserError(f"--version must be a positive integer, got {requested}")
+    if (model_dir / str(requested)).exists():
+        raise VersionExists(f"{model_dir / str(requested)} already exists; versions are never overwritten")
+    return requested
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for filename in filenames:
+            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Atomically rename ``src`` to ``dst``; fail with :class:`VersionExists` if ``dst`` exists."""
+    if _renameat2 is not None:
+        result = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if result == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise VersionExists(f"{dst} already exists; versions are never overwritten")
+        if err not in (errno.ENOSYS, errno.EINVAL):  # filesystems without RENAME_NOREPLACE fall through
+            raise OSError(err, os.strerror(err), str(dst))
+    if dst.exists():
+        raise VersionExists(f"{dst} already exists; versions are never overwritten")
+    os.rename(src, dst)
+
+
+def sample_png(size: tuple[int, int] = (37, 53)) -> bytes:
+    """A small deterministic RGB test image (a colour gradient), PNG-encoded."""
+    height, width = size
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def verify_saved_model(path: Path, manifest: dict[str, Any]) -> dict[str, list[int]]:
+    """Reload ``path`` and run one image through every signature; raise VerificationFailed if any fails."""
+    import tensorflow as tf
+
+    from exporter import signatures as sig
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:  # any load failure means "do not publish"; the message says why
+        raise VerificationFailed(f"the SavedModel at {path} does not load: {exc}") from exc
+    image = sample_png()
+    pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+    shapes = {}
+    for name in manifest["signatures"]:
+        if name not in loaded.signatures:
+            raise VerificationFailed(f"signature {name!r} is missing from {path}")
+        fn = loaded.signatures[name]
+        try:
+            if sig.PIXELS_INPUT in fn.structured_input_signature[1]:
+                outputs = fn(**{sig.PIXELS_INPUT: tf.constant(pixels[None])})
+            else:
+                outputs = fn(**{sig.IMAGES_INPUT: tf.constant([image, image])})
+        except Exception as exc:
+            raise VerificationFailed(f"signature {name!r} failed on a test image: {exc}") from exc
+        for output_name, tensor in outputs.items():
+            values = tensor.numpy()
+            if not np.all(np.isfinite(values)):
+                raise VerificationFailed(f"signature {name!r} output {output_name!r} is not finite")
+            if output_name == sig.PROBABILITIES_OUTPUT:
+                sums = values.sum(axis=-1)
+                if not np.allclose(sums, 1.0, atol=1e-3):
+                    raise VerificationFailed(f"signature {name!r}: probabilities sum to {sums}, not 1")
+            shapes[f"{name}/{output_name}"] = list(values.shape)
+    return shapes
+
+
+def save_and_publish(
+    module: Any,
+    signatures: dict[str, Any],
+    model_dir: Path,
+    version: int | None,
+    manifest: dict[str, Any],
+    progress: Progress,
+) -> tuple[Path, int, dict[str, Any]]:
+    """Write ``module`` as version ``version`` (or the next one) of ``model_dir``, atomically.
+
+    Returns the published path, its version and the manifest (with ``version`` filled in).
+    Nothing is left behind on failure.
+    """
+    import tensorflow as tf
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = choose_version(model_dir, version)
+    manifest = {**manifest, "version": version}
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=model_dir))
+    os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it 0700; a published version is world-readable
+    try:
+        with progress.step(f"writing SavedModel to {staging.name}"):
+            tf.saved_model.save(module, str(staging), signatures=signatures)
+            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        with progress.step("verifying: reload and run one image through every signature"):
+            shapes = verify_saved_model(staging, manifest)
+            _fsync_tree(staging)
+        for name, shape in sorted(shapes.items()):
+            progress.note(f"  {name}: {shape}")
+        final = model_dir / str(version)
+        rename_no_replace(staging, final)
+        _fsync_dir(model_dir)
+        progress.note(f"published {final}")
+        return final, version, manifest
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    return json.loads((version_dir / MANIFEST_FILE).read_text())

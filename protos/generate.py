@@ -1,0 +1,65 @@
+"""Regenerate the Python code (``*_pb2.py``, ``*_pb2_grpc.py``, ``*.pyi``) from ``protos/**/*.proto``.
+
+Run ``python -m protos.generate`` after editing a ``.proto`` file. The proto import root is this
+directory, so other languages use the same paths (``imageserve/v1/image_service.proto``); only the
+Python import of the generated grpc module is rewritten to live under the ``protos`` package.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+PROTO_ROOT = Path(__file__).resolve().parent
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi")
+
+
+def proto_files(root: Path = PROTO_ROOT) -> list[Path]:
+    return sorted(root.rglob("*.proto"))
+
+
+def generate(output_root: Path = PROTO_ROOT) -> list[Path]:
+    """Compile every ``.proto`` under :data:`PROTO_ROOT` into ``output_root``; return the files written."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    sources = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]
+    output_root.mkdir(parents=True, exist_ok=True)
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{well_known}",
+        f"--python_out={output_root}",
+        f"--pyi_out={output_root}",
+        f"--grpc_python_out={output_root}",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed: {' '.join(args)}")
+    written = []
+    for source in sources:
+        stem = Path(source).with_suffix("")
+        package_dir = output_root / stem.parent
+        for parent in stem.parents:
+            if str(parent) != ".":
+                (output_root / parent / "__init__.py").touch(exist_ok=True)
+        for suffix in GENERATED_SUFFIXES:
+            path = package_dir / f"{stem.name}{suffix}"
+            text = path.read_text()
+            # `from imageserve.v1 import x_pb2` -> `from protos.imageserve.v1 import x_pb2`
+            text = re.sub(r"^from (imageserve\.\S+) import", r"from protos.\1 import", text, flags=re.M)
+            path.write_text(text)
+            written.append(path)
+    return written
+
+
+def main() -> int:
+    for path in generate():
+        print(path.relative_to(PROTO_ROOT.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

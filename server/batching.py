@@ -1,0 +1,234 @@
+"""Queue -> batch -> split: concurrent requests share one model call.
+
+A :class:`Batcher` serves one function of one model version. Requests wait in a bounded queue
+(counted in images). Whenever a model thread is free, the batcher takes the queued requests in
+arrival order, up to ``max_batch_size`` images (a request is never split; one larger than the limit
+runs alone), waiting at most ``timeout_s`` after the first for more to arrive. While every model
+thread is busy, requests simply accumulate, so batches grow with load. The results are split back to
+each caller in order.
+
+Failures stay with their owners: the model function reports bad images per index
+(:class:`BatchOutcome.errors`) and only the requests holding them fail; an exception from the model
+call fails that batch's requests only. Requests whose deadline passed while queued are dropped unrun.
+With ``batching=False`` each request runs alone (the benchmark's baseline), through the same queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from server.errors import DeadlineExpired, InvalidImage, QueueFull, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOutcome:
+    """What a model function returns for a batch: one output row per image, and bad images by index.
+
+    Rows of failed images hold zeros and must not be used.
+    """
+
+    outputs: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class BatchStats:
+    requests: int = 0
+    images: int = 0
+    batches: int = 0
+    max_batch_size: int = 0
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)
+
+
+@dataclass
+class _Pending:
+    items: Sequence[Any]
+    deadline: float | None  # time.monotonic() value, or None for no deadline
+    future: asyncio.Future
+    enqueued_at: float
+
+
+class Batcher:
+    """Runs ``run(items) -> BatchOutcome`` on batches of queued requests, in ``executor``.
+
+    Args:
+        run: the model function; called from an executor thread with the concatenated items.
+        max_batch_size: most items per call.
+        timeout_s: longest wait for more requests once the first is queued.
+        max_queued_items: queue capacity in items; a request that does not fit gets QueueFull at once.
+        concurrency: batches that may run at the same time (model threads).
+        batching: False runs every request alone.
+        on_batch: called on the event loop after each model call with (batch size, queue seconds of
+            the oldest request, model seconds); used for metrics.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[Any]], BatchOutcome],
+        executor: Executor,
+        *,
+        name: str,
+        max_batch_size: int,
+        timeout_s: float,
+        max_queued_items: int,
+        concurrency: int = 1,
+        batching: bool = True,
+        on_batch: Callable[[int, float, float], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self._executor = executor
+        self.max_batch_size = max_batch_size if batching else 1
+        self.timeout_s = timeout_s if batching else 0.0
+        self.max_queued_items = max_queued_items
+        self.batching = batching
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_items = 0
+        self._arrived: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._concurrency = concurrency
+        self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
+        self._closed = False
+        self.stats = BatchStats()
+
+    # NOTE: asyncio primitives are created in start(), inside the running event loop, not in
+    # __init__, which may run in a loader thread.
+    def start(self) -> None:
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._task = asyncio.get_running_loop().create_task(self._collect_forever(), name=f"batcher {self.name}")
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    async def submit(self, items: Sequence[Any], deadline: float | None = None) -> np.ndarray:
+        """Queue ``items`` and wait for their output rows (in order)."""
+        if self._closed or self._task is None:
+            raise Unavailable(f"{self.name} is not accepting requests (unloading); retry")
+        if self._queued_items + len(items) > self.max_queued_items:
+            raise QueueFull(
+                f"{self.name}: queue full ({self._queued_items} images waiting, limit {self.max_queued_items}); "
+                "retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        pending = _Pending(items, deadline, loop.create_future(), time.monotonic())
+        self._queue.append(pending)
+        self._queued_items += len(items)
+        self.stats.requests += 1
+        self._arrived.set()
+        return await pending.future
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if self.timeout_s > 0:
+            window_ends = self._queue[0].enqueued_at + self.timeout_s
+            while self._queued_items < self.max_batch_size:
+                remaining = window_ends - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+        batch: list[_Pending] = []
+        size = 0
+        now = time.monotonic()
+        while self._queue:
+            head = self._queue[0]
+            if batch and size + len(head.items) > self.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_items -= len(head.items)
+            if head.future.done():  # the caller gave up (cancelled)
+                continue
+            if head.deadline is not None and head.deadline <= now:
+                head.future.set_exception(DeadlineExpired(f"{self.name}: deadline passed while queued; not run"))
+                continue
+            batch.append(head)
+            size += len(head.items)
+            if not self.batching:
+                break
+        return batch
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            items = [item for pending in batch for item in pending.items]
+            started = time.monotonic()
+            try:
+                outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, items)
+            except Exception as exc:  # the model call failed: fail this batch's requests only
+                log.exception("%s: batch of %d failed", self.name, len(items))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                return
+            finished = time.monotonic()
+            self._record(len(items), started - batch[0].enqueued_at, finished - started)
+            offset = 0
+            for pending in batch:
+                count = len(pending.items)
+                bad = sorted(i - offset for i in outcome.errors if offset <= i < offset + count)
+                if not pending.future.done():
+                    if bad:
+                        pending.future.set_exception(InvalidImage(bad[0], outcome.errors[offset + bad[0]]))
+                    else:
+                        pending.future.set_result(outcome.outputs[offset : offset + count])
+                offset += count
+        finally:
+            self._slots.release()
+
+    def _record(self, size: int, queued_s: float, model_s: float) -> None:
+        self.stats.batches += 1
+        self.stats.images += size
+        self.stats.max_batch_size = max(self.stats.max_batch_size, size)
+        self.stats.batch_sizes[size] += 1
+        if self._on_batch is not None:
+            self._on_batch(size, queued_s, model_s)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting; fail what is still queued; wait (bounded) for running batches."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(Unavailable(f"{self.name} was unloaded; retry"))
+        self._queued_items = 0
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout_s)

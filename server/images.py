@@ -1,0 +1,105 @@
+"""Checks on encoded images before they reach the model, from their headers only.
+
+The SavedModel signature decodes images in the graph. Before that, the server reads each header
+with Pillow (no pixel decoding) to refuse, with a message naming the image, what the graph should
+never see: empty or unknown data, unsupported formats and decompression bombs (a small file that
+declares a huge image). Truncated data passes this check; the model call catches it per image.
+
+EXIF orientation is the one thing the graph cannot do (TensorFlow's decoders ignore EXIF): a JPEG
+whose orientation tag is not "normal" is decoded, turned upright and re-encoded as PNG here, so a
+phone photo is classified the way it is displayed.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from server.errors import InvalidImage
+
+#: Formats both Pillow (for the header check) and the in-graph TensorFlow decoder read.
+SUPPORTED_FORMATS = {"JPEG": "JPEG", "PNG": "PNG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP", "MPO": "JPEG"}
+_EXIF_ORIENTATION = 0x0112
+
+# Well-known magic numbers, to name what a refused file is.
+_MAGIC = (
+    (b"%PDF", "a PDF document"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x00\x00\x00\x0cjP", "a JPEG 2000 image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"<svg", "an SVG document"),
+    (b"<?xml", "an XML document"),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+
+
+def _describe_unknown(data: bytes) -> str:
+    head = data[:16]
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "an HEIF/AVIF image"
+    try:
+        data[:512].decode("utf-8")
+        return "text, not an image"
+    except UnicodeDecodeError:
+        return "not a recognised image"
+
+
+def inspect_image(index: int, data: bytes, max_pixels: int) -> ImageInfo:
+    """Read the header of image ``index``; raise :class:`InvalidImage` saying why it cannot be used."""
+    if not data:
+        raise InvalidImage(index, "empty image (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                fmt, (width, height) = image.format, image.size
+    except Image.DecompressionBombError:
+        raise InvalidImage(index, "declares too many pixels (decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise InvalidImage(
+            index, f"{_describe_unknown(data)}; supported formats: JPEG, PNG, GIF, BMP, WebP"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for corrupt headers
+        raise InvalidImage(index, f"corrupt image header: {exc}") from None
+    if fmt not in SUPPORTED_FORMATS:
+        raise InvalidImage(index, f"{fmt} images are not supported; supported formats: JPEG, PNG, GIF, BMP, WebP")
+    if width < 1 or height < 1:
+        raise InvalidImage(index, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImage(
+            index, f"{width}x{height} is {width * height:,} pixels; the server decodes at most {max_pixels:,}"
+        )
+    return ImageInfo(SUPPORTED_FORMATS[fmt], width, height)
+
+
+def needs_orientation(data: bytes, info: ImageInfo) -> bool:
+    """True for a JPEG whose EXIF orientation tag asks for a flip or rotation."""
+    if info.format != "JPEG":
+        return False
+    with Image.open(io.BytesIO(data)) as image:
+        return image.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+
+
+def apply_orientation(index: int, data: bytes) -> bytes:
+    """Decode, rotate upright per EXIF and re-encode losslessly as PNG."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            buffer = io.BytesIO()
+            upright.save(buffer, format="PNG", compress_level=1)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(index, f"could not decode: {exc}") from None
+    return buffer.getvalue()

@@ -1,0 +1,190 @@
+"""One loaded SavedModel version: its signatures, labels and manifest, and how to run a batch.
+
+Loading is synchronous and slow (seconds); the repository runs it in a loader thread. ``run`` is
+called from model threads (TensorFlow functions are thread-safe) with a batch of encoded images.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from exporter import signatures as sig
+from exporter.publish import MANIFEST_FILE, sample_png
+from server.batching import BatchOutcome
+
+log = logging.getLogger(__name__)
+
+#: Function kinds a request can ask for -> (bytes signature, output key).
+KINDS = {
+    "classify": (sig.CLASSIFY, sig.PROBABILITIES_OUTPUT),
+    "features": (sig.FEATURES, sig.FEATURES_OUTPUT),
+}
+
+
+class LoadError(Exception):
+    """The version cannot be served; the message says why (shown as the FAILED reason)."""
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    input_size: int
+    num_classes: int
+    feature_dim: int
+    signature_names: tuple[str, ...]
+    labels: tuple[str, ...]
+    preprocessing: str
+    source: str
+    created_at: dt.datetime | None
+
+
+def _describe_source(manifest: dict[str, Any]) -> str:
+    source = manifest.get("source", {})
+    weights = manifest.get("weights", {})
+    kind = source.get("kind", "unknown")
+    if kind == "keras":
+        return f"keras {source.get('keras_application')} weights={weights.get('kind')}"
+    if kind == "hub":
+        return "hub " + ", ".join(f"{k}={v}" for k, v in weights.get("handles", {}).items())
+    if kind == "finetune":
+        return f"finetune of {source.get('base_model')} v{source.get('base_version')} (job {source.get('job_id')})"
+    return kind
+
+
+def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
+    manifest_path = path / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise LoadError(f"no {MANIFEST_FILE}: not written by the exporter (export it with python -m exporter)") from None
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
+    labels: tuple[str, ...] = ()
+    if manifest.get("labels_file"):
+        try:
+            labels = tuple((path / manifest["labels_file"]).read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LoadError(f"labels file {manifest['labels_file']} unreadable: {exc}") from None
+    num_classes = int(manifest.get("num_classes") or 0)
+    if num_classes and len(labels) != num_classes:
+        raise LoadError(f"{len(labels)} labels for {num_classes} classes")
+    created = manifest.get("created_at")
+    return VersionMetadata(
+        input_size=int(manifest["input_size"]),
+        num_classes=num_classes,
+        feature_dim=int(manifest.get("feature_dim") or 0),
+        signature_names=tuple(sorted(signature_names)),
+        labels=labels,
+        preprocessing=str(manifest.get("preprocessing", "")),
+        source=_describe_source(manifest),
+        created_at=dt.datetime.fromisoformat(created) if created else None,
+    )
+
+
+_TF_NOISE = re.compile(r"^(Graph execution error|Detected at node|<stack traces unavailable>|\[\[|\{\{function_node)")
+
+
+def tf_error_reason(exc: Exception) -> str:
+    """The human part of a TensorFlow op error ("Invalid PNG data, size 200")."""
+    message = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not _TF_NOISE.match(line)]
+    reason = useful[-1] if useful else "could not decode"
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", reason)
+
+
+class LoadedModel:
+    """A SavedModel version in memory. Use :meth:`load`; then :meth:`run` from any thread."""
+
+    def __init__(self, name: str, version: int, path: Path, saved_model: Any, metadata: VersionMetadata) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.metadata = metadata
+        self._saved_model = saved_model
+        self._functions = {
+            kind: saved_model.signatures[signature]
+            for kind, (signature, _output) in KINDS.items()
+            if signature in saved_model.signatures
+        }
+
+    @classmethod
+    def load(cls, name: str, version: int, path: Path) -> LoadedModel:
+        """Load and warm up; raise :class:`LoadError` with a reason a user can act on."""
+        import tensorflow as tf
+
+        if not (path / "saved_model.pb").is_file():
+            raise LoadError("no saved_model.pb")
+        started = time.monotonic()
+        try:
+            saved_model = tf.saved_model.load(str(path))
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            first_line = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0]
+            raise LoadError(f"TensorFlow could not load the SavedModel: {first_line}") from None
+        if not any(signature in saved_model.signatures for signature, _ in KINDS.values()):
+            raise LoadError(f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)")
+        metadata = _read_metadata(path, list(saved_model.signatures))
+        model = cls(name, version, path, saved_model, metadata)
+        loaded = time.monotonic()
+        model.warm_up()
+        log.info(
+            "loaded %s v%d: %.1f s load + %.1f s warm-up (%s)",
+            name,
+            version,
+            loaded - started,
+            time.monotonic() - loaded,
+            ", ".join(sorted(model._functions)),
+        )
+        return model
+
+    def has(self, kind: str) -> bool:
+        return kind in self._functions
+
+    def warm_up(self) -> None:
+        """One request through each signature, so the first real request does not pay for tracing."""
+        import tensorflow as tf
+
+        image = sample_png()
+        pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
+        for name, function in self._saved_model.signatures.items():
+            try:
+                if sig.PIXELS_INPUT in function.structured_input_signature[1]:
+                    function(**{sig.PIXELS_INPUT: tf.constant(pixels)})
+                else:
+                    function(**{sig.IMAGES_INPUT: tf.constant([image])})
+            except tf.errors.OpError as exc:
+                raise LoadError(f"warm-up request through {name!r} failed: {tf_error_reason(exc)}") from None
+
+    def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
+        """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""
+        import tensorflow as tf
+
+        function = self._functions[kind]
+        output = KINDS[kind][1]
+        try:
+            return BatchOutcome(function(images=tf.constant(images, dtype=tf.string))[output].numpy())
+        except tf.errors.InvalidArgumentError as batch_error:
+            if len(images) == 1:
+                return BatchOutcome(np.zeros((1, self._width(kind)), np.float32), {0: f"could not decode: {tf_error_reason(batch_error)}"})
+        # Some image broke the batch: run them one by one to keep the good ones and name the bad.
+        rows = np.zeros((len(images), self._width(kind)), np.float32)
+        errors: dict[int, str] = {}
+        for index, image in enumerate(images):
+            try:
+                rows[index] = function(images=tf.constant([image], dtype=tf.string))[output].numpy()[0]
+            except tf.errors.InvalidArgumentError as exc:
+                errors[index] = f"could not decode: {tf_error_reason(exc)}"
+        return BatchOutcome(rows, errors)
+
+    def _width(self, kind: str) -> int:
+        return self.metadata.num_classes if kind == "classify" else self.metadata.feature_dim

@@ -1,0 +1,114 @@
+"""``python -m exporter`` as a user runs it: messages, exit codes, TensorFlow's own CLI on the result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+# A closed local port as proxy: every download fails at once, with or without internet on the machine.
+OFFLINE_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+def run_exporter(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_list_prints_the_catalog():
+    result = run_exporter("--list")
+    assert result.returncode == 0
+    for name in ("vgg16", "mobilenet_v2", "mobilenet_v2_keras", "resnet50", "efficientnet_b0", "densenet121"):
+        assert name in result.stdout
+
+
+def test_unknown_name_lists_known_ones_without_traceback(tmp_path):
+    result = run_exporter("vgg61", "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert "unknown model 'vgg61'; known: densenet121, efficientnet_b0, mobilenet_v2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_offline_imagenet_weights_say_what_to_do(tmp_path):
+    result = run_exporter(
+        "vgg16", "--output", str(tmp_path), env={**OFFLINE_ENV, "KERAS_HOME": str(tmp_path / "keras-home")}
+    )
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
+    assert "fetching: https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" in err
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err
+    assert str(tmp_path / "keras-home" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5") in err
+    assert "--weights PATH" in err and "--weights random" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "vgg16").exists() or existing_is_empty(tmp_path / "vgg16")
+
+
+def test_offline_hub_handle_says_what_to_do(tmp_path):
+    result = run_exporter(
+        "mobilenet_v2", "--output", str(tmp_path), env={**OFFLINE_ENV, "TFHUB_CACHE_DIR": str(tmp_path / "hub")}
+    )
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
+    assert "fetching: https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/classification/4" in err
+    assert str(tmp_path / "hub") in err
+    assert "mobilenet_v2_keras --weights random" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["mobilenet_v2", "--weights", "random"], "does not apply"),
+        (["vgg16", "--weights", "/no/such/file.h5"], "no such file"),
+        (["vgg16", "--weights", "random", "--input-size", "8"], "needs --input-size >= 32"),
+        (["my_model", "--hub-handle", "/no/such/dir"], "no such local path"),
+    ],
+)
+def test_user_errors_are_one_line_messages(args, message, tmp_path):
+    result = run_exporter(*args, "--output", str(tmp_path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_export_shows_progress_and_saved_model_cli_lists_signatures(tmp_path):
+    result = run_exporter("vgg16", "--weights", "random", "--input-size", "32", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "vgg16" / "1")
+    for step in ("building vgg16", "tracing serving signatures", "writing SavedModel", "verifying", "published"):
+        assert step in result.stderr
+    assert " s" in result.stderr and "done in" in result.stderr
+
+    saved_model_cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run(
+        [str(saved_model_cli), "show", "--dir", str(tmp_path / "vgg16" / "1"), "--all"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    blocks = shown.stdout.split("signature_def[")
+    described = {block.split("'")[1]: block for block in blocks[1:]}
+    assert {"serving_default", "classify", "classify_pixels", "features", "features_pixels"} <= set(described)
+    assert "inputs['images']" in described["classify"] and "DT_STRING" in described["classify"]
+    assert "outputs['probabilities']" in described["classify"] and "(-1, 1000)" in described["classify"]
+    assert "inputs['pixels']" in described["classify_pixels"] and "DT_UINT8" in described["classify_pixels"]
+    assert "(-1, -1, -1, 3)" in described["features_pixels"]
+    assert "outputs['features']" in described["features"] and "(-1, 512)" in described["features"]
+    assert "outputs['probabilities']" in described["serving_default"]
+
+
+def existing_is_empty(path: Path) -> bool:
+    return not any(path.iterdir())
