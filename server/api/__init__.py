@@ -1,0 +1,1 @@
+"""The thin gRPC layer: protobuf <-> plain values (converters), one error mapping, the servicer."""

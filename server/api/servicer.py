@@ -1,0 +1,126 @@
+"""``imageserve.v1.ImageModelService``: each method converts, calls one core function, converts back."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from protos.imageserve.v1 import image_service_pb2 as pb
+from server.api import converters
+from server.api.errors import grpc_method, safe_deserializer
+from server.errors import InvalidRequest, ServingError
+from server.inference import InferenceService
+from server.repository import ModelRepository
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageModelService"].full_name
+
+
+class FineTuningDisabled(ServingError):
+    code = "UNIMPLEMENTED"
+
+
+class ImageModelServicer:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        repository: ModelRepository,
+        inference: InferenceService,
+        finetune=None,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.inference = inference
+        self.finetune = finetune
+
+    @grpc_method
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+        result = await self.inference.classify(
+            converters.model_ref(request.model), list(request.images), request.top_k, converters.deadline(context)
+        )
+        log.debug("Classify %s v%d: %d images", result.name, result.version, len(request.images))
+        return converters.classify_response(result)
+
+    @grpc_method
+    async def ExtractFeatures(
+        self, request: pb.ExtractFeaturesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExtractFeaturesResponse:
+        result = await self.inference.extract_features(
+            converters.model_ref(request.model), list(request.images), converters.deadline(context)
+        )
+        log.debug("ExtractFeatures %s v%d: %d images", result.name, result.version, len(request.images))
+        return converters.features_response(result)
+
+    @grpc_method
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[converters.model_status(view, include_labels=False) for view in self.repository.views()]
+        )
+
+    @grpc_method
+    async def GetModelStatus(self, request: pb.GetModelStatusRequest, context) -> pb.ModelStatus:
+        if not request.name:
+            raise InvalidRequest("name is required")
+        return converters.model_status(self.repository.view(request.name), include_labels=True)
+
+    @grpc_method
+    async def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.ServerInfo:
+        return converters.server_info(self.settings)
+
+    # --- fine-tuning: implemented by server.finetune; the place is reserved in the API.
+
+    def _finetune(self):
+        if self.finetune is None:
+            raise FineTuningDisabled("fine-tuning is not enabled on this server")
+        return self.finetune
+
+    @grpc_method
+    async def UploadDataset(self, request_iterator, context) -> pb.Dataset:
+        return await self._finetune().upload_dataset(request_iterator, context)
+
+    @grpc_method
+    async def StartFineTune(self, request: pb.StartFineTuneRequest, context) -> pb.FineTuneJob:
+        return await self._finetune().start(request, context)
+
+    @grpc_method
+    async def GetFineTuneJob(self, request: pb.GetFineTuneJobRequest, context) -> pb.FineTuneJob:
+        return await self._finetune().get(request, context)
+
+    @grpc_method
+    async def ListFineTuneJobs(self, request: pb.ListFineTuneJobsRequest, context) -> pb.ListFineTuneJobsResponse:
+        return await self._finetune().list(request, context)
+
+    @grpc_method
+    async def CancelFineTuneJob(self, request: pb.CancelFineTuneJobRequest, context) -> pb.FineTuneJob:
+        return await self._finetune().cancel(request, context)
+
+    @grpc_method
+    async def WatchFineTuneJob(self, request: pb.WatchFineTuneJobRequest, context):
+        async for event in self._finetune().watch(request, context):
+            yield event
+
+
+def generic_handler(servicer: ImageModelServicer) -> grpc.GenericRpcHandler:
+    """Method handlers for every RPC of the service, with deserializers that turn malformed
+    messages into INVALID_ARGUMENT (see :class:`server.api.errors.MalformedRequest`)."""
+    service = pb.DESCRIPTOR.services_by_name["ImageModelService"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        behaviour = getattr(servicer, method.name)
+        factory = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = factory(
+            behaviour,
+            request_deserializer=safe_deserializer(request_cls.FromString),
+            response_serializer=response_cls.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)

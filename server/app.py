@@ -1,0 +1,145 @@
+"""Assemble and run the server: settings -> repository -> core -> gRPC services -> signals.
+
+``python -m server --model-root models/`` serves every model under the root. ``ModelServer`` is the
+same thing as an object, which tests start in-process on a free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server import __version__
+from server.api.servicer import SERVICE_NAME, ImageModelServicer, generic_handler
+from server.inference import InferenceService
+from server.logs import configure_logging
+from server.repository import ModelRepository
+from server.settings import ServerSettings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Health service name for one model: "model/<name>" (the empty name is the whole server).
+MODEL_HEALTH_PREFIX = "model/"
+
+
+def configure_tensorflow(settings: ServerSettings) -> None:
+    """Thread pools must be set before TensorFlow runs its first op; later calls cannot change them."""
+    import tensorflow as tf
+
+    try:
+        if settings.tf_intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(settings.tf_intra_op_threads)
+        if settings.tf_inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(settings.tf_inter_op_threads)
+    except RuntimeError:
+        log.warning("TensorFlow was already initialised in this process; its thread settings are unchanged")
+
+
+class ModelServer:
+    """The gRPC server with its repository, core services, health and reflection."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.port: int | None = None
+        self._model_executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
+        self.health = health.aio.HealthServicer()
+        self.repository = ModelRepository(settings, self._model_executor, on_change=self._schedule_health_update)
+        self.inference = InferenceService(settings, self.repository)
+        self.servicer = ImageModelServicer(settings, self.repository, self.inference)
+        self._server: grpc.aio.Server | None = None
+        self._repository_start: asyncio.Task | None = None
+        self._health_tasks: set[asyncio.Task] = set()
+        self._stopped = asyncio.Event()
+
+    def _grpc_options(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_receive_message_length", self.settings.max_message_bytes),
+            ("grpc.max_send_message_length", self.settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+
+    async def start(self) -> int:
+        """Listen, then load the models in the background; returns the bound port."""
+        configure_tensorflow(self.settings)
+        server = grpc.aio.server(options=self._grpc_options())
+        server.add_generic_rpc_handlers((generic_handler(self.servicer),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"could not listen on {address}")
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+        log.info("imageserve %s listening on %s:%d (model root %s)", __version__, self.settings.host, self.port, self.settings.model_root)
+        self._repository_start = asyncio.get_running_loop().create_task(self.repository.start())
+        return self.port
+
+    def _schedule_health_update(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._update_health())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _update_health(self) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.repository.model_names():
+            available = self.repository.default_version(name) > 0
+            await self.health.set(MODEL_HEALTH_PREFIX + name, serving if available else not_serving)
+        ready = self.repository.initial_load_done.is_set() and self.repository.any_available()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, serving if ready else not_serving)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting, let in-flight calls finish within the grace period, release models."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            log.info("shutting down: finishing in-flight requests (grace %.1f s)", grace)
+            await self._server.stop(grace)
+        if self._repository_start is not None and not self._repository_start.done():
+            self._repository_start.cancel()
+        await self.repository.close()
+        self._model_executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(settings: ServerSettings) -> None:
+    server = ModelServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0

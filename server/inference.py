@@ -1,0 +1,106 @@
+"""The serving core: Classify and ExtractFeatures on plain Python values (no protobuf here).
+
+A request is checked (limits, image headers), leases a model version from the repository, goes
+through that version's batcher, and comes back as plain results naming the version that answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from server.errors import InvalidRequest
+from server.images import apply_orientation, inspect_image, needs_orientation
+from server.repository import ModelRef, ModelRepository
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    class_id: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    name: str
+    version: int
+    predictions: list[list[Prediction]]
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    name: str
+    version: int
+    features: np.ndarray  # float32 [N, D]
+
+
+def top_k_predictions(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[list[Prediction]]:
+    """Highest-probability classes per row, best first."""
+    if probabilities.shape[0] == 0:
+        return []
+    top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [
+        [Prediction(int(c), labels[c] if c < len(labels) else str(c), float(row[c])) for c in indices]
+        for row, indices in zip(probabilities, top)
+    ]
+
+
+class InferenceService:
+    """Classify / ExtractFeatures over the repository's served versions."""
+
+    def __init__(self, settings: ServerSettings, repository: ModelRepository) -> None:
+        self.settings = settings
+        self.repository = repository
+
+    async def _prepare_images(self, images: Sequence[bytes]) -> list[bytes]:
+        if not images:
+            raise InvalidRequest("no images in the request")
+        limit = self.settings.max_images_per_request
+        if len(images) > limit:
+            raise InvalidRequest(f"{len(images)} images in one request; the maximum is {limit}: split the request")
+        prepared = list(images)
+        for index, data in enumerate(images):
+            info = inspect_image(index, data, self.settings.max_image_pixels)
+            if needs_orientation(data, info):
+                loop = asyncio.get_running_loop()
+                prepared[index] = await loop.run_in_executor(None, apply_orientation, index, data)
+        return prepared
+
+    async def classify(
+        self, ref: ModelRef, images: Sequence[bytes], top_k: int = 0, deadline: float | None = None
+    ) -> ClassifyResult:
+        if top_k < 0:
+            raise InvalidRequest(f"top_k must be >= 1 (or 0 for the default {DEFAULT_TOP_K}), got {top_k}")
+        k = top_k or DEFAULT_TOP_K
+        if k > self.settings.max_top_k:
+            raise InvalidRequest(f"top_k {k} is more than the server's limit {self.settings.max_top_k}")
+        self.repository.resolve(ref)  # an unknown model is the more useful error, before image checks
+        prepared = await self._prepare_images(images)
+        async with self.repository.lease(ref, "classify") as served:
+            metadata = served.model.metadata
+            if top_k > metadata.num_classes:
+                raise InvalidRequest(
+                    f"top_k {top_k} is more than the {metadata.num_classes} classes of {served.name!r} v{served.version}"
+                )
+            probabilities = await served.batchers["classify"].submit(prepared, deadline)
+            k = min(k, probabilities.shape[1])
+            return ClassifyResult(served.name, served.version, top_k_predictions(probabilities, k, metadata.labels))
+
+    async def extract_features(
+        self, ref: ModelRef, images: Sequence[bytes], deadline: float | None = None
+    ) -> FeaturesResult:
+        self.repository.resolve(ref)
+        prepared = await self._prepare_images(images)
+        async with self.repository.lease(ref, "features") as served:
+            features = await served.batchers["features"].submit(prepared, deadline)
+            return FeaturesResult(served.name, served.version, np.asarray(features, dtype=np.float32))

@@ -1,0 +1,449 @@
+"""Which model versions exist under the model root, which are served, and hot reload.
+
+Layout: ``<model_root>/<name>/<version>/`` where ``version`` is a positive integer and the directory
+holds a SavedModel (``saved_model.pb``). Anything else (staging directories, stray files, names that
+are not valid model names) is ignored with one log line.
+
+Every ``poll_interval_s`` the repository compares what is on disk with what is loaded:
+
+1. The *desired* versions of each model follow its version policy (``latest`` N, ``all`` or
+   ``specific``), among versions that are on disk and did not fail to load as they are now.
+2. Missing desired versions are loaded and warmed up (one at a time, in a loader thread) before they
+   take traffic. A version that fails is FAILED with its reason and is retried only when its files
+   change; the desired set is then recomputed, so the previous version keeps serving.
+3. Only then are versions that are no longer desired unloaded: they stop taking new requests
+   (UNLOADING) and are released once their in-flight requests have finished.
+
+Requests ``lease`` a version for their duration, which is what lets an unload wait for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import re
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+from exporter.publish import parse_version
+from server.batching import Batcher, BatchStats
+from server.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
+from server.settings import ModelConfig, ServerSettings, reload_model_configs
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+UNLOAD_WAIT_S = 60.0
+
+
+def check_model_name(name: str) -> str:
+    """Reject names that are not plain directory names (``/``, ``..``, absolute paths, empty)."""
+    if not name:
+        raise InvalidRequest("model name is required")
+    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
+        raise InvalidRequest(
+            f"invalid model name {name[:140]!r}: use letters, digits, '.', '_' and '-' (no '/' or '..')"
+        )
+    return name
+
+
+class VersionState(enum.Enum):
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a request asks for: a model, and optionally a version or a version label."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+
+
+@dataclass
+class ServedVersion:
+    """One version's lifecycle, its loaded model and its batchers (one per function kind)."""
+
+    name: str
+    version: int
+    path: Path
+    fingerprint: tuple
+    state: VersionState = VersionState.LOADING
+    error: str = ""
+    model: LoadedModel | None = None
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def metadata(self) -> VersionMetadata | None:
+        return self.model.metadata if self.model else None
+
+    def stats(self) -> BatchStats:
+        total = BatchStats()
+        for batcher in self.batchers.values():
+            total.requests += batcher.stats.requests
+            total.images += batcher.stats.images
+            total.batches += batcher.stats.batches
+            total.max_batch_size = max(total.max_batch_size, batcher.stats.max_batch_size)
+            total.batch_sizes.update(batcher.stats.batch_sizes)
+        return total
+
+
+@dataclass
+class ModelView:
+    """A snapshot of one model for status responses."""
+
+    name: str
+    default_version: int
+    versions: list[ServedVersion]
+    version_labels: dict[str, int]
+
+
+def version_fingerprint(path: Path) -> tuple:
+    """Names, sizes and mtimes of every file: changes when a version is (re)written or copied."""
+    entries = []
+    for dirpath, _dirnames, filenames in os.walk(path):
+        for filename in filenames:
+            full = os.path.join(dirpath, filename)
+            try:
+                stat = os.stat(full)
+            except FileNotFoundError:
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
+    """Apply a version policy to the loadable versions on disk."""
+    if config.version_policy == "all":
+        return set(available)
+    if config.version_policy == "specific":
+        return set(config.versions) & set(available)
+    return set(sorted(available)[-config.latest :])
+
+
+class ModelRepository:
+    """Discovers, loads, serves and unloads model versions under ``settings.model_root``."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        model_executor: Executor,
+        on_change: Callable[[], None] | None = None,
+        on_batch: Callable[[str, int, str, int, float, float], None] | None = None,
+        on_lifecycle: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.root = settings.model_root
+        self._model_executor = model_executor
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        self._models: dict[str, dict[int, ServedVersion]] = {}
+        self._ignored: set[str] = set()
+        self._on_change = on_change or (lambda: None)
+        self._on_batch = on_batch
+        self._on_lifecycle = on_lifecycle
+        self._config_mtime: int | None = None
+        self._poll_task: asyncio.Task | None = None
+        self._reconciling = asyncio.Lock()
+        self.initial_load_done = asyncio.Event()
+
+    # --- discovery -------------------------------------------------------------------------------
+
+    def _log_ignored_once(self, key: str, message: str, *args) -> None:
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.info(message, *args)
+
+    def scan(self) -> dict[str, dict[int, Path]]:
+        """Complete SavedModel version directories on disk, by model name and version."""
+        found: dict[str, dict[int, Path]] = {}
+        if not self.root.is_dir():
+            self._log_ignored_once(f"root:{self.root}", "model root %s does not exist (yet)", self.root)
+            return found
+        for model_dir in sorted(self.root.iterdir()):
+            if not model_dir.is_dir():
+                continue
+            if model_dir.name.startswith("."):
+                continue
+            if not MODEL_NAME_PATTERN.match(model_dir.name):
+                self._log_ignored_once(str(model_dir), "ignoring %s: not a valid model name", model_dir.name)
+                continue
+            versions: dict[int, Path] = {}
+            for version_dir in model_dir.iterdir():
+                if version_dir.name.startswith("."):  # staging directories of the exporter and trainer
+                    continue
+                version = parse_version(version_dir.name) if version_dir.is_dir() else None
+                if version is None:
+                    self._log_ignored_once(
+                        str(version_dir), "ignoring %s/%s: not a version directory", model_dir.name, version_dir.name
+                    )
+                elif not (version_dir / "saved_model.pb").is_file():
+                    self._log_ignored_once(
+                        str(version_dir), "ignoring %s/%s: no saved_model.pb", model_dir.name, version_dir.name
+                    )
+                else:
+                    versions[version] = version_dir
+            if versions:
+                found[model_dir.name] = versions
+        return found
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what is on disk now, then keep polling in the background."""
+        await self.reconcile()
+        self.initial_load_done.set()
+        self._on_change()
+        self._poll_task = asyncio.get_running_loop().create_task(self._poll_forever(), name="model-root-poll")
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.reconcile()
+            except Exception:  # a bad poll must not end hot reload; the next one retries
+                log.exception("model root poll failed")
+
+    def _reload_config_if_changed(self) -> None:
+        if self.settings.config is None:
+            return
+        try:
+            mtime = self.settings.config.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime != self._config_mtime:
+            if self._config_mtime is not None:
+                try:
+                    self.settings = reload_model_configs(self.settings)
+                    log.info("reloaded model configs from %s", self.settings.config)
+                except ValueError as exc:
+                    log.error("config file change ignored: %s", exc)
+            self._config_mtime = mtime
+
+    async def reconcile(self) -> None:
+        """One pass of: scan, load what is desired and missing, then unload what is not desired."""
+        async with self._reconciling:
+            self._reload_config_if_changed()
+            on_disk = self.scan()
+            changed = False
+            for name in sorted(set(on_disk) | set(self._models)):
+                changed |= await self._reconcile_model(name, on_disk.get(name, {}))
+            if changed:
+                self._on_change()
+
+    def _desired(self, name: str, on_disk: dict[int, Path], fingerprints: dict[int, tuple]) -> set[int]:
+        versions = self._models.get(name, {})
+        loadable = [
+            v
+            for v in on_disk
+            if not (v in versions and versions[v].state is VersionState.FAILED and versions[v].fingerprint == fingerprints[v])
+        ]
+        return select_versions(self.settings.model_config(name), loadable)
+
+    async def _reconcile_model(self, name: str, on_disk: dict[int, Path]) -> bool:
+        versions = self._models.setdefault(name, {})
+        fingerprints = {v: version_fingerprint(p) for v, p in on_disk.items()}
+        changed = False
+        # Forget FAILED entries whose directory is gone.
+        for version in [v for v, sv in versions.items() if sv.state is VersionState.FAILED and v not in on_disk]:
+            del versions[version]
+            changed = True
+        while True:
+            desired = self._desired(name, on_disk, fingerprints)
+            to_load = sorted(
+                v
+                for v in desired
+                if v not in versions or versions[v].state is VersionState.FAILED
+            )
+            if not to_load:
+                break
+            for version in reversed(to_load):  # newest first: it is the one that will answer
+                await self._load(name, version, on_disk[version], fingerprints[version])
+                changed = True
+        for version, served in list(versions.items()):
+            if served.state is VersionState.AVAILABLE and version not in desired:
+                await self._unload(served)
+                changed = True
+        if not versions:
+            del self._models[name]
+        return changed
+
+    async def _load(self, name: str, version: int, path: Path, fingerprint: tuple) -> None:
+        served = ServedVersion(name, version, path, fingerprint)
+        self._models[name][version] = served
+        self._on_change()
+        started = time.monotonic()
+        log.info("loading %s v%d from %s", name, version, path)
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(
+                self._loader, LoadedModel.load, name, version, path
+            )
+        except LoadError as exc:
+            served.state, served.error = VersionState.FAILED, str(exc)
+            log.error("failed to load %s v%d after %.1f s: %s", name, version, time.monotonic() - started, exc)
+            self._lifecycle("load_failed", name, version, time.monotonic() - started)
+            return
+        except Exception as exc:  # anything else is still this version's failure, not the server's
+            served.state, served.error = VersionState.FAILED, f"unexpected error while loading: {type(exc).__name__}"
+            log.exception("failed to load %s v%d", name, version)
+            self._lifecycle("load_failed", name, version, time.monotonic() - started)
+            return
+        served.model = model
+        served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
+        served.idle.set()
+        served.state = VersionState.AVAILABLE
+        self._lifecycle("load", name, version, time.monotonic() - started)
+        log.info("%s v%d is AVAILABLE (%.1f s)", name, version, time.monotonic() - started)
+
+    def _make_batcher(self, served: ServedVersion, kind: str) -> Batcher:
+        config = self.settings.model_config(served.name)
+        model = served.model
+        on_batch = None
+        if self._on_batch is not None:
+            report = self._on_batch
+
+            def on_batch(size: int, queued_s: float, model_s: float) -> None:
+                report(served.name, served.version, kind, size, queued_s, model_s)
+
+        batcher = Batcher(
+            lambda images: model.run(kind, images),
+            self._model_executor,
+            name=f"{served.name} v{served.version} {kind}",
+            max_batch_size=config.max_batch_size or self.settings.max_batch_size,
+            timeout_s=(config.batch_timeout_ms if config.batch_timeout_ms is not None else self.settings.batch_timeout_ms)
+            / 1000.0,
+            max_queued_items=self.settings.max_queued_images,
+            concurrency=self.settings.model_threads,
+            batching=self.settings.batching,
+            on_batch=on_batch,
+        )
+        batcher.start()
+        return batcher
+
+    async def _unload(self, served: ServedVersion) -> None:
+        started = time.monotonic()
+        served.state = VersionState.UNLOADING
+        self._on_change()
+        log.info("unloading %s v%d (%d requests in flight)", served.name, served.version, served.inflight)
+        try:
+            await asyncio.wait_for(served.idle.wait(), UNLOAD_WAIT_S)
+        except asyncio.TimeoutError:
+            log.warning("%s v%d: in-flight requests still running after %.0f s; unloading anyway", served.name, served.version, UNLOAD_WAIT_S)
+        for batcher in served.batchers.values():
+            await batcher.close()
+        served.batchers = {}
+        served.model = None
+        self._models.get(served.name, {}).pop(served.version, None)
+        self._lifecycle("unload", served.name, served.version, time.monotonic() - started)
+        log.info("unloaded %s v%d in %.1f s", served.name, served.version, time.monotonic() - started)
+
+    def _lifecycle(self, event: str, name: str, version: int, seconds: float) -> None:
+        if self._on_lifecycle is not None:
+            self._on_lifecycle(event, name, version, seconds)
+
+    async def close(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            try:
+                await self._poll_task
+            except asyncio.CancelledError:
+                pass
+        async with self._reconciling:
+            for versions in list(self._models.values()):
+                for served in list(versions.values()):
+                    if served.state is VersionState.AVAILABLE:
+                        await self._unload(served)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    # --- routing ---------------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return sorted(self._models)
+
+    def default_version(self, name: str) -> int:
+        available = [v for v, sv in self._models.get(name, {}).items() if sv.state is VersionState.AVAILABLE]
+        return max(available) if available else 0
+
+    def any_available(self) -> bool:
+        return any(self.default_version(name) for name in self._models)
+
+    def resolve(self, ref: ModelRef) -> ServedVersion:
+        """The AVAILABLE version a request asks for, or an error naming what exists."""
+        check_model_name(ref.name)
+        versions = self._models.get(ref.name)
+        if not versions:
+            known = ", ".join(self.model_names()) or "none (the model root is empty)"
+            raise NotFound(f"unknown model {ref.name!r}; available models: {known}")
+        version = ref.version
+        if ref.label is not None:
+            labels = self.settings.model_config(ref.name).version_labels
+            if ref.label not in labels:
+                known = ", ".join(sorted(labels)) or "none configured"
+                raise NotFound(f"unknown version label {ref.label!r} for model {ref.name!r}; labels: {known}")
+            version = labels[ref.label]
+        if version is None:
+            version = self.default_version(ref.name)
+            if not version:
+                if any(sv.state is VersionState.LOADING for sv in versions.values()):
+                    raise Unavailable(f"model {ref.name!r} is loading; retry shortly")
+                reasons = "; ".join(f"v{v}: {sv.error}" for v, sv in sorted(versions.items()) if sv.error)
+                raise Unavailable(f"model {ref.name!r} has no available version ({reasons or 'none loaded'})")
+        served = versions.get(version)
+        available = sorted(v for v, sv in versions.items() if sv.state is VersionState.AVAILABLE)
+        listing = ", ".join(map(str, available)) or "none"
+        if served is None:
+            via = f" (label {ref.label!r})" if ref.label is not None else ""
+            raise NotFound(f"model {ref.name!r} has no version {version}{via} being served; available versions: {listing}")
+        if served.state is VersionState.LOADING:
+            raise Unavailable(f"version {version} of model {ref.name!r} is loading; retry shortly")
+        if served.state is VersionState.FAILED:
+            raise NotFound(f"version {version} of model {ref.name!r} failed to load: {served.error}; available versions: {listing}")
+        if served.state is VersionState.UNLOADING:
+            raise NotFound(f"version {version} of model {ref.name!r} is being unloaded; available versions: {listing}")
+        return served
+
+    @asynccontextmanager
+    async def lease(self, ref: ModelRef, kind: str) -> AsyncIterator[ServedVersion]:
+        """Hold a version for the duration of a request; its unload waits until the lease ends."""
+        served = self.resolve(ref)
+        if kind not in served.batchers:
+            raise FailedPrecondition(
+                f"model {served.name!r} v{served.version} has no {KINDS[kind][0]!r} signature"
+                + (" (exported without its classification head); use ExtractFeatures" if kind == "classify" else "")
+            )
+        served.inflight += 1
+        served.idle.clear()
+        try:
+            yield served
+        finally:
+            served.inflight -= 1
+            if served.inflight == 0:
+                served.idle.set()
+
+    def view(self, name: str) -> ModelView:
+        check_model_name(name)
+        versions = self._models.get(name)
+        if versions is None:
+            known = ", ".join(self.model_names()) or "none"
+            raise NotFound(f"unknown model {name!r}; available models: {known}")
+        labels = dict(self.settings.model_config(name).version_labels)
+        return ModelView(
+            name=name,
+            default_version=self.default_version(name),
+            versions=sorted(versions.values(), key=lambda sv: -sv.version),
+            version_labels=labels,
+        )
+
+    def views(self) -> list[ModelView]:
+        return [self.view(name) for name in self.model_names()]
