@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 from exporter.catalog import DEFAULT_MODELS, format_catalog
-from exporter.errors import UserError, VerificationFailed
+from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
+
+#: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
+#: 3 weights or a Hub handle could not be downloaded (no network).
+EXIT_VERIFICATION_FAILED, EXIT_USER_ERROR, EXIT_OFFLINE = 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.name and not args.defaults:
         build_parser().print_usage(sys.stderr)
         print("error: give a model NAME, --defaults or --list", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     logging.getLogger("absl").setLevel(logging.ERROR)
     # Imported here so that --list and usage errors answer without loading TensorFlow.
     from exporter.export import ExportSpec, export_model
@@ -90,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             result = export_model(spec, progress)
             print(result.path)
+    except WeightsUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OFFLINE
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except VerificationFailed as exc:
         print(f"error: verification failed, nothing was published: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_VERIFICATION_FAILED
     return 0

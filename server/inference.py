@@ -82,8 +82,6 @@ class InferenceService:
         if top_k < 0:
             raise InvalidRequest(f"top_k must be >= 1 (or 0 for the default {DEFAULT_TOP_K}), got {top_k}")
         k = top_k or DEFAULT_TOP_K
-        if k > self.settings.max_top_k:
-            raise InvalidRequest(f"top_k {k} is more than the server's limit {self.settings.max_top_k}")
         self.repository.resolve(ref)  # an unknown model is the more useful error, before image checks
         prepared = await self._prepare_images(images)
         async with self.repository.lease(ref, "classify") as served:

@@ -88,7 +88,6 @@ class ServerSettings:
     # --- request limits
     max_images_per_request: int = _doc("most images one Classify/ExtractFeatures request may carry", default=64)
     max_image_pixels: int = _doc("largest image (width x height) decoded; larger ones are refused unread", default=40_000_000)
-    max_top_k: int = _doc("largest top_k a request may ask for (also capped by the model's classes)", default=1000)
 
     # --- model repository
     poll_interval_s: float = _doc("how often the model root is scanned for new or removed versions", default=2.0)

@@ -48,3 +48,29 @@ class ExportCache:
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory) -> ExportCache:
     return ExportCache(tmp_path_factory.mktemp("models"))
+
+
+# Seeds differ per model so that tests can tell their outputs apart.
+CLASSIFIER = dict(name="mobilenet_v2_keras", weights="random", input_size=96, seed=1)
+FEATURES_ONLY = dict(name="vgg16", weights="random", input_size=32, seed=0, include_top=False)
+
+
+@pytest.fixture(scope="session")
+def classifier_export(export_cache):
+    """A small classifier (MobileNetV2 at 96x96, random weights, 1000 ImageNet labels), exported once."""
+    options = dict(CLASSIFIER)
+    return export_cache.get(options.pop("name"), **options)
+
+
+@pytest.fixture(scope="session")
+def features_export(export_cache):
+    """A features-only VGG16 at 32x32 (random weights), exported once."""
+    options = dict(FEATURES_ONLY)
+    return export_cache.get(options.pop("name"), **options)
+
+
+@pytest.fixture(scope="session")
+def classifier_v2_export(export_cache):
+    """A second version of the classifier (different seed), for hot-reload tests."""
+    options = dict(CLASSIFIER, seed=2)
+    return export_cache.get(options.pop("name"), **options)

@@ -25,3 +25,15 @@ def encode(pixels: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> byt
 def decode_rgb(data: bytes) -> np.ndarray:
     """The reference decoder of the fidelity tests: PIL, converted to RGB."""
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")

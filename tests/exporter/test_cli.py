@@ -44,7 +44,7 @@ def test_offline_imagenet_weights_say_what_to_do(tmp_path):
     result = run_exporter(
         "vgg16", "--output", str(tmp_path), env={**OFFLINE_ENV, "KERAS_HOME": str(tmp_path / "keras-home")}
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 3, result.stderr
     err = result.stderr
     assert "fetching: https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" in err
     assert "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in err
@@ -58,7 +58,7 @@ def test_offline_hub_handle_says_what_to_do(tmp_path):
     result = run_exporter(
         "mobilenet_v2", "--output", str(tmp_path), env={**OFFLINE_ENV, "TFHUB_CACHE_DIR": str(tmp_path / "hub")}
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 3, result.stderr
     err = result.stderr
     assert "fetching: https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/classification/4" in err
     assert str(tmp_path / "hub") in err

@@ -1,0 +1,165 @@
+"""Real servers for tests: in-process on a free port (its own event-loop thread), or a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from server.settings import ServerSettings
+
+TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0.2, shutdown_grace_s=2.0)
+
+
+def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
+    return ServerSettings(model_root=Path(model_root), **{**TEST_DEFAULTS, **overrides})
+
+
+class InProcessServer:
+    """A :class:`server.app.ModelServer` running on its own event loop in a background thread."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        from server.app import ModelServer
+
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
+        self._thread.start()
+        self.server: ModelServer = self.call(self._build(settings))
+
+    @staticmethod
+    async def _build(settings: ServerSettings):
+        from server.app import ModelServer
+
+        return ModelServer(settings)
+
+    def call(self, coroutine, timeout: float = 300) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self, wait_loaded: bool = True, timeout: float = 300) -> InProcessServer:
+        self.call(self.server.start(), timeout)
+        if wait_loaded:
+            self.call(self.server.repository.initial_load_done.wait(), timeout)
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def reconcile(self) -> None:
+        """Run one poll of the model root now (instead of waiting for the next one)."""
+        self.call(self.server.repository.reconcile())
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        try:
+            self.call(self.server.stop(grace_s), timeout=120)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=30)
+
+
+def copy_version(source: Path, root: Path, name: str, version: int) -> Path:
+    """Place an exported version directory at ``root/name/version`` (atomically, like the exporter)."""
+    target = root / name / str(version)
+    staging = root / name / f".copy-{version}-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging)
+    os.rename(staging, target)
+    return target
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class SubprocessServer:
+    """``python -m server`` as a user runs it; the port is read from its log line."""
+
+    LISTENING = re.compile(r"listening on \S+:(\d+)")
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.args = args
+        self.env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        self.cwd = cwd
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_lines: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._port_found = threading.Event()
+
+    def start(self, timeout: float = 120) -> SubprocessServer:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", *self.args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            cwd=self.cwd,
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        if not self._port_found.wait(timeout):
+            self.kill()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.log_lines[-30:]))
+        return self
+
+    def _read_log(self) -> None:
+        for line in self.process.stderr:
+            self.log_lines.append(line.rstrip("\n"))
+            match = self.LISTENING.search(line)
+            if match and self.port is None:
+                self.port = int(match.group(1))
+                self._port_found.set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return "\n".join(self.log_lines)
+
+    def wait_serving(self, timeout: float = 180) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def serving() -> bool:
+                try:
+                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                except grpc.RpcError:
+                    return False
+                return status == health_pb2.HealthCheckResponse.SERVING
+
+            wait_for(serving, timeout, 0.2, "the server to be SERVING")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+
+def replace_settings(settings: ServerSettings, **changes: Any) -> ServerSettings:
+    return dataclasses.replace(settings, **changes)
