@@ -22,7 +22,11 @@ TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0
 
 
 def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
+    """Settings for a test server: loopback, a free port, metrics off, fast polling."""
     return ServerSettings(model_root=Path(model_root), **{**TEST_DEFAULTS, **overrides})
+
+
+test_settings.__test__ = False  # a helper, not a test (its name starts with test_)
 
 
 class InProcessServer:
