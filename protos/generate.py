@@ -55,9 +55,14 @@ def generate(output_root: Path = PROTO_ROOT) -> list[Path]:
     return written
 
 
-def main() -> int:
-    for path in generate():
-        print(path.relative_to(PROTO_ROOT.parent))
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m protos.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=PROTO_ROOT, help="output root (default: protos/)")
+    args = parser.parse_args(argv)
+    for path in generate(args.output):
+        print(path)
     return 0
 
 
