@@ -150,6 +150,7 @@ class ModelRepository:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._models: dict[str, dict[int, ServedVersion]] = {}
         self._ignored: set[str] = set()
+        self._known_names: set[str] = set()
         self._on_change = on_change or (lambda: None)
         self._on_batch = on_batch
         self._on_lifecycle = on_lifecycle
@@ -374,6 +375,14 @@ class ModelRepository:
     def default_version(self, name: str) -> int:
         available = [v for v, sv in self._models.get(name, {}).items() if sv.state is VersionState.AVAILABLE]
         return max(available) if available else 0
+
+    def available_counts(self) -> dict[str, int]:
+        """Number of AVAILABLE versions per model (a model whose versions all went away counts 0)."""
+        counts = {name: 0 for name in self._known_names}
+        for name, versions in self._models.items():
+            counts[name] = sum(sv.state is VersionState.AVAILABLE for sv in versions.values())
+        self._known_names.update(counts)
+        return counts
 
     def any_available(self) -> bool:
         return any(self.default_version(name) for name in self._models)

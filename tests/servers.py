@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0
 
 
 def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
-    """Settings for a test server: loopback, a free port, metrics off, fast polling."""
+    """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir."""
+    if "state_dir" not in overrides:
+        overrides["state_dir"] = Path(tempfile.mkdtemp(prefix="imageserve-state-"))
     return ServerSettings(model_root=Path(model_root), **{**TEST_DEFAULTS, **overrides})
 
 

@@ -1,8 +1,14 @@
-"""The one place where exceptions become gRPC status codes.
+"""The one place where a call ends: exceptions become gRPC status codes, and every call is observed.
 
-:func:`grpc_method` wraps every servicer method: a :class:`~server.errors.ServingError` becomes its
-``code`` with its message unchanged; anything else is a server bug, logged with its traceback under
-an incident id and answered with a generic ``INTERNAL`` that names only that id.
+:func:`grpc_method` wraps every servicer method:
+
+- a :class:`~server.errors.ServingError` becomes its ``code`` with its message unchanged; anything
+  else is a server bug, logged with its traceback under an incident id and answered with a generic
+  ``INTERNAL`` that names only that id;
+- a request id is taken from the caller's ``x-request-id`` metadata (or made up), put on every log
+  line of the call and echoed back in the trailing metadata;
+- the servicer's ``observe_call(rpc, request, response, code, seconds)`` (metrics, debug log) runs
+  once per call, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 import uuid
 from typing import Any, AsyncIterator, Callable
 
@@ -18,8 +25,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from server.errors import InvalidRequest, ServingError
+from server.logs import request_id
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "x-request-id"
 
 
 class MalformedRequest:
@@ -51,17 +61,55 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _checked(request)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
+def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+            return value
+    return uuid.uuid4().hex[:16]
+
+
+def _status_of(exc: BaseException) -> str:
+    return exc.code if isinstance(exc, ServingError) else "INTERNAL"
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str, rid: str) -> None:
+    trailer = ((REQUEST_ID_KEY, rid),)
     if isinstance(exc, ServingError):
         log.debug("%s -> %s: %s", method, exc.code, exc)
-        await context.abort(grpc.StatusCode[exc.code], str(exc))
+        await context.abort(grpc.StatusCode[exc.code], str(exc), trailing_metadata=trailer)
     incident = uuid.uuid4().hex[:12]
     log.error("%s failed (incident %s)", method, incident, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal server error (incident {incident}); details are in the server log")
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal server error (incident {incident}); details are in the server log",
+        trailing_metadata=trailer,
+    )
+
+
+class _Call:
+    """Bookkeeping of one call: request id, start time, outcome."""
+
+    def __init__(self, servicer: Any, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> None:
+        self.servicer, self.rpc, self.request, self.context = servicer, rpc, request, context
+        self.rid = _incoming_request_id(context)
+        self.code = "OK"
+        self.response: Any = None
+        self.started = time.monotonic()
+        self._token = request_id.set(self.rid)
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.rid),))
+
+    def fail(self, exc: BaseException) -> None:
+        self.code = _status_of(exc)
+
+    def finish(self) -> None:
+        observe = getattr(self.servicer, "observe_call", None)
+        if observe is not None:
+            observe(self.rpc, self.request, self.response, self.code, time.monotonic() - self.started)
+        request_id.reset(self._token)
 
 
 def grpc_method(method: Callable) -> Callable:
-    """Apply the error mapping to a unary or streaming servicer method."""
+    """Apply the error mapping, request ids and call observation to a unary or streaming method."""
     name = method.__name__
     streaming_request = "request_iterator" in inspect.signature(method).parameters
 
@@ -69,24 +117,39 @@ def grpc_method(method: Callable) -> Callable:
 
         @functools.wraps(method)
         async def streaming(self, request, context):
+            call = _Call(self, name, request, context)
             try:
                 async for response in method(self, _checked(request), context):
                     yield response
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+            except grpc.aio.AbortError:
+                raise
+            except (asyncio.CancelledError, GeneratorExit):  # the caller went away
+                call.code = "CANCELLED"
                 raise
             except Exception as exc:
-                await _abort(context, exc, name)
+                call.fail(exc)
+                await _abort(context, exc, name, call.rid)
+            finally:
+                call.finish()
 
         return streaming
 
     @functools.wraps(method)
     async def unary(self, request, context):
+        call = _Call(self, name, request, context)
         try:
-            request = _checked_stream(request) if streaming_request else _checked(request)
-            return await method(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            checked = _checked_stream(request) if streaming_request else _checked(request)
+            call.response = await method(self, checked, context)
+            return call.response
+        except grpc.aio.AbortError:
+            raise
+        except asyncio.CancelledError:  # the caller went away
+            call.code = "CANCELLED"
             raise
         except Exception as exc:
-            await _abort(context, exc, name)
+            call.fail(exc)
+            await _abort(context, exc, name, call.rid)
+        finally:
+            call.finish()
 
     return unary

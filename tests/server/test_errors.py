@@ -123,11 +123,3 @@ def test_internal_errors_are_generic(stub, monkeypatch):
     details = assert_status(lambda: classify(stub, [small_png()]), grpc.StatusCode.INTERNAL, "internal server error")
     assert "secret" not in details and "/srv" not in details and "Traceback" not in details
     monkeypatch.undo()
-
-
-def test_unimplemented_finetune_is_explicit(stub):
-    assert_status(
-        lambda: stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id="x")),
-        grpc.StatusCode.UNIMPLEMENTED,
-        "fine-tuning is not enabled",
-    )

@@ -1,0 +1,143 @@
+"""Prometheus metrics, one registry per server, exposed on ``metrics_port`` at ``/metrics``.
+
+Series (all prefixed ``imageserve_``):
+
+==========================================  =========  ================================================
+name                                        type       labels
+==========================================  =========  ================================================
+``requests_total``                          counter    rpc, model, version, code
+``request_duration_seconds``                histogram  rpc, model: whole call, as the server sees it
+``queue_duration_seconds``                  histogram  model, kind: oldest request's wait for its batch
+``model_duration_seconds``                  histogram  model, kind: one model call (a batch)
+``batch_size``                              histogram  model, kind: images per model call
+``images_total``                            counter    model, version, kind: images through the model
+``model_loads_total``                       counter    model, result (``loaded`` / ``failed``)
+``model_load_duration_seconds``             histogram  model: load + warm-up
+``model_unloads_total``                     counter    model
+``model_unload_duration_seconds``           histogram  model: includes waiting for in-flight requests
+``served_versions``                         gauge      model: versions AVAILABLE now
+``finetune_jobs``                           gauge      state: jobs in the store by state
+==========================================  =========  ================================================
+
+Images per second is ``rate(imageserve_images_total[1m])``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_LOAD_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The server's Prometheus series; call the ``record_*`` methods from the event loop."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "imageserve_requests", "RPCs answered, by status code", ["rpc", "model", "version", "code"], registry=r
+        )
+        self.request_duration = Histogram(
+            "imageserve_request_duration_seconds", "RPC duration", ["rpc", "model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.queue_duration = Histogram(
+            "imageserve_queue_duration_seconds",
+            "Time the oldest request of a batch waited before the model call",
+            ["model", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_duration = Histogram(
+            "imageserve_model_duration_seconds", "Duration of one model call (a batch)", ["model", "kind"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "imageserve_batch_size", "Images per model call", ["model", "kind"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.images = Counter(
+            "imageserve_images", "Images run through a model", ["model", "version", "kind"], registry=r
+        )
+        self.loads = Counter("imageserve_model_loads", "Model version loads", ["model", "result"], registry=r)
+        self.load_duration = Histogram(
+            "imageserve_model_load_duration_seconds", "Load + warm-up time of a model version", ["model"],
+            buckets=_LOAD_BUCKETS, registry=r,
+        )
+        self.unloads = Counter("imageserve_model_unloads", "Model version unloads", ["model"], registry=r)
+        self.unload_duration = Histogram(
+            "imageserve_model_unload_duration_seconds",
+            "Unload time of a model version, including its in-flight requests",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.served_versions = Gauge("imageserve_served_versions", "Versions AVAILABLE now", ["model"], registry=r)
+        self._http_server = None
+        self.port: int | None = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the ``/metrics`` HTTP endpoint in a background thread; returns the bound port."""
+        address = "" if host in ("[::]", "0.0.0.0") else host
+        self._http_server, _thread = start_http_server(port, addr=address or "0.0.0.0", registry=self.registry)
+        self.port = self._http_server.server_port
+        log.info("metrics on http://%s:%d/metrics", address or "0.0.0.0", self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self._http_server is not None:
+            self._http_server.shutdown()
+            self._http_server.server_close()
+            self._http_server = None
+
+    def record_request(self, rpc: str, model: str, version: int | None, code: str, seconds: float) -> None:
+        self.requests.labels(rpc, model, str(version or ""), code).inc()
+        self.request_duration.labels(rpc, model).observe(seconds)
+
+    def record_batch(self, model: str, version: int, kind: str, size: int, queued_s: float, model_s: float) -> None:
+        self.batch_size.labels(model, kind).observe(size)
+        self.queue_duration.labels(model, kind).observe(queued_s)
+        self.model_duration.labels(model, kind).observe(model_s)
+        self.images.labels(model, str(version), kind).inc(size)
+
+    def record_lifecycle(self, event: str, model: str, version: int, seconds: float) -> None:
+        if event == "load":
+            self.loads.labels(model, "loaded").inc()
+            self.load_duration.labels(model).observe(seconds)
+        elif event == "load_failed":
+            self.loads.labels(model, "failed").inc()
+        elif event == "unload":
+            self.unloads.labels(model).inc()
+            self.unload_duration.labels(model).observe(seconds)
+
+    def set_served_versions(self, counts: dict[str, int]) -> None:
+        for model, count in counts.items():
+            self.served_versions.labels(model).set(count)
+
+    def track_finetune_jobs(self, counts_by_state: Callable[[], dict[str, int]]) -> None:
+        """Report ``imageserve_finetune_jobs{state}`` from ``counts_by_state()`` at every scrape."""
+        self.registry.register(_FinetuneJobsCollector(counts_by_state))
+
+
+class _FinetuneJobsCollector:
+    def __init__(self, counts_by_state: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts_by_state
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily("imageserve_finetune_jobs", "Fine-tuning jobs by state", labels=["state"])
+
+    def describe(self):
+        yield self._family()
+
+    def collect(self):
+        family = self._family()
+        for state, count in sorted(self._counts().items()):
+            family.add_metric([state], count)
+        yield family
