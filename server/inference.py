@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from exporter import signatures as sig
 from server.errors import InvalidRequest
 from server.images import apply_orientation, inspect_image, needs_orientation
 from server.repository import ModelRef, ModelRepository
@@ -42,6 +43,16 @@ class FeaturesResult:
     name: str
     version: int
     features: np.ndarray  # float32 [N, D]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Outputs of one signature, by output name (TF Serving's Predict)."""
+
+    name: str
+    version: int
+    signature: str
+    outputs: dict[str, np.ndarray]
 
 
 def top_k_predictions(probabilities: np.ndarray, k: int, labels: Sequence[str]) -> list[list[Prediction]]:
@@ -102,3 +113,56 @@ class InferenceService:
         async with self.repository.lease(ref, "features") as served:
             features = await served.batchers["features"].submit(prepared, deadline)
             return FeaturesResult(served.name, served.version, np.asarray(features, dtype=np.float32))
+
+    async def predict(
+        self, ref: ModelRef, signature: str, inputs: dict[str, np.ndarray], deadline: float | None = None
+    ) -> PredictResult:
+        """Run a signature by name, as TF Serving's Predict does.
+
+        Encoded images (the ``images`` input) take the same path as Classify/ExtractFeatures (checks,
+        EXIF orientation, batching), so both APIs return the same numbers; ``pixels`` inputs are checked
+        and run directly.
+        """
+        signature = signature or sig.DEFAULT
+        served = self.repository.resolve(ref)
+        kind = served.model.kind_of(signature)
+        if kind is None:
+            known = ", ".join(served.model.signature_names)
+            raise InvalidRequest(f"model {served.name!r} v{served.version} has no signature {signature!r}; signatures: {known}")
+        takes_pixels = signature.endswith("_pixels")
+        expected = sig.PIXELS_INPUT if takes_pixels else sig.IMAGES_INPUT
+        if set(inputs) != {expected}:
+            raise InvalidRequest(f"signature {signature!r} takes one input named {expected!r}, got {sorted(inputs)}")
+        value = inputs[expected]
+        if takes_pixels:
+            self._check_pixels(value)
+        else:
+            if value.dtype.kind not in ("S", "O") or value.ndim != 1:
+                raise InvalidRequest(f"input 'images' must be a 1-D string tensor of encoded images, got {value.dtype} {value.shape}")
+            prepared = await self._prepare_images([bytes(item) for item in value])
+        output_name = sig.PROBABILITIES_OUTPUT if kind == "classify" else sig.FEATURES_OUTPUT
+        async with self.repository.lease(ref, kind) as served:
+            if takes_pixels:
+                loop = asyncio.get_running_loop()
+                try:
+                    outputs = await loop.run_in_executor(
+                        self.repository.model_executor, served.model.call_signature, signature, {expected: value}
+                    )
+                except ValueError as exc:
+                    raise InvalidRequest(f"input 'pixels': {exc}") from None
+            else:
+                outputs = {output_name: await served.batchers[kind].submit(prepared, deadline)}
+            return PredictResult(served.name, served.version, signature, outputs)
+
+    def _check_pixels(self, pixels: np.ndarray) -> None:
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise InvalidRequest(f"input 'pixels' must be uint8 [N, H, W, 3], got {pixels.dtype} {list(pixels.shape)}")
+        count, height, width, _ = pixels.shape
+        if count == 0:
+            raise InvalidRequest("no images in the request")
+        if count > self.settings.max_images_per_request:
+            raise InvalidRequest(
+                f"{count} images in one request; the maximum is {self.settings.max_images_per_request}: split the request"
+            )
+        if height < 1 or width < 1 or height * width > self.settings.max_image_pixels:
+            raise InvalidRequest(f"{width}x{height} images: each must have 1 to {self.settings.max_image_pixels:,} pixels")

@@ -111,6 +111,7 @@ class LoadedModel:
         self.version = version
         self.path = path
         self.metadata = metadata
+        self.signature_defs: dict[str, Any] = {}
         self._saved_model = saved_model
         self._functions = {
             kind: saved_model.signatures[signature]
@@ -135,6 +136,8 @@ class LoadedModel:
             raise LoadError(f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)")
         metadata = _read_metadata(path, list(saved_model.signatures))
         model = cls(name, version, path, saved_model, metadata)
+        # Kept for TF Serving's GetModelMetadata, which must answer even if the directory is deleted later.
+        model.signature_defs = cls._read_signature_defs(path, metadata.signature_names)
         loaded = time.monotonic()
         model.warm_up()
         log.info(
@@ -149,6 +152,37 @@ class LoadedModel:
 
     def has(self, kind: str) -> bool:
         return kind in self._functions
+
+    @property
+    def signature_names(self) -> tuple[str, ...]:
+        return self.metadata.signature_names
+
+    def kind_of(self, signature: str) -> str | None:
+        """Which request kind (classify/features) a signature belongs to; None if unknown."""
+        if signature == sig.DEFAULT:
+            return "classify" if self.has("classify") else "features"
+        if signature not in self.metadata.signature_names:
+            return None
+        return "classify" if signature.startswith(sig.CLASSIFY) else "features"
+
+    def call_signature(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run any signature on numpy inputs (the TF Serving Predict path for pixel inputs)."""
+        import tensorflow as tf
+
+        function = self._saved_model.signatures[signature]
+        try:
+            outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+        except tf.errors.InvalidArgumentError as exc:
+            raise ValueError(tf_error_reason(exc)) from None
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+    @staticmethod
+    def _read_signature_defs(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+        graph = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), saved.meta_graphs[0])
+        return {name: graph.signature_def[name] for name in names if name in graph.signature_def}
 
     def warm_up(self) -> None:
         """One request through each signature, so the first real request does not pay for tracing."""

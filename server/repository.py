@@ -369,6 +369,11 @@ class ModelRepository:
 
     # --- routing ---------------------------------------------------------------------------------
 
+    @property
+    def model_executor(self) -> Executor:
+        """The threads model calls run on (batchers use it; so do direct signature calls)."""
+        return self._model_executor
+
     def model_names(self) -> list[str]:
         return sorted(self._models)
 

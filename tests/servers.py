@@ -75,6 +75,15 @@ class InProcessServer:
             self._thread.join(timeout=30)
 
 
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for settings that need a fixed port number)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def copy_version(source: Path, root: Path, name: str, version: int) -> Path:
     """Place an exported version directory at ``root/name/version`` (atomically, like the exporter)."""
     target = root / name / str(version)

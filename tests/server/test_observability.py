@@ -1,0 +1,126 @@
+"""Metrics move with traffic, request ids round-trip, logs can be JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from protos.imageserve.v1 import image_service_pb2 as pb
+from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+from server.logs import JsonFormatter, RequestIdFilter, request_id
+from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings
+from tests.server.conftest import CLASSIFIER, FEATURES
+
+DOCUMENTED_SERIES = (
+    "imageserve_requests_total",
+    "imageserve_request_duration_seconds",
+    "imageserve_queue_duration_seconds",
+    "imageserve_model_duration_seconds",
+    "imageserve_batch_size",
+    "imageserve_images_total",
+    "imageserve_model_loads_total",
+    "imageserve_model_load_duration_seconds",
+    "imageserve_model_unloads_total",
+    "imageserve_model_unload_duration_seconds",
+    "imageserve_served_versions",
+    "imageserve_finetune_jobs",
+)
+
+
+@pytest.fixture(scope="module")
+def metrics_server(model_root):
+    running = InProcessServer(test_settings(model_root, metrics_port=free_port())).start()
+    yield running
+    running.stop()
+
+
+def scrape(server) -> dict[tuple, float]:
+    url = f"http://127.0.0.1:{server.server.metrics.port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_documented_series_are_exposed(metrics_server):
+    url = f"http://127.0.0.1:{metrics_server.server.metrics.port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    for series in DOCUMENTED_SERIES:
+        assert f"# HELP {series.removesuffix('_total')}" in text or f"# HELP {series}" in text, series
+
+
+def test_metrics_move_with_traffic(metrics_server, photos):
+    with grpc.insecure_channel(metrics_server.address) as channel:
+        stub = pb_grpc.ImageModelServiceStub(channel)
+        before = scrape(metrics_server)
+        for _ in range(3):
+            stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]]))
+        stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["coffee.png"]] * 2))
+        with pytest.raises(grpc.RpcError):
+            stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name="no-such-model"), images=[photos["chelsea.jpg"]]))
+        after = scrape(metrics_server)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = dict(rpc="Classify", model=CLASSIFIER, version="1", code="OK")
+    assert delta("imageserve_requests_total", **ok) == 3
+    assert delta("imageserve_requests_total", rpc="Classify", model="-", version="", code="NOT_FOUND") == 1
+    assert delta("imageserve_requests_total", rpc="ExtractFeatures", model=FEATURES, version="1", code="OK") == 1
+    assert delta("imageserve_images_total", model=CLASSIFIER, version="1", kind="classify") == 3
+    assert delta("imageserve_images_total", model=FEATURES, version="1", kind="features") == 2
+    assert delta("imageserve_request_duration_seconds_count", rpc="Classify", model=CLASSIFIER) == 3
+    assert delta("imageserve_batch_size_count", model=CLASSIFIER, kind="classify") >= 1
+    assert delta("imageserve_model_duration_seconds_sum", model=CLASSIFIER, kind="classify") > 0
+    assert value(after, "imageserve_model_loads_total", model=CLASSIFIER, result="loaded") == 1
+    assert value(after, "imageserve_served_versions", model=CLASSIFIER) == 1
+    assert value(after, "imageserve_model_load_duration_seconds_count", model=FEATURES) == 1
+
+
+def test_request_ids_round_trip(stub, photos):
+    request = pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.png"]])
+    _, call = stub.Classify.with_call(request, metadata=(("x-request-id", "order-42"),))
+    assert ("x-request-id", "order-42") in call.trailing_metadata()
+    _, call = stub.Classify.with_call(request)
+    generated = dict(call.trailing_metadata())["x-request-id"]
+    assert len(generated) == 16
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name="nope"), images=[b"x"]), metadata=(("x-request-id", "bad-1"),))
+    assert ("x-request-id", "bad-1") in caught.value.trailing_metadata()
+
+
+def test_json_log_lines_carry_the_request_id():
+    record = logging.LogRecord("server.test", logging.INFO, __file__, 1, "loaded %s v%d", ("vgg16", 3), None)
+    token = request_id.set("order-42")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id.reset(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "loaded vgg16 v3" and line["request_id"] == "order-42" and line["level"] == "INFO"
+
+
+def test_server_logs_json_when_asked(model_root, tmp_path):
+    server = SubprocessServer(
+        ["--model-root", str(model_root), "--port", "0", "--metrics-port", "0", "--log-format", "json",
+         "--state-dir", str(tmp_path / "state")]
+    ).start()
+    try:
+        server.wait_serving()
+    finally:
+        server.terminate()
+    lines = [json.loads(line) for line in server.log_lines if line.startswith("{")]
+    assert any("listening on" in line["message"] for line in lines)
+    assert any(line["message"].startswith("loaded ") for line in lines)
+    assert all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)
