@@ -1,0 +1,79 @@
+"""imageserve client: a typed Python SDK for the imageserve gRPC API, and ``python -m client``.
+
+::
+
+    from client import ModelClient
+
+    with ModelClient("localhost:8500") as client:
+        result = client.classify(["cat.jpg", "dog.png"], model="mobilenet_v2", top_k=3)
+        for predictions in result:
+            print(predictions[0].label, predictions[0].score)
+        vectors = client.extract_features("cat.jpg", model="vgg16").features  # float32 [1, D]
+
+:class:`AsyncModelClient` has the same methods for asyncio. Errors are subclasses of
+:class:`ImageServeError` (see :mod:`client.errors`). Needs only grpcio, protobuf, numpy and Pillow:
+importing it never imports TensorFlow.
+"""
+
+from client.aio import AsyncModelClient
+from client.errors import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    ImageServeError,
+    InternalServerError,
+    InvalidArgument,
+    InvalidImage,
+    ModelNotFound,
+    NotFound,
+    PermissionDenied,
+    ServerBusy,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from client.options import ClientOptions, RetryPolicy
+from client.results import (
+    ClassifyResult,
+    FeaturesResult,
+    ModelMetadata,
+    ModelStatus,
+    Prediction,
+    ServerInfo,
+    ServingStats,
+    VersionState,
+    VersionStatus,
+)
+from client.sync import ModelClient
+
+__all__ = [
+    "ModelClient",
+    "AsyncModelClient",
+    "ClientOptions",
+    "RetryPolicy",
+    "Prediction",
+    "ClassifyResult",
+    "FeaturesResult",
+    "ModelStatus",
+    "ModelMetadata",
+    "VersionStatus",
+    "VersionState",
+    "ServingStats",
+    "ServerInfo",
+    "ImageServeError",
+    "InvalidArgument",
+    "InvalidImage",
+    "NotFound",
+    "ModelNotFound",
+    "AlreadyExists",
+    "FailedPrecondition",
+    "ServerBusy",
+    "Unavailable",
+    "DeadlineExceeded",
+    "Cancelled",
+    "Unauthenticated",
+    "PermissionDenied",
+    "Unimplemented",
+    "InternalServerError",
+]
