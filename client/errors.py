@@ -37,6 +37,8 @@ __all__ = [
     "error_from_rpc",
 ]
 
+#: Trailing metadata key under which the server names each call (also in its log lines).
+REQUEST_ID_KEY = "x-request-id"
 #: The server names a bad image by its index in the request: "image 3: not a recognised image; ...".
 _IMAGE_INDEX = re.compile(r"^image (\d+): ")
 
@@ -50,6 +52,8 @@ class ImageServeError(Exception):
 
     #: The status code this class stands for (instances carry the code actually received).
     default_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    #: The server's id of the failed call (its ``x-request-id`` trailer), to find it in the server log.
+    request_id: str | None = None
 
     def __init__(self, details: str, code: grpc.StatusCode | None = None, note: str = "") -> None:
         super().__init__(details)
@@ -86,7 +90,9 @@ class InvalidImage(InvalidArgument):
         """The same error with ``index`` (and the message) moved by ``offset`` images."""
         if offset == 0:
             return self
-        return InvalidImage(f"image {self.index + offset}: {self.reason}", self.code, self.note)
+        shifted = InvalidImage(f"image {self.index + offset}: {self.reason}", self.code, self.note)
+        shifted.request_id = self.request_id
+        return shifted
 
 
 class NotFound(ImageServeError):
@@ -196,7 +202,10 @@ def error_from_status(code: grpc.StatusCode, details: str) -> ImageServeError:
 
 def error_from_rpc(error: grpc.RpcError) -> ImageServeError:
     """The exception for a failed gRPC call (sync or ``grpc.aio``)."""
-    # Both grpc's sync errors and grpc.aio.AioRpcError have code() and details().
+    # Both grpc's sync errors and grpc.aio.AioRpcError have code(), details() and trailing_metadata().
     code = error.code() if callable(getattr(error, "code", None)) else None
     details = error.details() if callable(getattr(error, "details", None)) else None
-    return error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error))
+    trailers = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
+    mapped = error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error))
+    mapped.request_id = next((value for key, value in trailers or () if key == REQUEST_ID_KEY), None)
+    return mapped

@@ -41,6 +41,7 @@ def test_unknown_model_lists_the_available_ones(client):
         assert error.code == grpc.StatusCode.NOT_FOUND
         assert error.details == f"unknown model 'vgg61'; available models: {CLASSIFIER}, {FEATURES}"
         assert str(error) == error.details
+        assert error.request_id  # the server's id of the call, for its log
 
 
 def test_unknown_version_and_label(client):
