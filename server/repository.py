@@ -84,6 +84,7 @@ class ServedVersion:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    load_started: bool = False
 
     @property
     def metadata(self) -> VersionMetadata | None:
@@ -236,12 +237,30 @@ class ModelRepository:
         """One pass of: scan, load what is desired and missing, then unload what is not desired."""
         async with self._reconciling:
             self._reload_config_if_changed()
-            on_disk = self.scan()
+            plan = self.register_pending()
             changed = False
-            for name in sorted(set(on_disk) | set(self._models)):
-                changed |= await self._reconcile_model(name, on_disk.get(name, {}))
+            for name, (on_disk, fingerprints) in sorted(plan.items()):
+                changed |= await self._reconcile_model(name, on_disk, fingerprints)
             if changed:
                 self._on_change()
+
+    def register_pending(self) -> dict[str, tuple[dict[int, Path], dict[int, tuple]]]:
+        """Scan, and show every version about to be loaded as LOADING at once (so that a request for
+        a model further down the load order hears "loading, retry" rather than "unknown model").
+
+        Returns each model's versions on disk and their fingerprints, for :meth:`_reconcile_model`.
+        """
+        on_disk = self.scan()
+        plan = {}
+        for name in set(on_disk) | set(self._models):
+            versions_on_disk = on_disk.get(name, {})
+            fingerprints = {v: version_fingerprint(p) for v, p in versions_on_disk.items()}
+            versions = self._models.setdefault(name, {})
+            for version in self._desired(name, versions_on_disk, fingerprints):
+                if version not in versions or versions[version].state is VersionState.FAILED:
+                    versions[version] = ServedVersion(name, version, versions_on_disk[version], fingerprints[version])
+            plan[name] = (versions_on_disk, fingerprints)
+        return plan
 
     def _desired(self, name: str, on_disk: dict[int, Path], fingerprints: dict[int, tuple]) -> set[int]:
         versions = self._models.get(name, {})
@@ -252,9 +271,8 @@ class ModelRepository:
         ]
         return select_versions(self.settings.model_config(name), loadable)
 
-    async def _reconcile_model(self, name: str, on_disk: dict[int, Path]) -> bool:
+    async def _reconcile_model(self, name: str, on_disk: dict[int, Path], fingerprints: dict[int, tuple]) -> bool:
         versions = self._models.setdefault(name, {})
-        fingerprints = {v: version_fingerprint(p) for v, p in on_disk.items()}
         changed = False
         # Forget FAILED entries whose directory is gone.
         for version in [v for v, sv in versions.items() if sv.state is VersionState.FAILED and v not in on_disk]:
@@ -265,7 +283,9 @@ class ModelRepository:
             to_load = sorted(
                 v
                 for v in desired
-                if v not in versions or versions[v].state is VersionState.FAILED
+                if v not in versions
+                or versions[v].state is VersionState.FAILED
+                or (versions[v].state is VersionState.LOADING and not versions[v].load_started)
             )
             if not to_load:
                 break
@@ -276,13 +296,18 @@ class ModelRepository:
             if served.state is VersionState.AVAILABLE and version not in desired:
                 await self._unload(served)
                 changed = True
+            elif served.state is VersionState.LOADING and not served.load_started and version not in desired:
+                del versions[version]  # planned, then no longer wanted (e.g. a newer one failed meanwhile)
         if not versions:
             del self._models[name]
         return changed
 
     async def _load(self, name: str, version: int, path: Path, fingerprint: tuple) -> None:
-        served = ServedVersion(name, version, path, fingerprint)
-        self._models[name][version] = served
+        served = self._models[name].get(version)
+        if served is None or served.state is not VersionState.LOADING or served.load_started:
+            served = ServedVersion(name, version, path, fingerprint)
+            self._models[name][version] = served
+        served.load_started = True
         self._on_change()
         started = time.monotonic()
         log.info("loading %s v%d from %s", name, version, path)

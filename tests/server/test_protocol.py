@@ -38,10 +38,13 @@ def test_health_goes_from_not_serving_to_serving_and_loading_is_unavailable(mode
             stub = pb_grpc.ImageModelServiceStub(channel)
             # Listening at once, while the models load (the MobileNetV2 takes seconds).
             assert health_status(channel) == NOT_SERVING
-            with pytest.raises(grpc.RpcError) as caught:
-                stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.png"]]))
-            assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
-            if caught.value.code() == grpc.StatusCode.UNAVAILABLE:
+            # Every model on disk is "loading, retry" (UNAVAILABLE) until it is served, never "unknown":
+            # clients retry UNAVAILABLE only. The second model in load order waits longest.
+            for name in (CLASSIFIER, FEATURES):
+                request = pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=name), images=[photos["chelsea.png"]])
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.ExtractFeatures(request)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
                 assert "loading" in caught.value.details()
             wait_for(lambda: health_status(channel) == SERVING, 120, what="SERVING")
             assert health_status(channel, "imageserve.v1.ImageModelService") == SERVING
