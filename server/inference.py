@@ -88,18 +88,19 @@ class InferenceService:
         return prepared
 
     async def classify(
-        self, ref: ModelRef, images: Sequence[bytes], top_k: int = 0, deadline: float | None = None
+        self, ref: ModelRef, images: Sequence[bytes], top_k: int | None = None, deadline: float | None = None
     ) -> ClassifyResult:
-        if top_k < 0:
-            raise InvalidRequest(f"top_k must be >= 1 (or 0 for the default {DEFAULT_TOP_K}), got {top_k}")
+        """Top-k classes per image (``top_k`` None: the default, 5)."""
+        if top_k is not None and top_k < 1:
+            raise InvalidRequest(f"top_k must be >= 1 (leave it unset for the default {DEFAULT_TOP_K}), got {top_k}")
         k = top_k or DEFAULT_TOP_K
         self.repository.resolve(ref)  # an unknown model is the more useful error, before image checks
         prepared = await self._prepare_images(images)
         async with self.repository.lease(ref, "classify") as served:
             metadata = served.model.metadata
-            if top_k > metadata.num_classes:
+            if k > metadata.num_classes:
                 raise InvalidRequest(
-                    f"top_k {top_k} is more than the {metadata.num_classes} classes of {served.name!r} v{served.version}"
+                    f"top_k {k} is more than the {metadata.num_classes} classes of {served.name!r} v{served.version}"
                 )
             probabilities = await served.batchers["classify"].submit(prepared, deadline)
             k = min(k, probabilities.shape[1])

@@ -86,7 +86,9 @@ def test_model_names_that_are_paths_are_refused(stub, name):
     assert_status(lambda: classify(stub, [small_png()], name=name), INVALID, fragment)
 
 
-@pytest.mark.parametrize("top_k, fragment", [(-1, "top_k must be >= 1"), (1001, "more than the 1000 classes")])
+@pytest.mark.parametrize(
+    "top_k, fragment", [(0, "top_k must be >= 1"), (-1, "top_k must be >= 1"), (1001, "more than the 1000 classes")]
+)
 def test_top_k_out_of_range(stub, top_k, fragment):
     assert_status(lambda: classify(stub, [small_png()], top_k=top_k), INVALID, fragment)
 
