@@ -118,7 +118,8 @@ class ServerSettings:
     tls_cert: Path | None = _doc("PEM server certificate; with tls_key, the server speaks TLS", default=None)
     tls_key: Path | None = _doc("PEM private key of tls_cert", default=None)
     tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed", default=None)
-    auth_tokens_file: Path | None = _doc("file of 'token scope[,scope]' lines; when set, every call needs a token", default=None)
+    auth_tokens_file: Path | None = _doc("file of '<token> <scope>[,<scope>]' lines (scopes: read, finetune); when set, calls need a token", default=None)
+    auth_tokens: str | None = _doc("the same entries separated by ';' (e.g. from an environment variable); never logged", default=None)
 
     # Per-model tables from the config file; not a flag or environment variable.
     models: Mapping[str, ModelConfig] = field(default_factory=dict, metadata={"help": "", "file_only": True})
