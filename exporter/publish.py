@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
@@ -154,9 +154,12 @@ def save_and_publish(
     version: int | None,
     manifest: dict[str, Any],
     progress: Progress,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> tuple[Path, int, dict[str, Any]]:
     """Write ``module`` as version ``version`` (or the next one) of ``model_dir``, atomically.
 
+    ``extra_files`` (plain file name -> content, e.g. a fine-tuned version's metrics.json and plots)
+    are written into the version directory before it is verified and renamed into place.
     Returns the published path, its version and the manifest (with ``version`` filled in).
     Nothing is left behind on failure.
     """
@@ -171,6 +174,11 @@ def save_and_publish(
         with progress.step(f"writing SavedModel to {staging.name}"):
             tf.saved_model.save(module, str(staging), signatures=signatures)
             (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            for name, content in (extra_files or {}).items():
+                target = staging / name
+                if "/" in name or name.startswith(".") or target.exists():
+                    raise ValueError(f"extra file {name!r}: must be a new plain file name in the version")
+                target.write_bytes(content)
         with progress.step("verifying: reload and run one image through every signature"):
             shapes = verify_saved_model(staging, manifest)
             _fsync_tree(staging)

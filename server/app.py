@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from server import __version__
 from server.api.servicer import SERVICE_NAME, ImageModelServicer, generic_handler
+from server.finetune.manager import FineTuneManager
 from server.inference import InferenceService
 from server.logs import configure_logging
 from server.repository import ModelRepository
@@ -52,7 +53,9 @@ class ModelServer:
         self.health = health.aio.HealthServicer()
         self.repository = ModelRepository(settings, self._model_executor, on_change=self._schedule_health_update)
         self.inference = InferenceService(settings, self.repository)
+        self.finetune = FineTuneManager(settings, self.repository)
         self.servicer = ImageModelServicer(settings, self.repository, self.inference)
+        self.servicer.finetune = self.finetune
         self._server: grpc.aio.Server | None = None
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
@@ -85,6 +88,7 @@ class ModelServer:
         self._server = server
         log.info("imageserve %s listening on %s:%d (model root %s)", __version__, self.settings.host, self.port, self.settings.model_root)
         self._repository_start = asyncio.get_running_loop().create_task(self.repository.start())
+        await self.finetune.start()
         return self.port
 
     def _schedule_health_update(self) -> None:
@@ -105,6 +109,7 @@ class ModelServer:
         """Stop accepting, let in-flight calls finish within the grace period, release models."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        await self.finetune.stop()  # first: running jobs end FAILED (interrupted) and their watchers end
         if self._server is not None:
             log.info("shutting down: finishing in-flight requests (grace %.1f s)", grace)
             await self._server.stop(grace)

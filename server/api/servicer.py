@@ -7,7 +7,7 @@ import logging
 import grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from server.api import converters
+from server.api import converters, finetune_converters
 from server.api.errors import grpc_method, safe_deserializer
 from server.errors import InvalidRequest, ServingError
 from server.inference import InferenceService
@@ -70,7 +70,7 @@ class ImageModelServicer:
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.ServerInfo:
         return converters.server_info(self.settings)
 
-    # --- fine-tuning: implemented by server.finetune; the place is reserved in the API.
+    # --- fine-tuning: the plain core is server.finetune.manager.FineTuneManager.
 
     def _finetune(self):
         if self.finetune is None:
@@ -79,28 +79,31 @@ class ImageModelServicer:
 
     @grpc_method
     async def UploadDataset(self, request_iterator, context) -> pb.Dataset:
-        return await self._finetune().upload_dataset(request_iterator, context)
+        dataset = await self._finetune().upload_dataset(finetune_converters.upload_items(request_iterator))
+        return finetune_converters.dataset(dataset)
 
     @grpc_method
     async def StartFineTune(self, request: pb.StartFineTuneRequest, context) -> pb.FineTuneJob:
-        return await self._finetune().start(request, context)
+        job = await self._finetune().start_job(finetune_converters.start_request(request))
+        return finetune_converters.job(job)
 
     @grpc_method
     async def GetFineTuneJob(self, request: pb.GetFineTuneJobRequest, context) -> pb.FineTuneJob:
-        return await self._finetune().get(request, context)
+        return finetune_converters.job(self._finetune().get(request.job_id))
 
     @grpc_method
     async def ListFineTuneJobs(self, request: pb.ListFineTuneJobsRequest, context) -> pb.ListFineTuneJobsResponse:
-        return await self._finetune().list(request, context)
+        jobs = self._finetune().list(finetune_converters.job_states(request.states), request.limit)
+        return pb.ListFineTuneJobsResponse(jobs=[finetune_converters.job(job) for job in jobs])
 
     @grpc_method
     async def CancelFineTuneJob(self, request: pb.CancelFineTuneJobRequest, context) -> pb.FineTuneJob:
-        return await self._finetune().cancel(request, context)
+        return finetune_converters.job(await self._finetune().cancel(request.job_id))
 
     @grpc_method
     async def WatchFineTuneJob(self, request: pb.WatchFineTuneJobRequest, context):
-        async for event in self._finetune().watch(request, context):
-            yield event
+        async for event in self._finetune().watch(request.job_id, request.after_event_id):
+            yield finetune_converters.event(event)
 
 
 def generic_handler(servicer: ImageModelServicer) -> grpc.GenericRpcHandler:

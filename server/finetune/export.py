@@ -1,0 +1,80 @@
+"""The fine-tuned model: the trained head composed onto the base's ``embed``, published as a new version.
+
+The version has the same signatures and baked-in preprocessing as every exported model
+(:mod:`exporter.signatures`): ``classify`` with the dataset's labels, ``classify_pixels``,
+``features``/``features_pixels`` (the base's features), ``serving_default`` = ``classify``. It is
+written, verified and renamed into ``<model_root>/<output_model>/<version>/`` by
+:func:`exporter.publish.save_and_publish`, with metrics.json and the plots inside before the rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from exporter import __version__ as exporter_version
+from exporter.export import MANIFEST_FORMAT
+from exporter.labels import write_labels_file
+from exporter.progress import Progress
+from exporter.publish import VersionExists, save_and_publish
+from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from server.finetune.trainer import FrozenBase
+
+PUBLISH_ATTEMPTS = 3
+
+
+def publish_finetuned(
+    base: FrozenBase,
+    base_manifest: dict[str, Any],
+    head: Any,
+    labels: Sequence[str],
+    model_dir: Path,
+    source: dict[str, Any],
+    training: dict[str, Any],
+    extra_files: dict[str, bytes],
+) -> tuple[Path, int]:
+    """Publish the next version of ``model_dir``; returns its path and version number."""
+    import tensorflow as tf
+
+    embed = base.embed
+
+    def classify(pixels: tf.Tensor) -> tf.Tensor:
+        return head(embed(pixels), training=False)
+
+    with tempfile.TemporaryDirectory(prefix="imageserve-labels-") as scratch:
+        labels_path = str(Path(scratch) / LABELS_ASSET)
+        write_labels_file(labels_path, list(labels))
+        module = ServingModule(
+            base.input_size, classify, embed, labels_path, {"base": base.saved_model, "head": head}
+        )
+        signatures = module.signature_map
+        feature_dim = int(base_manifest.get("feature_dim") or head.input_shape[-1])
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "name": model_dir.name,
+            "source": {"kind": "finetune", **source},
+            "weights": {"kind": "finetune", "base_weights": base_manifest.get("weights")},
+            "input_size": base.input_size,
+            "preprocessing": base_manifest.get("preprocessing"),
+            "num_classes": len(labels),
+            "feature_dim": feature_dim,
+            "labels_file": f"assets/{LABELS_ASSET}",
+            "signatures": describe_signatures(sorted(signatures), len(labels), feature_dim),
+            "training": training,
+            "exporter_version": exporter_version,
+            "tensorflow_version": tf.__version__,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        quiet = Progress("finetune", stream=None)
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                path, version, _manifest = save_and_publish(
+                    module, signatures, model_dir, None, manifest, quiet, extra_files=extra_files
+                )
+                return path, version
+            except VersionExists:  # another publisher took the next number first; take the one after
+                if attempt == PUBLISH_ATTEMPTS - 1:
+                    raise
+    raise AssertionError("unreachable")

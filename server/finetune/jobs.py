@@ -1,0 +1,162 @@
+"""The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.finetune.hyperparameters import Hyperparameters
+
+
+class JobState(enum.Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class JobPhase(enum.Enum):
+    UNSPECIFIED = "UNSPECIFIED"
+    VALIDATING = "VALIDATING"
+    EXTRACTING_FEATURES = "EXTRACTING_FEATURES"
+    TRAINING = "TRAINING"
+    EXPORTING = "EXPORTING"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int  # 1-based
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    label: str
+    precision: float
+    recall: float
+    support: int
+
+
+@dataclass(frozen=True)
+class FineTuneMetrics:
+    """Final metrics of the restored best epoch, on the validation split."""
+
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float
+    train_loss: float
+    epochs_run: int
+    best_epoch: int
+    per_class: tuple[ClassMetrics, ...]
+    extract_seconds: float
+    train_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FineTuneMetrics:
+        return cls(**{**data, "per_class": tuple(ClassMetrics(**c) for c in data["per_class"])})
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A stored dataset: an upload, or a snapshot of a data-root directory's file list."""
+
+    dataset_id: str
+    name: str
+    num_images: int
+    images_per_class: dict[str, int]
+    created_at: float = 0.0
+
+    @property
+    def imbalance_ratio(self) -> float:
+        """Largest class size / smallest class size (1.0 is balanced)."""
+        counts = [n for n in self.images_per_class.values() if n > 0]
+        return max(counts) / min(counts) if counts else 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    state: JobState
+    phase: JobPhase
+    base_model: str
+    base_version: int
+    output_model: str
+    hyperparameters: Hyperparameters
+    dataset: DatasetSummary
+    created_at: float  # wall-clock seconds since the epoch, for display
+    request_id: str = ""
+    output_version: int = 0
+    error: str = ""
+    metrics: FineTuneMetrics | None = None
+    artifacts: tuple[str, ...] = ()
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One step of a job's history; ``event_id`` increases per job (resume a watch after it)."""
+
+    job_id: str
+    event_id: int
+    time: float
+    state: JobState
+    phase: JobPhase
+    message: str = ""
+    progress: float = 0.0
+    eta_seconds: float = 0.0
+    epoch: EpochMetrics | None = None
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What StartFineTune asks for, in plain values. Exactly one of dataset_id and data_dir is set."""
+
+    base_model: str
+    base_version: int | None
+    base_label: str | None
+    output_model: str
+    hyperparameters: Hyperparameters
+    dataset_id: str | None = None
+    data_dir: str | None = None
+    request_id: str = ""
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, to tell a retry from a different request with a reused id."""
+        import hashlib
+        import json
+
+        content = {k: v for k, v in dataclasses.asdict(self).items() if k != "request_id"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """The optional first message of an upload."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """One message of an upload stream."""
+
+    label: str
+    data: bytes = field(repr=False)
+    filename: str = ""

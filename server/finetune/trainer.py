@@ -1,0 +1,285 @@
+"""The training recipe: a frozen base, its features computed once, a small head trained on them.
+
+This is the tutorial's ``GlobalAveragePooling2D -> Dense(256, relu) -> Dense(n, softmax)`` on a frozen
+base, done the way TensorFlow's old ``retrain.py`` did it: the base's pooled features are computed
+once per image (:func:`extract_features`, through the base's own serving signature, so training sees
+exactly what serving will compute), and only the head trains on them. The head standardises its
+input with a ``Normalization`` layer adapted on the training features: features of a frozen base can
+have a tiny or uneven scale (VGG16 with random weights: mean 0.1, std 0.01), which plain Adam learns
+slowly from. With ``augment`` the base runs on every augmented batch instead (no cache; much slower).
+
+Everything here is deterministic for a given seed: the stratified split, the initialisation, the
+shuffling and dropout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from server.finetune.hyperparameters import Hyperparameters
+from server.finetune.jobs import ClassMetrics, EpochMetrics
+
+EXTRACT_BATCH = 64
+EVAL_BATCH = 512
+# NOTE: several optimizer steps per tf.function call; a small head is otherwise dominated by the
+# per-step dispatch overhead (it only changes how often per-batch callbacks run, and none is used).
+STEPS_PER_EXECUTION = 16
+
+
+def stratified_split(class_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of (train, validation): ``fraction`` of each class (at least one image) is held out."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for class_id in range(int(class_ids.max()) + 1):
+        members = rng.permutation(np.flatnonzero(class_ids == class_id))
+        n_val = min(max(1, int(round(fraction * len(members)))), len(members) - 1)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def class_weights(class_ids: np.ndarray, num_classes: int, weighting: str) -> dict[int, float] | None:
+    """``balanced``: n_images / (n_classes * n_class_images), as scikit-learn's; ``none``: None."""
+    if weighting == "none":
+        return None
+    counts = np.bincount(class_ids, minlength=num_classes)
+    return {c: float(len(class_ids) / (num_classes * counts[c])) for c in range(num_classes) if counts[c]}
+
+
+class Decoder:
+    """The serving signatures' decoder (:func:`exporter.signatures.decode_images`) on its own."""
+
+    def __init__(self, input_size: int) -> None:
+        import tensorflow as tf
+
+        from exporter import signatures as sig
+
+        self.decode = tf.function(
+            lambda images: sig.decode_images(images, input_size),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+        )
+
+    def undecodable(self, images: Sequence[bytes]) -> dict[int, str]:
+        """Which of ``images`` the serving decoder rejects (index -> reason); one batch call when none."""
+        import tensorflow as tf
+
+        from server.model import tf_error_reason
+
+        if not images:
+            return {}
+        try:
+            self.decode(tf.constant(list(images), dtype=tf.string))
+            return {}
+        except tf.errors.InvalidArgumentError:
+            pass
+        failures = {}
+        for index, data in enumerate(images):
+            try:
+                self.decode(tf.constant([data], dtype=tf.string))
+            except tf.errors.InvalidArgumentError as exc:
+                failures[index] = tf_error_reason(exc)
+        return failures
+
+
+class FrozenBase:
+    """An exported model loaded from its version directory, used as a frozen feature extractor."""
+
+    def __init__(self, path: str, input_size: int) -> None:
+        import tensorflow as tf
+
+        from exporter import signatures as sig
+
+        self.saved_model = tf.saved_model.load(path)
+        if not hasattr(self.saved_model, "embed") or sig.FEATURES not in self.saved_model.signatures:
+            raise ValueError("it has no feature function (exported by an older exporter?); re-export it")
+        self.input_size = input_size
+        self.embed = self.saved_model.embed
+        self.decode = Decoder(input_size).decode
+        self._features = self.saved_model.signatures[sig.FEATURES]
+
+    def features(self, images: Sequence[bytes]) -> np.ndarray:
+        """Pooled features through the base's own ``features`` signature: exactly what serving computes."""
+        import tensorflow as tf
+
+        from exporter import signatures as sig
+
+        batch = tf.constant(list(images), dtype=tf.string)
+        return self._features(**{sig.IMAGES_INPUT: batch})[sig.FEATURES_OUTPUT].numpy()
+
+
+def extract_features(
+    base: FrozenBase,
+    read: Callable[[int], bytes],
+    count: int,
+    on_progress: Callable[[int, float], None],
+) -> np.ndarray:
+    """Run the base once per image, in batches; ``on_progress(done, elapsed_s)`` after each batch."""
+    started = time.monotonic()
+    rows = []
+    for start in range(0, count, EXTRACT_BATCH):
+        batch = [read(i) for i in range(start, min(count, start + EXTRACT_BATCH))]
+        rows.append(base.features(batch))
+        on_progress(start + len(batch), time.monotonic() - started)
+    return np.concatenate(rows).astype(np.float32)
+
+
+def build_head(
+    train_features: np.ndarray, num_classes: int, hp: Hyperparameters, normalize: bool = True
+) -> Any:
+    """``[Normalization] -> Dense(hidden, relu) -> Dropout -> Dense(n, softmax)`` on pooled features."""
+    import keras
+
+    keras.utils.set_random_seed(hp.seed)
+    layers: list[Any] = [keras.Input((train_features.shape[1],), name="features")]
+    if normalize:
+        normalization = keras.layers.Normalization(name="standardize")
+        normalization.adapt(train_features)
+        layers.append(normalization)
+    layers += [
+        keras.layers.Dense(hp.hidden_units, activation="relu", name="hidden"),
+        keras.layers.Dropout(hp.dropout, seed=hp.seed, name="dropout"),
+        keras.layers.Dense(num_classes, activation="softmax", name="probabilities"),
+    ]
+    head = keras.Sequential(layers, name="head")
+    head.compile(
+        optimizer=keras.optimizers.Adam(hp.learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+    return head
+
+
+@dataclass
+class TrainingResult:
+    history: list[EpochMetrics]
+    best_epoch: int  # 1-based; its weights are the head's
+    seconds: float
+
+
+def cached_batches(features: np.ndarray, onehot: np.ndarray, hp: Hyperparameters) -> Any:
+    """Training batches from cached features, reshuffled every epoch (seeded)."""
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((features, onehot))
+        .shuffle(len(features), seed=hp.seed, reshuffle_each_iteration=True)
+        .batch(hp.batch_size)
+        .prefetch(2)
+    )
+
+
+def augmented_batches(base: FrozenBase, images: list[bytes], onehot: np.ndarray, hp: Hyperparameters) -> Any:
+    """Training batches that decode, randomly flip and rotate the images and run the base on every batch."""
+    import keras
+    import tensorflow as tf
+
+    augment = keras.Sequential(
+        [keras.layers.RandomFlip("horizontal", seed=hp.seed), keras.layers.RandomRotation(0.05, seed=hp.seed)]
+    )
+    return (
+        tf.data.Dataset.from_tensor_slices((tf.constant(images, dtype=tf.string), onehot))
+        .shuffle(len(images), seed=hp.seed, reshuffle_each_iteration=True)
+        .batch(hp.batch_size)
+        .map(lambda batch, y: (base.embed(augment(base.decode(batch), training=True)), y))
+        .prefetch(1)
+    )
+
+
+def train_head(
+    head: Any,
+    batches: Any,
+    val_features: np.ndarray,
+    val_onehot: np.ndarray,
+    hp: Hyperparameters,
+    weights: dict[int, float] | None,
+    on_epoch: Callable[[EpochMetrics, float], None],
+    early_stopping: bool = True,
+) -> TrainingResult:
+    """Fit the head; early stopping on validation loss restores the best epoch's weights."""
+    import keras
+
+    class Report(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: list[EpochMetrics] = []
+            self.best_epoch = 0
+            self.best_loss = float("inf")
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            metrics = EpochMetrics(
+                epoch=epoch + 1,
+                loss=float(logs.get("loss", np.nan)),
+                accuracy=float(logs.get("accuracy", np.nan)),
+                val_loss=float(logs.get("val_loss", np.nan)),
+                val_accuracy=float(logs.get("val_accuracy", np.nan)),
+            )
+            if metrics.val_loss < self.best_loss:  # the same rule as EarlyStopping (min_delta 0)
+                self.best_loss, self.best_epoch = metrics.val_loss, epoch + 1
+            self.history.append(metrics)
+            on_epoch(metrics, time.monotonic() - self.started)
+
+    report = Report()
+    callbacks: list[Any] = [report]
+    if early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    started = time.monotonic()
+    head.fit(
+        batches,
+        validation_data=(val_features, val_onehot),
+        validation_batch_size=EVAL_BATCH,
+        epochs=hp.epochs,
+        class_weight=weights,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset reshuffles itself, seeded
+        verbose=0,
+    )
+    best = report.best_epoch if early_stopping else len(report.history)
+    return TrainingResult(report.history, best, time.monotonic() - started)
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    per_class: list[ClassMetrics]
+    confusion: np.ndarray  # [true, predicted] counts
+
+
+def evaluate(head: Any, features: np.ndarray, class_ids: np.ndarray, labels: Sequence[str]) -> Evaluation:
+    """Loss, accuracy, per-class precision/recall and the confusion matrix, in inference mode."""
+    probabilities = head.predict(features, batch_size=EVAL_BATCH, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    n = len(labels)
+    confusion = np.zeros((n, n), dtype=np.int64)
+    np.add.at(confusion, (class_ids, predicted), 1)
+    per_class = []
+    for c, label in enumerate(labels):
+        predicted_c, actual_c = confusion[:, c].sum(), confusion[c, :].sum()
+        per_class.append(
+            ClassMetrics(
+                label=label,
+                precision=float(confusion[c, c] / predicted_c) if predicted_c else 0.0,
+                recall=float(confusion[c, c] / actual_c) if actual_c else 0.0,
+                support=int(actual_c),
+            )
+        )
+    true_probabilities = np.clip(probabilities[np.arange(len(class_ids)), class_ids], 1e-7, 1.0)
+    return Evaluation(
+        loss=float(-np.log(true_probabilities).mean()),
+        accuracy=float((predicted == class_ids).mean()),
+        per_class=per_class,
+        confusion=confusion,
+    )
