@@ -50,8 +50,8 @@ from server.finetune.jobs import (
     UploadedImage,
     UploadInfo,
 )
+from server.finetune.pipeline import JobSpec
 from server.finetune.store import DATABASE_FILE, JobStore
-from server.finetune.worker import JobSpec
 from server.finetune.workers import (
     WorkerProcess,
     describe_exit,
