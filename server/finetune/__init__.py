@@ -8,7 +8,8 @@ A job runs in its own worker process (``python -m server.finetune.worker``), nev
 - :mod:`~server.finetune.datasets` uploads, data-root directories and dataset validation;
 - :mod:`~server.finetune.manager` queue, scheduling, watchers, cancellation, restart recovery;
 - :mod:`~server.finetune.workers` the worker process seen from the server (spawn, protocol, exit);
-- :mod:`~server.finetune.worker` the worker process itself: validate, extract, train, export;
+- :mod:`~server.finetune.worker` the worker process itself (protocol, parent watch);
+- :mod:`~server.finetune.pipeline` what a job does there: validate, extract, train, gate, export;
 - :mod:`~server.finetune.trainer` the training recipe (cached features, head, metrics);
 - :mod:`~server.finetune.report` metrics.json and the two plots;
 - :mod:`~server.finetune.export` the fine-tuned SavedModel, published atomically.

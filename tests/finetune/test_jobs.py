@@ -116,3 +116,19 @@ def test_worker_killed_while_exporting_fails_the_job_and_publishes_nothing(stub,
         grpc.StatusCode.NOT_FOUND,
         "unknown model 'killed'",
     )
+
+
+def test_augmentation_trains_without_the_cache(stub, digits, model_root):
+    images, labels = digits.subset(6, classes="0123")
+    images, labels = images + digits.subset(12, classes="4")[0], labels + ["4"] * 12  # imbalanced
+    dataset = upload(stub, images, labels, name="augmented")
+    assert dataset.imbalance_ratio == 2.0
+    job = start(stub, "augmented", dataset_id=dataset.dataset_id, epochs=2, augment=True,
+                class_weighting=pb.CLASS_WEIGHTING_BALANCED)  # fmt: skip
+    job, events = wait_done(stub, job.job_id)
+    assert job.state == pb.SUCCEEDED, job.error
+    assert job.hyperparameters.augment and job.hyperparameters.class_weighting == pb.CLASS_WEIGHTING_BALANCED
+    assert any("augmentation is on: the feature cache is off" in e.message for e in events)
+    assert any("imbalance ratio 2.00" in e.message for e in events)
+    assert job.metrics.epochs_run == 2 and [c.label for c in job.metrics.per_class] == list("01234")
+    assert versions_on_disk(model_root / "augmented") == [str(job.output_version)]

@@ -16,7 +16,7 @@ from tests.finetune.helpers import (
     watch,
     worker_pid,
 )
-from tests.servers import SubprocessServer, copy_version, wait_for
+from tests.servers import InProcessServer, SubprocessServer, copy_version, test_settings, wait_for
 
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 
@@ -72,3 +72,30 @@ def test_server_killed_with_a_job_running(tmp_path, features_export, digits):
         assert second.terminate() == 0
     finally:
         second.kill()
+
+
+def test_graceful_stop_with_a_job_running(tmp_path, features_export, digits):
+    root, state = tmp_path / "models", tmp_path / "state"
+    copy_version(features_export.path, root, "vgg16", 1)
+    first = InProcessServer(test_settings(root, state_dir=state)).start()
+    try:
+        with grpc.insecure_channel(first.address) as channel:
+            stub = pb_grpc.ImageModelServiceStub(channel)
+            dataset = upload(stub, *digits.subset(6), name="small")
+            job = start(stub, "stopped", dataset_id=dataset.dataset_id, epochs=1000, early_stopping_patience=1000)
+            pid = worker_pid(stub, job.job_id)
+            wait_event(stub, job.job_id, lambda e: e.HasField("epoch"))
+    finally:
+        first.stop()
+    assert process_gone(pid), "the worker outlived a stopped server"
+
+    second = InProcessServer(test_settings(root, state_dir=state)).start()
+    try:
+        with grpc.insecure_channel(second.address) as channel:
+            stub = pb_grpc.ImageModelServiceStub(channel)
+            job = stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id), timeout=30)
+            assert job.state == pb.FAILED and job.error == INTERRUPTED
+            assert list(watch(stub, job.job_id, timeout=30))[-1].message == INTERRUPTED
+            assert versions_on_disk(root / "stopped") == []
+    finally:
+        second.stop()
