@@ -17,10 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import __version__
-from server.api.servicer import SERVICE_NAME, ImageModelServicer, generic_handler
+from server.api import tfserving
+from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
 from server.finetune.manager import FineTuneManager
 from server.inference import InferenceService
 from server.logs import configure_logging
+from server.metrics import Metrics
 from server.repository import ModelRepository
 from server.settings import ServerSettings, SettingsError, load_settings
 
@@ -51,11 +53,21 @@ class ModelServer:
         self.port: int | None = None
         self._model_executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
         self.health = health.aio.HealthServicer()
-        self.repository = ModelRepository(settings, self._model_executor, on_change=self._schedule_health_update)
+        self.metrics = Metrics()
+        self.repository = ModelRepository(
+            settings,
+            self._model_executor,
+            on_change=self._schedule_health_update,
+            on_batch=self.metrics.record_batch,
+            on_lifecycle=self.metrics.record_lifecycle,
+        )
         self.inference = InferenceService(settings, self.repository)
         self.finetune = FineTuneManager(settings, self.repository)
-        self.servicer = ImageModelServicer(settings, self.repository, self.inference)
+        self.servicer = ImageModelServicer(settings, self.repository, self.inference, metrics=self.metrics)
         self.servicer.finetune = self.finetune
+        self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
+        self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
+        self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)
         self._server: grpc.aio.Server | None = None
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
@@ -72,16 +84,31 @@ class ModelServer:
         """Listen, then load the models in the background; returns the bound port."""
         configure_tensorflow(self.settings)
         server = grpc.aio.server(options=self._grpc_options())
-        server.add_generic_rpc_handlers((generic_handler(self.servicer),))
+        server.add_generic_rpc_handlers(
+            (
+                generic_handler(self.servicer, SERVICE),
+                generic_handler(self.tfserving_prediction, tfserving.PREDICTION_SERVICE),
+                generic_handler(self.tfserving_models, tfserving.MODEL_SERVICE),
+            )
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                tfserving.PREDICTION_SERVICE.full_name,
+                tfserving.MODEL_SERVICE.full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         address = f"{self.settings.host}:{self.settings.port}"
         self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not listen on {address}")
+        if self.settings.metrics_port:
+            self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
@@ -98,6 +125,7 @@ class ModelServer:
 
     async def _update_health(self) -> None:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        self.metrics.set_served_versions(self.repository.available_counts())
         for name in self.repository.model_names():
             available = self.repository.default_version(name) > 0
             await self.health.set(MODEL_HEALTH_PREFIX + name, serving if available else not_serving)
@@ -117,6 +145,7 @@ class ModelServer:
             self._repository_start.cancel()
         await self.repository.close()
         self._model_executor.shutdown(wait=False, cancel_futures=True)
+        self.metrics.close()
         self._stopped.set()
         log.info("stopped")
 

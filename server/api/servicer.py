@@ -5,18 +5,22 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from server.api import converters, finetune_converters
 from server.api.errors import grpc_method, safe_deserializer
 from server.errors import InvalidRequest, ServingError
 from server.inference import InferenceService
+from server.metrics import Metrics
 from server.repository import ModelRepository
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImageModelService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["ImageModelService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 class FineTuningDisabled(ServingError):
@@ -30,18 +34,35 @@ class ImageModelServicer:
         repository: ModelRepository,
         inference: InferenceService,
         finetune=None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.inference = inference
         self.finetune = finetune
+        self.metrics = metrics
+
+    def observe_call(self, rpc: str, request, response, code: str, seconds: float) -> None:
+        """Called once per call by :func:`grpc_method`: metrics and the debug request log."""
+        served = getattr(response, "model", None)
+        if isinstance(served, pb.ServedModel):
+            model, version = served.name, served.version
+        else:
+            # Only names the repository knows become label values: bad requests must not grow the series.
+            asked = getattr(getattr(request, "model", None), "name", None) or getattr(request, "name", None)
+            model, version = (asked if asked in self.repository.model_names() else "-"), None
+        if self.metrics is not None:
+            self.metrics.record_request(rpc, model, version, code, seconds)
+        log.debug("%s model=%s version=%s -> %s in %.1f ms", rpc, model, version or "-", code, seconds * 1000)
 
     @grpc_method
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         result = await self.inference.classify(
-            converters.model_ref(request.model), list(request.images), request.top_k, converters.deadline(context)
+            converters.model_ref(request.model),
+            list(request.images),
+            request.top_k if request.HasField("top_k") else None,
+            converters.deadline(context),
         )
-        log.debug("Classify %s v%d: %d images", result.name, result.version, len(request.images))
         return converters.classify_response(result)
 
     @grpc_method
@@ -51,7 +72,6 @@ class ImageModelServicer:
         result = await self.inference.extract_features(
             converters.model_ref(request.model), list(request.images), converters.deadline(context)
         )
-        log.debug("ExtractFeatures %s v%d: %d images", result.name, result.version, len(request.images))
         return converters.features_response(result)
 
     @grpc_method
@@ -106,15 +126,17 @@ class ImageModelServicer:
             yield finetune_converters.event(event)
 
 
-def generic_handler(servicer: ImageModelServicer) -> grpc.GenericRpcHandler:
-    """Method handlers for every RPC of the service, with deserializers that turn malformed
-    messages into INVALID_ARGUMENT (see :class:`server.api.errors.MalformedRequest`)."""
-    service = pb.DESCRIPTOR.services_by_name["ImageModelService"]
+def generic_handler(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+    """Method handlers for every RPC of ``service`` that ``servicer`` implements, with deserializers
+    that turn malformed messages into INVALID_ARGUMENT (see :class:`server.api.errors.MalformedRequest`).
+    RPCs the servicer lacks are answered UNIMPLEMENTED by gRPC."""
     handlers = {}
     for method in service.methods:
-        request_cls = getattr(pb, method.input_type.name)
-        response_cls = getattr(pb, method.output_type.name)
-        behaviour = getattr(servicer, method.name)
+        behaviour = getattr(servicer, method.name, None)
+        if behaviour is None:
+            continue
+        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = message_factory.GetMessageClass(method.output_type)
         factory = {
             (False, False): grpc.unary_unary_rpc_method_handler,
             (False, True): grpc.unary_stream_rpc_method_handler,
