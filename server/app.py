@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from server import __version__
 from server.api import tfserving
 from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
+from server.auth import TokenAuthInterceptor, load_tokens, server_credentials
 from server.finetune.manager import FineTuneManager
 from server.inference import InferenceService
 from server.logs import configure_logging
@@ -83,7 +84,10 @@ class ModelServer:
     async def start(self) -> int:
         """Listen, then load the models in the background; returns the bound port."""
         configure_tensorflow(self.settings)
-        server = grpc.aio.server(options=self._grpc_options())
+        tokens = load_tokens(self.settings)
+        credentials = server_credentials(self.settings)
+        interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
+        server = grpc.aio.server(options=self._grpc_options(), interceptors=interceptors)
         server.add_generic_rpc_handlers(
             (
                 generic_handler(self.servicer, SERVICE),
@@ -103,7 +107,10 @@ class ModelServer:
             server,
         )
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        if credentials is not None:
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not listen on {address}")
         if self.settings.metrics_port:
@@ -113,7 +120,15 @@ class ModelServer:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
-        log.info("imageserve %s listening on %s:%d (model root %s)", __version__, self.settings.host, self.port, self.settings.model_root)
+        log.info(
+            "imageserve %s listening on %s:%d (%s, %s; model root %s)",
+            __version__,
+            self.settings.host,
+            self.port,
+            ("mutual TLS" if self.settings.tls_client_ca else "TLS") if credentials is not None else "plaintext",
+            f"token auth, {len(tokens.entries)} tokens" if tokens is not None else "no auth",
+            self.settings.model_root,
+        )
         self._repository_start = asyncio.get_running_loop().create_task(self.repository.start())
         await self.finetune.start()
         return self.port
@@ -173,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
+    except SettingsError as exc:  # e.g. an unreadable certificate or a malformed token file
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
         log.error("%s", exc)
         return 1
