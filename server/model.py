@@ -36,6 +36,11 @@ class LoadError(Exception):
     """The version cannot be served; the message says why (shown as the FAILED reason)."""
 
 
+def redact_path(message: str, path: Path, label: str) -> str:
+    """Replace the server's directory in a message by ``label`` (clients never see server paths)."""
+    return message.replace(str(path), label).replace(str(path.resolve()), label)
+
+
 @dataclass(frozen=True)
 class VersionMetadata:
     input_size: int
@@ -129,9 +134,10 @@ class LoadedModel:
         started = time.monotonic()
         try:
             saved_model = tf.saved_model.load(str(path))
-        except (OSError, ValueError, tf.errors.OpError) as exc:
-            first_line = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[0]
-            raise LoadError(f"TensorFlow could not load the SavedModel: {first_line}") from None
+        except Exception as exc:  # TensorFlow raises anything from OpError to IndexError on corrupt files
+            lines = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip().splitlines()
+            reason = redact_path(lines[0] if lines else type(exc).__name__, path, f"{name}/{version}")
+            raise LoadError(f"TensorFlow could not load the SavedModel: {reason}") from None
         if not any(signature in saved_model.signatures for signature, _ in KINDS.values()):
             raise LoadError(f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)")
         metadata = _read_metadata(path, list(saved_model.signatures))
