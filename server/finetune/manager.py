@@ -96,7 +96,7 @@ class FineTuneManager:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Remove staging left by dead publishers; if jobs exist, recover them and run the queue."""
+        """Remove old staging left by dead publishers; if jobs exist, recover them and run the queue."""
         removed = await asyncio.to_thread(remove_stale_staging, Path(self.settings.model_root))
         for name in removed:
             log.info("removed a staging directory left by a dead process: %s", name)
@@ -138,7 +138,11 @@ class FineTuneManager:
 
     def _recover(self, store: JobStore) -> None:
         for job in store.list_jobs([JobState.RUNNING], limit=10**9, oldest_first=True):
-            version = published_version(Path(self.settings.model_root) / job.output_model, job.job_id)
+            model_dir = Path(self.settings.model_root) / job.output_model
+            pid = store.worker_pid(job.job_id)
+            for name in remove_staging_of(model_dir, pid) if pid else []:
+                log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
+            version = published_version(model_dir, job.job_id)
             if version is not None:  # it published just before the server died
                 self._finish(
                     job.job_id,
@@ -411,7 +415,7 @@ class FineTuneManager:
             self._finish(job.job_id, JobState.FAILED, f"could not start a training worker: {exc.strerror}")
             return
         self._workers[job.job_id] = worker
-        store.update_job(job.job_id, state=JobState.RUNNING, started_at=time.time())
+        store.update_job(job.job_id, state=JobState.RUNNING, started_at=time.time(), worker_pid=worker.pid)
         self._event(
             job.job_id,
             JobState.RUNNING,

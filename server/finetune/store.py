@@ -11,7 +11,7 @@ Schema (times are wall-clock seconds since the epoch, for display)::
     jobs(seq INTEGER PK AUTOINCREMENT, job_id UNIQUE, request_id UNIQUE NULL, request_fingerprint,
          state, phase, base_model, base_version, base_path, output_model, output_version,
          dataset_id -> datasets, hyperparameters JSON, metrics JSON NULL, artifacts JSON, error,
-         created_at, started_at, finished_at)
+         created_at, started_at, finished_at, worker_pid NULL)
     events(job_id, event_id, time, state, phase, message, progress, eta_seconds, epoch JSON NULL,
            PRIMARY KEY (job_id, event_id))
 """
@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    worker_pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -99,6 +100,7 @@ _UPDATABLE = {
     "error",
     "started_at",
     "finished_at",
+    "worker_pid",
 }
 
 
@@ -194,6 +196,11 @@ class JobStore:
             f"SELECT {_JOB_COLUMNS}, request_fingerprint FROM jobs WHERE request_id = ?", (request_id,)
         )
         return (self._job(row), row["request_fingerprint"]) if row else None
+
+    def worker_pid(self, job_id: str) -> int | None:
+        """The pid of the job's (last) worker process, to find what it left behind."""
+        row = self._fetchone("SELECT worker_pid FROM jobs WHERE job_id = ?", (job_id,))
+        return row["worker_pid"] if row else None
 
     def base_path(self, job_id: str) -> str:
         return self._fetchone("SELECT base_path FROM jobs WHERE job_id = ?", (job_id,))["base_path"]

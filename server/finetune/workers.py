@@ -2,8 +2,11 @@
 
 See :mod:`server.finetune.worker` for the protocol. A worker killed mid-publish may leave its
 ``.staging-<version>-<pid>-*`` directory in the output model's directory (never a version: the
-publish is an atomic rename); :func:`remove_staging_of` removes it when the worker has ended, and
-:func:`remove_stale_staging` removes those of dead processes when the server starts.
+publish is an atomic rename). :func:`remove_staging_of` removes it when the worker has ended (or, for
+a job interrupted by a server crash, when the server starts again: the store keeps the worker's
+pid). :func:`remove_stale_staging` removes the rest at start-up, only when the writing process is
+gone *and* the directory is older than :data:`STALE_STAGING_AGE_S`: a process id means nothing to
+another host or container sharing the model root, and an export in progress there must survive.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 EXIT_WAIT_S = 30.0
+#: Age after which a staging directory of a process that does not exist here is removed at start-up.
+STALE_STAGING_AGE_S = 3600.0
 _SOURCE_ROOT = str(Path(server.__file__).resolve().parent.parent)
 
 
@@ -150,8 +156,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_staging(model_root: Path) -> list[str]:
-    """Remove staging directories under ``model_root/*/`` whose writing process no longer exists."""
+def remove_stale_staging(model_root: Path, min_age_s: float = STALE_STAGING_AGE_S) -> list[str]:
+    """Remove staging directories under ``model_root/*/`` older than ``min_age_s`` whose writer is gone."""
     removed = []
     if not model_root.is_dir():
         return removed
@@ -160,10 +166,17 @@ def remove_stale_staging(model_root: Path) -> list[str]:
             continue
         for child in model_dir.iterdir():
             pid = _staging_pid(child.name)
-            if pid is not None and not _alive(pid):
+            if pid is not None and not _alive(pid) and _age_s(child) >= min_age_s:
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(f"{model_dir.name}/{child.name}")
     return removed
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def published_version(model_dir: Path, job_id: str) -> int | None:

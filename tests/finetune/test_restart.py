@@ -3,6 +3,9 @@ the running job is FAILED (interrupted), nothing is published and queued jobs ru
 
 from __future__ import annotations
 
+import os
+import time
+
 import grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
@@ -41,10 +44,14 @@ def test_server_killed_with_a_job_running(tmp_path, features_export, digits):
     finally:
         first.kill()  # SIGKILL: no chance to clean up
     wait_for(lambda: process_gone(pid), 30, what="the worker to die with its server")
-    stale = (
-        root / "restarted" / f".staging-1-{first.process.pid}-x1y2z3"
-    )  # as a publish killed mid-write leaves it
-    stale.mkdir(parents=True)
+    # What a publish killed mid-write leaves: the job's own worker's, an old one of a dead exporter, and
+    # a recent one whose writer is not a process here (another host's export in progress, maybe).
+    leftover = root / "restarted" / f".staging-1-{pid}-x1y2z3"
+    old = root / "other" / f".staging-3-{first.process.pid}-old"
+    recent = root / "other" / f".staging-4-{first.process.pid}-new"
+    for directory in (leftover, old, recent):
+        directory.mkdir(parents=True)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
 
     second = SubprocessServer(args).start()
     try:
@@ -57,7 +64,8 @@ def test_server_killed_with_a_job_running(tmp_path, features_export, digits):
             history = list(watch(stub, running.job_id, timeout=30))
             assert history[-1].state == pb.FAILED and history[-1].message == INTERRUPTED
             assert any(e.HasField("epoch") for e in history), "events from before the restart are kept"
-            assert not stale.exists(), "a dead process's staging directory was not removed"
+            assert not leftover.exists(), "the interrupted job's unfinished version was not removed"
+            assert not old.exists() and recent.exists()
             assert versions_on_disk(root / "restarted") == []
 
             # The queued job runs on the new server.
