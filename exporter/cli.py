@@ -11,8 +11,9 @@ from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
-#: 3 weights or a Hub handle could not be downloaded (no network).
-EXIT_VERIFICATION_FAILED, EXIT_USER_ERROR, EXIT_OFFLINE = 1, 2, 3
+#: 3 weights or a Hub handle could not be downloaded (no network); 4 writing failed (disk full,
+#: permission denied; nothing published).
+EXIT_VERIFICATION_FAILED, EXIT_USER_ERROR, EXIT_OFFLINE, EXIT_WRITE_FAILED = 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here so that --list and usage errors answer without loading TensorFlow.
     from exporter.export import ExportSpec, export_model
     from exporter.progress import Progress
-    from exporter.publish import existing_versions
+    from exporter.publish import PublishFailed, existing_versions
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     names = list(DEFAULT_MODELS) if args.defaults else [args.name]
@@ -103,4 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except VerificationFailed as exc:
         print(f"error: verification failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_VERIFICATION_FAILED
+    except PublishFailed as exc:
+        print(f"error: {exc}; nothing was published", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     return 0

@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,6 +33,19 @@ STAGING_PREFIX = ".staging-"
 
 class VersionExists(UserError):
     """The requested version directory already exists; versions are immutable."""
+
+
+class PublishFailed(Exception):
+    """Writing a version failed (disk full, permission denied, ...); nothing was published."""
+
+
+def _write_error(exc: Exception) -> str:
+    """"No space left on device" out of an OSError or a TensorFlow SaveV2 error."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[-1]
+    message = re.sub(r"\s*\[Op:[^\]]*\]$", "", message)
+    return message.rsplit("; ", 1)[-1]
 
 
 def parse_version(name: str) -> int | None:
@@ -165,23 +179,32 @@ def save_and_publish(
     """
     import tensorflow as tf
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = choose_version(model_dir, version)
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        version = choose_version(model_dir, version)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=model_dir))
+        os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it 0700; a published version is world-readable
+    except OSError as exc:
+        raise PublishFailed(f"cannot write under {model_dir}: {exc.strerror}") from None
     manifest = {**manifest, "version": version}
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=model_dir))
-    os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it 0700; a published version is world-readable
     try:
         with progress.step(f"writing SavedModel to {staging.name}"):
-            tf.saved_model.save(module, str(staging), signatures=signatures)
-            (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            for name, content in (extra_files or {}).items():
-                target = staging / name
-                if "/" in name or name.startswith(".") or target.exists():
-                    raise ValueError(f"extra file {name!r}: must be a new plain file name in the version")
-                target.write_bytes(content)
+            try:
+                tf.saved_model.save(module, str(staging), signatures=signatures)
+                (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                for name, content in (extra_files or {}).items():
+                    target = staging / name
+                    if "/" in name or name.startswith(".") or target.exists():
+                        raise ValueError(f"extra file {name!r}: must be a new plain file name in the version")
+                    target.write_bytes(content)
+            except (OSError, tf.errors.OpError) as exc:
+                raise PublishFailed(f"could not write version {version} under {model_dir}: {_write_error(exc)}") from None
         with progress.step("verifying: reload and run one image through every signature"):
             shapes = verify_saved_model(staging, manifest)
-            _fsync_tree(staging)
+            try:
+                _fsync_tree(staging)
+            except OSError as exc:
+                raise PublishFailed(f"could not flush version {version} to disk: {exc.strerror}") from None
         for name, shape in sorted(shapes.items()):
             progress.note(f"  {name}: {shape}")
         final = model_dir / str(version)
