@@ -9,11 +9,13 @@ a :class:`Reporter` as protocol events; a reason the user can act on ends the jo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from exporter.errors import VerificationFailed
 from server.errors import InvalidImage, ServingError
 from server.finetune.datasets import (
     DIRECTORY,
@@ -26,6 +28,8 @@ from server.finetune.datasets import (
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase
 from server.images import inspect_image
+
+log = logging.getLogger("server.finetune.worker")
 
 PROGRESS_INTERVAL_S = 0.5
 VALIDATE_BATCH = 64
@@ -297,16 +301,23 @@ def run_job(spec: JobSpec, report: Reporter) -> dict[str, Any]:
         ),
     }
     source = {"base_model": spec.base_model, "base_version": spec.base_version, "job_id": spec.job_id}
-    path, version = publish_finetuned(
-        base,
-        _base_manifest(spec),
-        head,
-        labels,
-        Path(spec.model_root) / spec.output_model,
-        source,
-        context,
-        extra_files,
-    )
+    try:
+        _path, version = publish_finetuned(
+            base,
+            _base_manifest(spec),
+            head,
+            labels,
+            Path(spec.model_root) / spec.output_model,
+            source,
+            context,
+            extra_files,
+        )
+    except VerificationFailed as exc:  # its message names server paths: those stay in the log
+        log.error("job %s: the new version failed verification: %s", spec.job_id, exc)
+        raise JobFailed(
+            "the new version did not pass verification (reload and one image through every signature); "
+            "nothing was published. Details are in the server log"
+        ) from None
     report.event(JobPhase.EXPORTING, f"published {spec.output_model} v{version}", 1.0)
     return {
         "kind": "succeeded",
