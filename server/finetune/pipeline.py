@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from exporter.errors import VerificationFailed
+from exporter.publish import PublishFailed
 from server.errors import InvalidImage, ServingError
 from server.finetune.datasets import (
     DIRECTORY,
@@ -312,6 +313,13 @@ def run_job(spec: JobSpec, report: Reporter) -> dict[str, Any]:
             context,
             extra_files,
         )
+    except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
+        log.error("job %s: publishing failed: %s", spec.job_id, exc)
+        reason = str(exc).rsplit(": ", 1)[-1]
+        raise JobFailed(
+            f"could not write the new version ({reason}); nothing was published. Free space in the "
+            "model root or fix its permissions, then start the job again"
+        ) from None
     except VerificationFailed as exc:  # its message names server paths: those stay in the log
         log.error("job %s: the new version failed verification: %s", spec.job_id, exc)
         raise JobFailed(
