@@ -20,7 +20,10 @@ Requests ``lease`` a version for their duration, which is what lets an unload wa
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import enum
+import gc
 import logging
 import os
 import re
@@ -39,6 +42,7 @@ from server.settings import ModelConfig, ServerSettings, reload_model_configs
 
 log = logging.getLogger(__name__)
 
+_malloc_trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim", None)
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 UNLOAD_WAIT_S = 60.0
 
@@ -125,6 +129,19 @@ def version_fingerprint(path: Path) -> tuple:
     return tuple(sorted(entries))
 
 
+def release_memory() -> None:
+    """Free unloaded models now: collect their reference cycles and hand the freed heap back to the OS.
+
+    NOTE: a loaded SavedModel is a web of reference cycles; until the cycle collector runs, its
+    functions stay registered in TensorFlow's runtime with their compiled graphs (~150 MB for a
+    MobileNetV2), and glibc keeps freed memory in its arenas. Without this, RSS steps up by about a
+    model after a hot swap.
+    """
+    gc.collect()
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
 def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
     """Apply a version policy to the loadable versions on disk."""
     if config.version_policy == "all":
@@ -152,6 +169,7 @@ class ModelRepository:
         self._models: dict[str, dict[int, ServedVersion]] = {}
         self._ignored: set[str] = set()
         self._known_names: set[str] = set()
+        self._memory_to_release = 0
         self._on_change = on_change or (lambda: None)
         self._on_batch = on_batch
         self._on_lifecycle = on_lifecycle
@@ -243,6 +261,11 @@ class ModelRepository:
                 changed |= await self._reconcile_model(name, on_disk, fingerprints)
             if changed:
                 self._on_change()
+            if self._memory_to_release:
+                # Here, once the frames that held the unloaded versions are gone; and again at the next
+                # poll, for what requests finishing meanwhile (their threads' last calls) still held.
+                self._memory_to_release -= 1
+                await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
 
     def register_pending(self) -> dict[str, tuple[dict[int, Path], dict[int, tuple]]]:
         """Scan, and show every version about to be loaded as LOADING at once (so that a request for
@@ -371,6 +394,7 @@ class ModelRepository:
         served.batchers = {}
         served.model = None
         self._models.get(served.name, {}).pop(served.version, None)
+        self._memory_to_release = 2  # release passes still to run (see reconcile)
         self._lifecycle("unload", served.name, served.version, time.monotonic() - started)
         log.info("unloaded %s v%d in %.1f s", served.name, served.version, time.monotonic() - started)
 
