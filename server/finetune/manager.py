@@ -523,6 +523,8 @@ class FineTuneManager:
     def _finish(self, job_id: str, state: JobState, message: str, **changes) -> Job:
         if changes.get("metrics") is None:
             changes.pop("metrics", None)
+        if state is JobState.FAILED:
+            changes.setdefault("error", message)  # a FAILED job always says why
         job = self._store.update_job(job_id, state=state, finished_at=time.time(), **changes)
         self._event(job_id, state, job.phase, message, progress=1.0 if state is JobState.SUCCEEDED else 0.0)
         return job
