@@ -51,26 +51,67 @@ def export_cache(tmp_path_factory) -> ExportCache:
 
 
 # Seeds differ per model so that tests can tell their outputs apart.
-CLASSIFIER = dict(name="mobilenet_v2_keras", weights="random", input_size=96, seed=1)
-FEATURES_ONLY = dict(name="vgg16", weights="random", input_size=32, seed=0, include_top=False)
+CLASSIFIER_EXPORT = dict(name="mobilenet_v2_keras", weights="random", input_size=96, seed=1)
+FEATURES_EXPORT = dict(name="vgg16", weights="random", input_size=32, seed=0, include_top=False)
 
 
 @pytest.fixture(scope="session")
 def classifier_export(export_cache):
     """A small classifier (MobileNetV2 at 96x96, random weights, 1000 ImageNet labels), exported once."""
-    options = dict(CLASSIFIER)
+    options = dict(CLASSIFIER_EXPORT)
     return export_cache.get(options.pop("name"), **options)
 
 
 @pytest.fixture(scope="session")
 def features_export(export_cache):
     """A features-only VGG16 at 32x32 (random weights), exported once."""
-    options = dict(FEATURES_ONLY)
+    options = dict(FEATURES_EXPORT)
     return export_cache.get(options.pop("name"), **options)
 
 
 @pytest.fixture(scope="session")
 def classifier_v2_export(export_cache):
     """A second version of the classifier (different seed), for hot-reload tests."""
-    options = dict(CLASSIFIER, seed=2)
+    options = dict(CLASSIFIER_EXPORT, seed=2)
     return export_cache.get(options.pop("name"), **options)
+
+
+#: The names the small exported models are served under in test model roots.
+CLASSIFIER = "mobilenet_v2_keras"
+FEATURES = "vgg16"
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory, classifier_export, features_export):
+    """A model root serving the classifier and the features-only model, each as version 1."""
+    from tests.servers import copy_version
+
+    root = tmp_path_factory.mktemp("model-root")
+    copy_version(classifier_export.path, root, CLASSIFIER, 1)
+    copy_version(features_export.path, root, FEATURES, 1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(model_root):
+    """A real server on a free port, over ``model_root``, with the models loaded."""
+    from tests.servers import InProcessServer, test_settings
+
+    running = InProcessServer(test_settings(model_root)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    import grpc
+
+    with grpc.insecure_channel(server.address) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def stub(channel):
+    from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+
+    return pb_grpc.ImageModelServiceStub(channel)

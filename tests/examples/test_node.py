@@ -7,24 +7,10 @@ import shutil
 import subprocess
 
 import numpy as np
-import pytest
-
 from client import ModelClient
-from tests.conftest import REPO_ROOT
-from tests.servers import InProcessServer, copy_version, test_settings
+from tests.conftest import CLASSIFIER, FEATURES, REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "node"
-CLASSIFIER, FEATURES = "mobilenet_v2_keras", "vgg16"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, classifier_export, features_export):
-    root = tmp_path_factory.mktemp("node-models")
-    copy_version(classifier_export.path, root, CLASSIFIER, 1)
-    copy_version(features_export.path, root, FEATURES, 1)
-    running = InProcessServer(test_settings(root)).start()
-    yield running
-    running.stop()
 
 
 def run_example(*args: str) -> subprocess.CompletedProcess:

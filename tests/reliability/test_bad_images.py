@@ -14,7 +14,7 @@ from PIL import Image
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.images import encode, photo, png_claiming_size
-from tests.reliability.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 CAT = photo("chelsea")
 

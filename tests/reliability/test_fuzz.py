@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.reliability.conftest import CLASSIFIER
+from tests.conftest import CLASSIFIER
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MODES = ("RGB", "L", "RGBA", "P", "CMYK", "LA", "1", "I;16")

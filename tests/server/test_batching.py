@@ -237,7 +237,7 @@ def test_stats_count_requests_images_and_batch_sizes():
 
 def test_concurrent_clients_are_batched_by_a_real_server(stub, photos):
     from protos.imageserve.v1 import image_service_pb2 as pb
-    from tests.server.conftest import CLASSIFIER
+    from tests.conftest import CLASSIFIER
 
     def stats():
         status = stub.GetModelStatus(pb.GetModelStatusRequest(name=CLASSIFIER))

@@ -9,7 +9,7 @@ import pytest
 from protos.imageserve.v1 import image_service_pb2 as pb
 from server.model import LoadedModel
 from tests.images import encode, png_claiming_size
-from tests.server.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.server.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.logs import JsonFormatter, RequestIdFilter, request_id
 from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings
-from tests.server.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 DOCUMENTED_SERIES = (
     "imageserve_requests_total",

@@ -22,7 +22,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.images import encode
 from tests.servers import InProcessServer, SubprocessServer, copy_version, test_settings, wait_for
-from tests.server.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 

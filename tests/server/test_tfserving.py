@@ -16,7 +16,7 @@ from tensorflow_serving.apis import (
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.images import decode_rgb
-from tests.server.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES
 
 
 @pytest.fixture(scope="module")
