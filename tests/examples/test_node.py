@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import numpy as np
+
 from client import ModelClient
 from tests.conftest import CLASSIFIER, FEATURES, REPO_ROOT
 
