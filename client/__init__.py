@@ -10,6 +10,10 @@
             print(predictions[0].label, predictions[0].score)
         vectors = client.extract_features("cat.jpg", model="vgg16").features  # float32 [1, D]
 
+        job = client.fine_tune("photos/", output_model="flowers", hyperparameters=Hyperparameters(epochs=20))
+        final = job.wait()  # progress bar on a terminal; FineTuneFailed if the job fails
+        client.classify("rose.jpg", model="flowers", version=final.output_version)
+
 :class:`AsyncModelClient` has the same methods for asyncio. Errors are subclasses of
 :class:`ImageServeError` (see :mod:`client.errors`). Needs only grpcio, protobuf, numpy and Pillow:
 importing it never imports TensorFlow.
@@ -21,6 +25,8 @@ from client.errors import (
     Cancelled,
     DeadlineExceeded,
     FailedPrecondition,
+    FineTuneCancelled,
+    FineTuneFailed,
     ImageServeError,
     InternalServerError,
     InvalidArgument,
@@ -33,10 +39,20 @@ from client.errors import (
     Unavailable,
     Unimplemented,
 )
+from client.jobs import AsyncFineTuneJob, FineTuneJob
 from client.options import ClientOptions, RetryPolicy
 from client.results import (
     ClassifyResult,
+    ClassMetrics,
+    Dataset,
+    EpochMetrics,
     FeaturesResult,
+    FineTuneMetrics,
+    Hyperparameters,
+    JobEvent,
+    JobPhase,
+    JobState,
+    JobStatus,
     ModelMetadata,
     ModelStatus,
     Prediction,
@@ -61,6 +77,17 @@ __all__ = [
     "VersionState",
     "ServingStats",
     "ServerInfo",
+    "Hyperparameters",
+    "Dataset",
+    "FineTuneJob",
+    "AsyncFineTuneJob",
+    "JobStatus",
+    "JobState",
+    "JobPhase",
+    "JobEvent",
+    "EpochMetrics",
+    "ClassMetrics",
+    "FineTuneMetrics",
     "ImageServeError",
     "InvalidArgument",
     "InvalidImage",
@@ -76,4 +103,6 @@ __all__ = [
     "PermissionDenied",
     "Unimplemented",
     "InternalServerError",
+    "FineTuneFailed",
+    "FineTuneCancelled",
 ]

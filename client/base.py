@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from client.finetune import FineTuneOperations
 from client.operations import Operations
 from client.options import DEFAULT_ADDRESS, ClientOptions, Pem, RetryPolicy
 
@@ -71,6 +72,7 @@ class ClientBase:
         )
         self._interceptors = tuple(interceptors)
         self._operations = Operations(self.options.timeout, self.options.retry)
+        self._jobs = FineTuneOperations(self._operations)
         self._metadata = self.options.metadata()
         self._setup()
 

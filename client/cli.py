@@ -1,4 +1,4 @@
-"""``python -m client``: classify images, extract features and list models from the shell.
+"""``python -m client``: classify images, extract features, list models and fine-tune from the shell.
 
 ::
 
@@ -7,6 +7,12 @@
     python -m client models [--json]
     python -m client status MODEL [--json]
     python -m client info [--json]
+    python -m client fine-tune DIR --base vgg16 --output digits [--epochs N ...] [--no-wait] [--json]
+    python -m client jobs [--state FAILED ...] [--json]
+    python -m client job JOB_ID [--wait] [--json]
+    python -m client cancel JOB_ID [--json]
+
+The fine-tuning commands are in :mod:`client.cli_jobs`.
 
 Common options (before or after the command): ``--address`` (default ``localhost:8500``, or the
 ``IMAGESERVE_ADDRESS`` environment variable), ``--timeout``, ``--token`` (or ``IMAGESERVE_TOKEN``),
@@ -14,17 +20,16 @@ Common options (before or after the command): ``--address`` (default ``localhost
 
 Exit codes (:data:`EXIT_CODES`): 0 success; 1 the server answered with an error (unknown model,
 invalid image, ...); 2 a usage error (bad flag, unreadable file; nothing was sent); 3 no answer
-(server unreachable or unavailable after the retries, or the timeout passed); 130 interrupted.
+(server unreachable or unavailable after the retries, or the timeout passed); 4 the fine-tuning job
+that was waited for ended FAILED or CANCELLED; 130 interrupted.
 Errors are one line on stderr, with the server's message and no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,13 +37,16 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from client import cli_jobs
 from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL
+from client.cli_output import print_json, table
 from client.errors import DeadlineExceeded, ImageServeError, InvalidImage, Unavailable
 from client.options import DEFAULT_ADDRESS
 from client.results import ClassifyResult, FeaturesResult, ModelStatus, ServerInfo
 from client.sync import ModelClient
 
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_JOB_FAILED = cli_jobs.EXIT_JOB_FAILED
 
 #: Exit code -> meaning (shown by ``--help``).
 EXIT_CODES = {
@@ -46,13 +54,13 @@ EXIT_CODES = {
     EXIT_SERVER_ERROR: "the server answered with an error (unknown model, invalid image, ...)",
     EXIT_USAGE: "usage error: bad arguments or an unreadable image file (nothing was sent)",
     EXIT_NO_ANSWER: "no answer: server unreachable or unavailable after retries, or timeout",
+    EXIT_JOB_FAILED: "the fine-tuning job waited for ended FAILED or CANCELLED (fine-tune, job --wait)",
     EXIT_INTERRUPTED: "interrupted",
 }
 
 ADDRESS_ENV = "IMAGESERVE_ADDRESS"
 TOKEN_ENV = "IMAGESERVE_TOKEN"
 DEFAULT_TIMEOUT_S = 30.0
-_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     epilog = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
     parser = argparse.ArgumentParser(
         prog="python -m client",
-        description="Call an imageserve server: classify images, extract features, list models.",
+        description="Call an imageserve server: classify images, extract features, list models, fine-tune.",
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -148,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="the server's version and limits")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     _common_options(info)
+
+    cli_jobs.add_commands(commands, _common_options, epilog)
     return parser
 
 
@@ -168,24 +178,6 @@ def _read_images(paths: Sequence[str]) -> list[bytes]:
     return [sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes() for path in paths]
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = [
-        all(_NUMBER.fullmatch(str(row[i])) for row in rows if row[i] != "") for i in range(len(headers))
-    ]
-    for row in cells:
-        padded = [
-            cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(row, widths, numeric, strict=True)
-        ]
-        print("  ".join(padded).rstrip(), file=out)
-
-
-def _print_json(value: Any, out: TextIO) -> None:
-    json.dump(value, out, indent=2)
-    print(file=out)
-
-
 # --- commands ------------------------------------------------------------------------------------
 
 
@@ -194,7 +186,7 @@ def _classify(client: ModelClient, args: argparse.Namespace, out: TextIO) -> Non
         _read_images(args.images), args.model, version=args.version, label=args.label, top_k=args.top_k
     )
     if args.json:
-        _print_json(
+        print_json(
             {
                 "model": result.model,
                 "version": result.version,
@@ -216,7 +208,7 @@ def _classify(client: ModelClient, args: argparse.Namespace, out: TextIO) -> Non
         for name, predictions in zip(args.images, result, strict=True)
         for rank, p in enumerate(predictions, 1)
     ]
-    _table(("image", "rank", "class", "score", "label"), rows, out)
+    table(("image", "rank", "class", "score", "label"), rows, out)
     print(f"answered by {result.model} v{result.version}", file=out)
 
 
@@ -227,7 +219,7 @@ def _features(client: ModelClient, args: argparse.Namespace, out: TextIO) -> Non
     if args.out is not None:
         np.save(args.out, result.features)
     if args.json:
-        _print_json(
+        print_json(
             {
                 "model": result.model,
                 "version": result.version,
@@ -296,7 +288,7 @@ def _models_table(models: Sequence[ModelStatus], out: TextIO) -> None:
     if not rows:
         print("no models", file=out)
         return
-    _table(
+    table(
         ("model", "version", "state", "default", "labels", "input", "classes", "features", "error"), rows, out
     )
 
@@ -304,7 +296,7 @@ def _models_table(models: Sequence[ModelStatus], out: TextIO) -> None:
 def _models(client: ModelClient, args: argparse.Namespace, out: TextIO) -> None:
     models = client.list_models()
     if args.json:
-        _print_json([_status_json(model) for model in models], out)
+        print_json([_status_json(model) for model in models], out)
     else:
         _models_table(models, out)
 
@@ -312,7 +304,7 @@ def _models(client: ModelClient, args: argparse.Namespace, out: TextIO) -> None:
 def _status(client: ModelClient, args: argparse.Namespace, out: TextIO) -> None:
     status = client.model_status(args.name)
     if args.json:
-        _print_json(_status_json(status), out)
+        print_json(_status_json(status), out)
         return
     _models_table([status], out)
     for version in status.versions:
@@ -329,18 +321,20 @@ def _status(client: ModelClient, args: argparse.Namespace, out: TextIO) -> None:
 def _info(client: ModelClient, args: argparse.Namespace, out: TextIO) -> None:
     info: ServerInfo = client.server_info()
     if args.json:
-        _print_json(vars(info), out)
+        print_json(vars(info), out)
         return
     for key, value in vars(info).items():
         print(f"{key}: {value}", file=out)
 
 
-COMMANDS: dict[str, Callable[[ModelClient, argparse.Namespace, TextIO], None]] = {
+#: Command -> handler; a handler may return an exit code (None: success).
+COMMANDS: dict[str, Callable[[ModelClient, argparse.Namespace, TextIO], int | None]] = {
     "classify": _classify,
     "features": _features,
     "models": _models,
     "status": _status,
     "info": _info,
+    **cli_jobs.COMMANDS,
 }
 
 
@@ -368,7 +362,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     try:
         with client:
-            COMMANDS[args.command](client, args, out)
+            code = COMMANDS[args.command](client, args, out)
     except (Unavailable, DeadlineExceeded) as exc:
         print(f"error: {_describe(exc, args, client.address)}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -384,4 +378,4 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_OK
+    return EXIT_OK if code is None else code

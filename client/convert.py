@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timezone
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from client.results import (
     ClassifyResult,
+    ClassMetrics,
+    Dataset,
+    EpochMetrics,
     FeaturesResult,
+    FineTuneMetrics,
+    Hyperparameters,
+    JobEvent,
+    JobPhase,
+    JobState,
+    JobStatus,
     ModelMetadata,
     ModelStatus,
     Prediction,
@@ -86,6 +96,14 @@ def features_result(responses: Sequence[pb.ExtractFeaturesResponse]) -> Features
     return FeaturesResult(responses[0].model.name, responses[0].model.version, features)
 
 
+def _time(parent: object, field: str) -> datetime | None:
+    """A Timestamp field as an aware UTC datetime; None when unset."""
+    if not parent.HasField(field):  # type: ignore[attr-defined]
+        return None
+    stamp: Timestamp = getattr(parent, field)
+    return stamp.ToDatetime(tzinfo=timezone.utc)
+
+
 def _metadata(message: pb.ModelMetadata) -> ModelMetadata:
     return ModelMetadata(
         input_size=message.input_size,
@@ -95,9 +113,7 @@ def _metadata(message: pb.ModelMetadata) -> ModelMetadata:
         labels=list(message.labels),
         preprocessing=message.preprocessing,
         source=message.source,
-        created_at=message.created_at.ToDatetime(tzinfo=timezone.utc)
-        if message.HasField("created_at")
-        else None,
+        created_at=_time(message, "created_at"),
     )
 
 
@@ -133,4 +149,174 @@ def server_info(message: pb.ServerInfo) -> ServerInfo:
         max_send_message_bytes=message.max_send_message_bytes,
         max_image_pixels=message.max_image_pixels,
         max_batch_size=message.max_batch_size,
+    )
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------
+
+_WEIGHTING_TO_PB = {"none": pb.CLASS_WEIGHTING_NONE, "balanced": pb.CLASS_WEIGHTING_BALANCED}
+_WEIGHTING_FROM_PB = {pb.CLASS_WEIGHTING_NONE: "none", pb.CLASS_WEIGHTING_BALANCED: "balanced"}
+#: proto3 ``optional`` fields of FineTuneHyperparameters: set only when the caller gives a value.
+_OPTIONAL_HYPERPARAMETERS = (
+    "hidden_units",
+    "dropout",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+    "validation_fraction",
+    "seed",
+    "early_stopping_patience",
+    "min_val_accuracy",
+    "min_images_per_class",
+)
+
+
+def hyperparameters_message(hyperparameters: Hyperparameters) -> pb.FineTuneHyperparameters:
+    """Only the fields the caller set; the server fills in the others with its defaults."""
+    message = pb.FineTuneHyperparameters()
+    for name, value in hyperparameters.given().items():
+        if name == "class_weighting":
+            message.class_weighting = _WEIGHTING_TO_PB[str(value)]
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def _f32(value: float) -> float:
+    """A proto ``float`` (32-bit) as the decimal it was written as: 0.2, not 0.20000000298023224."""
+    return float(f"{value:.7g}")
+
+
+def hyperparameters(message: pb.FineTuneHyperparameters) -> Hyperparameters:
+    values: dict[str, object] = {}
+    for name in _OPTIONAL_HYPERPARAMETERS:
+        if message.HasField(name):
+            value = getattr(message, name)
+            values[name] = _f32(value) if isinstance(value, float) else value
+    return Hyperparameters(
+        **values,  # type: ignore[arg-type]
+        class_weighting=_WEIGHTING_FROM_PB.get(message.class_weighting),
+        augment=message.augment,
+    )
+
+
+def upload_info(name: str) -> pb.UploadDatasetRequest:
+    return pb.UploadDatasetRequest(info=pb.DatasetInfo(name=name))
+
+
+def upload_image(label: str, image: bytes, filename: str) -> pb.UploadDatasetRequest:
+    return pb.UploadDatasetRequest(image=pb.LabeledImage(label=label, image=image, filename=filename))
+
+
+def upload_message_bytes(label: str, image: bytes, filename: str) -> int:
+    """Serialized size of one image message of an upload (at most a few bytes over)."""
+    return image_bytes_in_request(image) + len(label.encode()) + len(filename.encode()) + 16
+
+
+def start_request(
+    base: pb.ModelSpec,
+    output_model: str,
+    hyperparameters: Hyperparameters,
+    request_id: str,
+    dataset_id: str | None = None,
+    data_dir: str | None = None,
+) -> pb.StartFineTuneRequest:
+    request = pb.StartFineTuneRequest(
+        base_model=base,
+        output_model=output_model,
+        hyperparameters=hyperparameters_message(hyperparameters),
+        request_id=request_id,
+    )
+    if dataset_id is not None:
+        request.dataset_id = dataset_id
+    if data_dir is not None:
+        request.data_dir = data_dir
+    return request
+
+
+def list_jobs_request(states: Iterable[JobState], limit: int) -> pb.ListFineTuneJobsRequest:
+    return pb.ListFineTuneJobsRequest(
+        states=[pb.JobState.Value(state.value) for state in states], limit=limit
+    )
+
+
+def dataset(message: pb.Dataset) -> Dataset:
+    return Dataset(
+        dataset_id=message.dataset_id,
+        name=message.name,
+        num_images=message.num_images,
+        images_per_class=dict(sorted(message.images_per_class.items())),
+        imbalance_ratio=message.imbalance_ratio,
+    )
+
+
+def _metrics(message: pb.FineTuneMetrics) -> FineTuneMetrics:
+    return FineTuneMetrics(
+        val_accuracy=_f32(message.val_accuracy),
+        val_loss=_f32(message.val_loss),
+        train_accuracy=_f32(message.train_accuracy),
+        train_loss=_f32(message.train_loss),
+        epochs_run=message.epochs_run,
+        best_epoch=message.best_epoch,
+        per_class=[
+            ClassMetrics(c.label, _f32(c.precision), _f32(c.recall), c.support) for c in message.per_class
+        ],
+        extract_seconds=message.extract_seconds,
+        train_seconds=message.train_seconds,
+    )
+
+
+def _state(value: int) -> JobState:
+    return JobState(pb.JobState.Name(value))
+
+
+def _phase(value: int) -> JobPhase:
+    return JobPhase(pb.JobPhase.Name(value))
+
+
+def job_status(message: pb.FineTuneJob) -> JobStatus:
+    return JobStatus(
+        job_id=message.job_id,
+        request_id=message.request_id,
+        state=_state(message.state),
+        phase=_phase(message.phase),
+        base_model=message.base_model,
+        base_version=message.base_version,
+        output_model=message.output_model,
+        output_version=message.output_version,
+        error=message.error,
+        hyperparameters=hyperparameters(message.hyperparameters),
+        metrics=_metrics(message.metrics) if message.HasField("metrics") else None,
+        dataset=dataset(message.dataset),
+        created_at=_time(message, "created_at"),
+        started_at=_time(message, "started_at"),
+        finished_at=_time(message, "finished_at"),
+        artifacts=list(message.artifacts),
+    )
+
+
+def job_list(message: pb.ListFineTuneJobsResponse) -> list[JobStatus]:
+    return [job_status(job) for job in message.jobs]
+
+
+def job_event(message: pb.FineTuneEvent) -> JobEvent:
+    epoch = message.epoch
+    return JobEvent(
+        event_id=message.event_id,
+        job_id=message.job_id,
+        time=_time(message, "time"),
+        state=_state(message.state),
+        phase=_phase(message.phase),
+        message=message.message,
+        progress=_f32(message.progress),
+        eta_seconds=message.eta_seconds or None,
+        epoch=EpochMetrics(
+            epoch.epoch,
+            _f32(epoch.loss),
+            _f32(epoch.accuracy),
+            _f32(epoch.val_loss),
+            _f32(epoch.val_accuracy),
+        )
+        if message.HasField("epoch")
+        else None,
     )

@@ -14,8 +14,12 @@ status ``code`` and the server's message (``details``), so callers catch what th
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import grpc
+
+if TYPE_CHECKING:
+    from client.results import JobStatus
 
 __all__ = [
     "ImageServeError",
@@ -33,6 +37,8 @@ __all__ = [
     "PermissionDenied",
     "Unimplemented",
     "InternalServerError",
+    "FineTuneFailed",
+    "FineTuneCancelled",
     "error_from_status",
     "error_from_rpc",
 ]
@@ -169,6 +175,27 @@ class InternalServerError(ImageServeError):
     """INTERNAL (or UNKNOWN, DATA_LOSS): a server bug; the message holds an incident id for its log."""
 
     default_code = grpc.StatusCode.INTERNAL
+
+
+class FineTuneFailed(ImageServeError):
+    """A fine-tuning job that was waited for ended FAILED; ``job`` is its final
+    :class:`~client.results.JobStatus` (metrics included when it failed at the accuracy gate).
+
+    Not an RPC status: every call succeeded, the job did not. The message is the server's reason,
+    e.g. ``validation accuracy 0.41 is below min_val_accuracy 0.9; nothing was published ...``.
+    ``code`` is ABORTED. Pass ``raise_on_failure=False`` to ``wait`` to get the status instead.
+    """
+
+    default_code = grpc.StatusCode.ABORTED
+
+    def __init__(self, job: JobStatus) -> None:
+        reason = job.error or "nothing was published"
+        super().__init__(f"fine-tuning job {job.job_id} {job.state.name}: {reason}")
+        self.job = job
+
+
+class FineTuneCancelled(FineTuneFailed):
+    """A fine-tuning job that was waited for ended CANCELLED (a client cancelled it); nothing published."""
 
 
 #: The one table: gRPC status code -> exception class. Codes not listed raise ImageServeError.

@@ -22,7 +22,15 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageInput", "Images", "as_image_list", "encode_image", "iter_encoded"]
+__all__ = [
+    "ImageInput",
+    "Images",
+    "as_image_list",
+    "each_image",
+    "check_image",
+    "encode_image",
+    "iter_encoded",
+]
 
 #: One image, in any of the accepted forms.
 ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -49,7 +57,8 @@ def _check_array(index: int, array: np.ndarray) -> None:
         raise ValueError(f"image {index}: an array of shape {shape} has no pixels")
 
 
-def _check(index: int, image: object) -> None:
+def check_image(index: int, image: object) -> None:
+    """TypeError or ValueError naming image ``index`` when it is not an accepted input."""
     if isinstance(image, np.ndarray):
         _check_array(index, image)
     elif not isinstance(image, _SINGLE):
@@ -80,8 +89,23 @@ def as_image_list(images: Images) -> list[ImageInput]:
     if not items:
         raise ValueError("no images: pass one image or a non-empty list")
     for index, item in enumerate(items):
-        _check(index, item)
+        check_image(index, item)
     return items
+
+
+def each_image(images: Images) -> Iterator[ImageInput]:
+    """The single images of ``images``, lazily (an N×H×W×C array is N images); not checked or read."""
+    if isinstance(images, _SINGLE) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        yield images  # type: ignore[misc]
+        return
+    try:
+        iterator = iter(images)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"got {type(images).__name__}; expected an image (path, bytes, PIL image, uint8 array) "
+            "or a list of them"
+        ) from None
+    yield from iterator
 
 
 def _png(image: Image.Image) -> bytes:

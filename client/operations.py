@@ -6,6 +6,13 @@ An operation is a generator that yields *effects*, a gRPC call to make (:class:`
 with blocking stubs and ``time.sleep``, :class:`~client.AsyncModelClient` with ``grpc.aio`` and
 ``asyncio.sleep``. Deadlines, retries, chunking, version pinning and error indices live here.
 
+Streaming RPCs are effects too: a client stream is opened (:class:`OpenUpload`), fed one message at
+a time (:class:`Send`) and closed for its response (:class:`CloseUpload`); a server stream is opened
+(:class:`OpenStream`) and read one message at a time (:class:`Receive`). An operation that produces a
+sequence (a job's events) hands each item to the caller with :class:`Emit`. The clients cancel any
+stream an operation left open when it ends, however it ends. The fine-tuning operations are in
+:mod:`client.finetune`.
+
 Large calls are split into requests that respect the server's ``max_images_per_request`` and
 ``max_receive_message_bytes`` (from ``GetServerInfo``, asked once per client). The first request
 goes to the version the caller asked for (default, label or number); the others are pinned to the
@@ -16,6 +23,7 @@ is unloaded mid-call (a new one was deployed), the call starts over once, on the
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -53,7 +61,53 @@ class Sleep:
     seconds: float
 
 
-Effect = Call | Sleep
+@dataclass(frozen=True)
+class OpenUpload:
+    """Start the client-streaming RPC ``method``; the response is the call, to :class:`Send` to."""
+
+    method: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send one message on an upload opened by :class:`OpenUpload`."""
+
+    call: Any
+    message: Message
+
+
+@dataclass(frozen=True)
+class CloseUpload:
+    """Say the upload is complete; the response is the RPC's response."""
+
+    call: Any
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """Start the server-streaming RPC ``method``; the response is the stream, to :class:`Receive` from."""
+
+    method: str
+    request: Message
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Receive:
+    """The next message of a stream opened by :class:`OpenStream`; None once the stream has ended."""
+
+    stream: Any
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Hand ``value`` to the caller iterating the operation; the operation resumes with None."""
+
+    value: Any
+
+
+Effect = Call | Sleep | OpenUpload | Send | CloseUpload | OpenStream | Receive | Emit
 Operation = Generator[Effect, Any, T]
 
 
@@ -84,8 +138,17 @@ class Deadline:
         self.started = time.monotonic()
         self._end = self.started + timeout
 
+    @classmethod
+    def unbounded(cls) -> Deadline:
+        """A deadline that never passes (waiting for a job with no timeout)."""
+        return cls(math.inf)
+
     def remaining(self) -> float:
         return self._end - time.monotonic()
+
+    def capped(self, seconds: float) -> Deadline:
+        """A deadline ``seconds`` from now, or this one if it is sooner (one call within a long wait)."""
+        return Deadline(min(seconds, max(self.remaining(), 0.0)))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -166,67 +229,76 @@ class Operations:
         )
 
     def list_models(self, timeout: float | None) -> Operation[list[ModelStatus]]:
-        return self._single("ListModels", pb.ListModelsRequest(), convert.model_list, timeout)
+        return self.single("ListModels", pb.ListModelsRequest(), convert.model_list, timeout)
 
     def model_status(self, name: str, timeout: float | None) -> Operation[ModelStatus]:
-        return self._single(
+        return self.single(
             "GetModelStatus", pb.GetModelStatusRequest(name=name), convert.model_status, timeout
         )
 
     def server_info(self, timeout: float | None) -> Operation[ServerInfo]:
-        info = yield from self._single(
+        info = yield from self.single(
             "GetServerInfo", pb.GetServerInfoRequest(), convert.server_info, timeout
         )
         self._server_info = info
         return info
 
-    # --- building blocks ---------------------------------------------------------------------------
+    # --- building blocks (also used by client.finetune) -------------------------------------------
 
-    def _deadline(self, timeout: float | None) -> Deadline:
+    def deadline(self, timeout: float | None) -> Deadline:
+        """The deadline of a call given ``timeout`` seconds (None: the client's timeout)."""
         return Deadline(self.timeout if timeout is None else timeout)
 
-    def _single(
+    def single(
         self, method: str, request: Message, parse: Callable[[Any], R], timeout: float | None
     ) -> Operation[R]:
-        response = yield from self._unary(method, request, self._deadline(timeout))
+        """One unary RPC, its response parsed by ``parse``."""
+        response = yield from self.unary(method, request, self.deadline(timeout))
         return parse(response)
 
-    def _unary(self, method: str, request: Message, deadline: Deadline) -> Operation[Any]:
+    def unary(self, method: str, request: Message, deadline: Deadline) -> Operation[Any]:
         """One RPC: retried on UNAVAILABLE with backoff while the deadline allows."""
         attempt = 1
         while True:
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                raise DeadlineExceeded(
-                    f"{method}: the {deadline.timeout:g} s timeout ran out before the call could be made",
-                    note="pass a larger timeout",
-                )
+            remaining = self.time_left(method, deadline)
             try:
                 return (yield Call(method, request, remaining))
             except Unavailable as error:
-                delay = self.retry.delay(attempt, self._rng)
-                if attempt > self.retry.retries or delay >= deadline.remaining():
-                    error.attempts = attempt
-                    if attempt > 1:
-                        error.note = f"gave up after {attempt} attempts in {deadline.elapsed():.1f} s"
-                    raise
-                log.info(
-                    "%s: %s; retry %d of %d in %.2f s",
-                    method,
-                    error.details,
-                    attempt,
-                    self.retry.retries,
-                    delay,
-                )
-                yield Sleep(delay)
+                yield from self.backoff(method, error, attempt, deadline)
                 attempt += 1
             except DeadlineExceeded as error:
                 error.note = f"the call's timeout is {deadline.timeout:g} s; pass a larger timeout"
                 raise
 
-    def _limits(self, deadline: Deadline) -> Operation[ServerInfo]:
+    @staticmethod
+    def time_left(method: str, deadline: Deadline) -> float:
+        """Seconds left before ``deadline``; DeadlineExceeded when none are."""
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise DeadlineExceeded(
+                f"{method}: the {deadline.timeout:g} s timeout ran out before the call could be made",
+                note="pass a larger timeout",
+            )
+        return remaining
+
+    def backoff(self, method: str, error: Unavailable, attempt: int, deadline: Deadline) -> Operation[None]:
+        """Pause before retry number ``attempt`` after ``error``; re-raise it when no retry is left
+        (too many attempts, or the pause would end after the deadline)."""
+        delay = self.retry.delay(attempt, self._rng)
+        if attempt > self.retry.retries or delay >= deadline.remaining():
+            error.attempts = attempt
+            if attempt > 1:
+                error.note = f"gave up after {attempt} attempts in {deadline.elapsed():.1f} s"
+            raise error
+        log.info(
+            "%s: %s; retry %d of %d in %.2f s", method, error.details, attempt, self.retry.retries, delay
+        )
+        yield Sleep(delay)
+
+    def limits(self, deadline: Deadline) -> Operation[ServerInfo]:
+        """The server's limits, asked once per client."""
         if self._server_info is None:
-            response = yield from self._unary("GetServerInfo", pb.GetServerInfoRequest(), deadline)
+            response = yield from self.unary("GetServerInfo", pb.GetServerInfoRequest(), deadline)
             self._server_info = convert.server_info(response)
         return self._server_info
 
@@ -239,8 +311,8 @@ class Operations:
         merge: Callable[[list[Any]], R],
         timeout: float | None,
     ) -> Operation[R]:
-        deadline = self._deadline(timeout)
-        info = yield from self._limits(deadline)
+        deadline = self.deadline(timeout)
+        info = yield from self.limits(deadline)
         try:
             responses = yield from self._send_chunks(method, items, spec, build, info, deadline)
         except _VersionGone as gone:
@@ -266,7 +338,7 @@ class Operations:
         chunks = split(iter_encoded(items), info.max_images_per_request, info.max_receive_message_bytes)
         for start, chunk in chunks:
             try:
-                response = yield from self._unary(method, build(request_spec, chunk), deadline)
+                response = yield from self.unary(method, build(request_spec, chunk), deadline)
             except InvalidImage as error:
                 raise error.shifted(start) from None
             except ModelNotFound as error:

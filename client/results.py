@@ -2,6 +2,9 @@
 
 Inference results name the model version that answered. A call split into several requests is
 answered by one version throughout (see :mod:`client.operations`), so a result has one ``version``.
+
+Fine-tuning: :class:`Hyperparameters` (what a job is asked to do), :class:`Dataset` (an upload),
+:class:`JobStatus` (a job as the server last reported it) and :class:`JobEvent` (one step of a job).
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ __all__ = [
     "VersionStatus",
     "ModelStatus",
     "ServerInfo",
+    "Hyperparameters",
+    "Dataset",
+    "JobState",
+    "JobPhase",
+    "EpochMetrics",
+    "ClassMetrics",
+    "FineTuneMetrics",
+    "JobStatus",
+    "JobEvent",
 ]
 
 
@@ -188,3 +200,214 @@ class ServerInfo:
     max_image_pixels: int
     #: Images per model call when batching is on (1 when off).
     max_batch_size: int
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------
+
+#: Values of :attr:`Hyperparameters.class_weighting`.
+CLASS_WEIGHTINGS = ("none", "balanced")
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training parameters of a fine-tuning job (``FineTuneHyperparameters`` in the API).
+
+    A field left at None is not sent, and the server uses its default (below). The server checks the
+    ranges when the job is started (``InvalidArgument`` naming the field), before any compute. A
+    job's :attr:`JobStatus.hyperparameters` has every field filled in with what the job used.
+    """
+
+    #: Units of the hidden Dense(relu) layer of the head. Default 256; 1..8192.
+    hidden_units: int | None = None
+    #: Dropout rate after the hidden layer. Default 0.2; [0, 1).
+    dropout: float | None = None
+    #: Adam learning rate. Default 0.001; (0, 1].
+    learning_rate: float | None = None
+    #: Most epochs; early stopping may end sooner. Default 50; 1..1000.
+    epochs: int | None = None
+    #: Batch size. Default 32; 1..4096.
+    batch_size: int | None = None
+    #: Fraction of each class held out for validation (stratified, at least one image). Default 0.2; (0, 1).
+    validation_fraction: float | None = None
+    #: Seed of the split, initialisation, shuffling and dropout. Default 0; 0..2**32-1.
+    seed: int | None = None
+    #: ``"none"`` (every image counts the same) or ``"balanced"`` (n / (classes x n_class)). Default none.
+    class_weighting: str | None = None
+    #: Epochs without validation-loss improvement before stopping (the best epoch is kept). Default 8.
+    early_stopping_patience: int | None = None
+    #: Accuracy gate: below this best validation accuracy the job FAILS and publishes nothing. Default unset.
+    min_val_accuracy: float | None = None
+    #: Random flips and rotations while training; turns the frozen-feature cache off (much slower).
+    #: Default False.
+    augment: bool | None = None
+    #: Fewest images per class the dataset check accepts. Default 5; >= 2.
+    min_images_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_weighting is not None and self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(
+                f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weighting!r}"
+            )
+
+    def given(self) -> dict[str, object]:
+        """The fields that are set (not None): what is sent to the server."""
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A stored dataset on the server: an upload, or a snapshot of a data-root directory."""
+
+    #: Id to pass back to :meth:`~client.ModelClient.fine_tune` (as this object).
+    dataset_id: str
+    #: Name given to the upload (or the directory's), shown in job listings.
+    name: str
+    num_images: int
+    #: Images per class label, sorted by label.
+    images_per_class: dict[str, int]
+    #: Largest class size / smallest class size (1.0 is balanced).
+    imbalance_ratio: float
+
+    @property
+    def labels(self) -> list[str]:
+        """The class labels, sorted (the order of the fine-tuned model's class ids)."""
+        return sorted(self.images_per_class)
+
+
+class JobState(str, enum.Enum):
+    """Where a fine-tuning job is: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""
+
+    UNSPECIFIED = "JOB_STATE_UNSPECIFIED"
+    #: Waiting for a training worker.
+    QUEUED = "QUEUED"
+    #: A worker is on it; see :class:`JobPhase`.
+    RUNNING = "RUNNING"
+    #: Published ``output_model`` version ``output_version``.
+    SUCCEEDED = "SUCCEEDED"
+    #: Ended with an error (:attr:`JobStatus.error`); nothing was published.
+    FAILED = "FAILED"
+    #: Cancelled by a client; nothing was published.
+    CANCELLED = "CANCELLED"
+
+    @property
+    def done(self) -> bool:
+        """The job has ended (SUCCEEDED, FAILED or CANCELLED)."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class JobPhase(str, enum.Enum):
+    """What a RUNNING job is doing (for an ended job: the last phase it reached)."""
+
+    UNSPECIFIED = "JOB_PHASE_UNSPECIFIED"
+    #: Checking the dataset: classes, counts, decodable images.
+    VALIDATING = "VALIDATING"
+    #: Running the frozen base once per image.
+    EXTRACTING_FEATURES = "EXTRACTING_FEATURES"
+    #: Fitting the head.
+    TRAINING = "TRAINING"
+    #: Writing and verifying the new model version.
+    EXPORTING = "EXPORTING"
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """Loss and accuracy at the end of one training epoch."""
+
+    #: 1-based epoch number.
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Precision and recall of one class on the validation split."""
+
+    label: str
+    precision: float
+    recall: float
+    #: Validation images of this class.
+    support: int
+
+
+@dataclass(frozen=True)
+class FineTuneMetrics:
+    """Final metrics of a job: those of the best epoch (whose weights were kept), on the validation split."""
+
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float
+    train_loss: float
+    #: Epochs run (early stopping may end before ``hyperparameters.epochs``).
+    epochs_run: int
+    #: The epoch whose weights were kept.
+    best_epoch: int
+    #: One entry per class, in label order.
+    per_class: list[ClassMetrics]
+    #: Wall time of feature extraction and of training, in seconds.
+    extract_seconds: float
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A fine-tuning job as the server reported it (``FineTuneJob`` in the API)."""
+
+    job_id: str
+    #: The idempotency key the job was started with.
+    request_id: str
+    state: JobState
+    #: The current phase while RUNNING; the last phase reached otherwise.
+    phase: JobPhase
+    #: The frozen base and the version of it that was used.
+    base_model: str
+    base_version: int
+    #: The model a version is published of, and that version once SUCCEEDED (0 before).
+    output_model: str
+    output_version: int
+    #: Why the job FAILED, in words a user can act on; empty otherwise.
+    error: str
+    #: Every field filled in: what the job trains with.
+    hyperparameters: Hyperparameters
+    #: Final metrics: when SUCCEEDED, or FAILED at the accuracy gate; None otherwise.
+    metrics: FineTuneMetrics | None
+    #: The dataset trained on.
+    dataset: Dataset
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    #: Files written next to the published version, relative to the server's model root:
+    #: ``<model>/<version>/metrics.json``, ``training_curve.png``, ``confusion_matrix.png``.
+    artifacts: list[str]
+
+    @property
+    def done(self) -> bool:
+        """The job has ended (SUCCEEDED, FAILED or CANCELLED)."""
+        return self.state.done
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state is JobState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One step of a job: a state or phase change, progress within a phase, or an epoch's metrics."""
+
+    #: Increasing per job: pass the last one seen as ``after_event_id`` to resume a watch.
+    event_id: int
+    job_id: str
+    time: datetime | None
+    #: State and phase after this event.
+    state: JobState
+    phase: JobPhase
+    #: What happened, e.g. ``extracted features of 640/1300 images`` or ``epoch 7/50: loss 0.21, ...``.
+    message: str
+    #: Progress of the current phase, in [0, 1].
+    progress: float
+    #: Estimated seconds until the current phase ends (training: an upper bound); None when unknown.
+    eta_seconds: float | None
+    #: Set on end-of-epoch events.
+    epoch: EpochMetrics | None
