@@ -95,7 +95,9 @@ class _Call:
         self.code = "OK"
         self.response: Any = None
         self.started = time.monotonic()
-        self._token = request_id.set(self.rid)
+        # NOTE: never reset: each RPC runs in its own task, so the value dies with the call's context,
+        # and a streaming call's generator may be closed from another context (reset would raise).
+        request_id.set(self.rid)
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.rid),))
 
     def fail(self, exc: BaseException) -> None:
@@ -105,7 +107,6 @@ class _Call:
         observe = getattr(self.servicer, "observe_call", None)
         if observe is not None:
             observe(self.rpc, self.request, self.response, self.code, time.monotonic() - self.started)
-        request_id.reset(self._token)
 
 
 def grpc_method(method: Callable) -> Callable:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Iterable
 
@@ -137,6 +139,9 @@ class FineTuneManager:
         return self._store
 
     def _recover(self, store: JobStore) -> None:
+        for unfinished in self.datasets_dir.glob(".upload-*"):  # uploads do not survive a restart
+            shutil.rmtree(unfinished, ignore_errors=True)
+            log.info("removed the unfinished upload %s", unfinished.name)
         for job in store.list_jobs([JobState.RUNNING], limit=10**9, oldest_first=True):
             model_dir = Path(self.settings.model_root) / job.output_model
             pid = store.worker_pid(job.job_id)
@@ -167,23 +172,28 @@ class FineTuneManager:
     async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> DatasetSummary:
         """Store an upload as a dataset; nothing is kept if any image or limit is refused."""
         store = self._open()
-        writer = await asyncio.to_thread(
-            UploadWriter,
+        writer = UploadWriter(
             self.datasets_dir,
             self.settings.max_upload_bytes,
             self.settings.max_upload_images,
             self.settings.max_image_pixels,
         )
+        # NOTE: one thread per upload runs its file work in order, so that when the call is cancelled
+        # (the client went away) the clean-up runs after the write in progress, not beside it.
+        files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
+        loop = asyncio.get_running_loop()
         try:
             async for item in items:
                 if isinstance(item, UploadInfo):
                     writer.set_name(item.name)
                 else:
-                    await asyncio.to_thread(writer.add, item)
-            summary = await asyncio.to_thread(writer.finish)
+                    await loop.run_in_executor(files, writer.add, item)
+            summary = await loop.run_in_executor(files, writer.finish)
         except BaseException:
-            writer.abort()
+            await asyncio.shield(loop.run_in_executor(files, writer.abort))
             raise
+        finally:
+            files.shutdown(wait=False)
         store.add_dataset(summary, UPLOAD, source="")
         log.info(
             "dataset %s uploaded: %d images, %d classes",
