@@ -3,7 +3,8 @@
 A :class:`Batcher` serves one function of one model version. Requests wait in a bounded queue
 (counted in images). Whenever a model thread is free, the batcher takes the queued requests in
 arrival order, up to ``max_batch_size`` images (a request is never split; one larger than the limit
-runs alone), waiting at most ``timeout_s`` after the first for more to arrive. While every model
+runs alone). If another batch is still running, it first waits at most ``timeout_s`` after the
+oldest request for more to arrive; a request reaching an idle model runs at once. While every model
 thread is busy, requests simply accumulate, so batches grow with load. The results are split back to
 each caller in order.
 
@@ -150,7 +151,9 @@ class Batcher:
         while not self._queue:
             self._arrived.clear()
             await self._arrived.wait()
-        if self.timeout_s > 0:
+        # An idle model runs what is queued at once (waiting would only add latency: at c=1 nothing
+        # else is coming); while a batch is running, the next one waits up to the window for company.
+        if self.timeout_s > 0 and self._running:
             window_ends = self._queue[0].enqueued_at + self.timeout_s
             while self._queued_items < self.max_batch_size:
                 remaining = window_ends - time.monotonic()

@@ -25,8 +25,6 @@ import ctypes.util
 import enum
 import gc
 import logging
-import os
-import re
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,28 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from exporter.publish import parse_version
 from server.batching import Batcher, BatchStats
-from server.errors import FailedPrecondition, InvalidRequest, NotFound, Unavailable
+from server.discovery import ModelRootScanner, check_model_name, select_versions, version_fingerprint
+from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
-from server.settings import ModelConfig, ServerSettings, reload_model_configs
+from server.settings import ServerSettings, reload_model_configs
 
 log = logging.getLogger(__name__)
 
 _malloc_trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim", None)
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 UNLOAD_WAIT_S = 60.0
-
-
-def check_model_name(name: str) -> str:
-    """Reject names that are not plain directory names (``/``, ``..``, absolute paths, empty)."""
-    if not name:
-        raise InvalidRequest("model name is required")
-    if not MODEL_NAME_PATTERN.match(name) or ".." in name:
-        raise InvalidRequest(
-            f"invalid model name {name[:140]!r}: use letters, digits, '.', '_' and '-' (no '/' or '..')"
-        )
-    return name
 
 
 class VersionState(enum.Enum):
@@ -115,20 +101,6 @@ class ModelView:
     version_labels: dict[str, int]
 
 
-def version_fingerprint(path: Path) -> tuple:
-    """Names, sizes and mtimes of every file: changes when a version is (re)written or copied."""
-    entries = []
-    for dirpath, _dirnames, filenames in os.walk(path):
-        for filename in filenames:
-            full = os.path.join(dirpath, filename)
-            try:
-                stat = os.stat(full)
-            except FileNotFoundError:
-                continue
-            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(entries))
-
-
 def release_memory() -> None:
     """Free unloaded models now: collect their reference cycles and hand the freed heap back to the OS.
 
@@ -140,15 +112,6 @@ def release_memory() -> None:
     gc.collect()
     if _malloc_trim is not None:
         _malloc_trim(0)
-
-
-def select_versions(config: ModelConfig, available: list[int]) -> set[int]:
-    """Apply a version policy to the loadable versions on disk."""
-    if config.version_policy == "all":
-        return set(available)
-    if config.version_policy == "specific":
-        return set(config.versions) & set(available)
-    return set(sorted(available)[-config.latest :])
 
 
 class ModelRepository:
@@ -167,7 +130,7 @@ class ModelRepository:
         self._model_executor = model_executor
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._models: dict[str, dict[int, ServedVersion]] = {}
-        self._ignored: set[str] = set()
+        self._discovery = ModelRootScanner(self.root)
         self._known_names: set[str] = set()
         self._memory_to_release = 0
         self._on_change = on_change or (lambda: None)
@@ -177,46 +140,6 @@ class ModelRepository:
         self._poll_task: asyncio.Task | None = None
         self._reconciling = asyncio.Lock()
         self.initial_load_done = asyncio.Event()
-
-    # --- discovery -------------------------------------------------------------------------------
-
-    def _log_ignored_once(self, key: str, message: str, *args) -> None:
-        if key not in self._ignored:
-            self._ignored.add(key)
-            log.info(message, *args)
-
-    def scan(self) -> dict[str, dict[int, Path]]:
-        """Complete SavedModel version directories on disk, by model name and version."""
-        found: dict[str, dict[int, Path]] = {}
-        if not self.root.is_dir():
-            self._log_ignored_once(f"root:{self.root}", "model root %s does not exist (yet)", self.root)
-            return found
-        for model_dir in sorted(self.root.iterdir()):
-            if not model_dir.is_dir():
-                continue
-            if model_dir.name.startswith("."):
-                continue
-            if not MODEL_NAME_PATTERN.match(model_dir.name):
-                self._log_ignored_once(str(model_dir), "ignoring %s: not a valid model name", model_dir.name)
-                continue
-            versions: dict[int, Path] = {}
-            for version_dir in model_dir.iterdir():
-                if version_dir.name.startswith("."):  # staging directories of the exporter and trainer
-                    continue
-                version = parse_version(version_dir.name) if version_dir.is_dir() else None
-                if version is None:
-                    self._log_ignored_once(
-                        str(version_dir), "ignoring %s/%s: not a version directory", model_dir.name, version_dir.name
-                    )
-                elif not (version_dir / "saved_model.pb").is_file():
-                    self._log_ignored_once(
-                        str(version_dir), "ignoring %s/%s: no saved_model.pb", model_dir.name, version_dir.name
-                    )
-                else:
-                    versions[version] = version_dir
-            if versions:
-                found[model_dir.name] = versions
-        return found
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -273,7 +196,7 @@ class ModelRepository:
 
         Returns each model's versions on disk and their fingerprints, for :meth:`_reconcile_model`.
         """
-        on_disk = self.scan()
+        on_disk = self._discovery.scan()
         plan = {}
         for name in set(on_disk) | set(self._models):
             versions_on_disk = on_disk.get(name, {})

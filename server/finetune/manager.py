@@ -61,7 +61,8 @@ from server.finetune.workers import (
     remove_staging_of,
     remove_stale_staging,
 )
-from server.repository import ModelRef, ModelRepository, check_model_name
+from server.discovery import check_model_name
+from server.repository import ModelRef, ModelRepository
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

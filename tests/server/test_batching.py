@@ -104,36 +104,59 @@ def test_multi_image_requests_count_by_images_and_are_never_split():
     assert model.batches == [[0], [1, 2, 3], [4, 5], [6, 7, 8, 9, 10, 11]]
 
 
-def test_a_lone_request_waits_at_most_the_timeout_and_a_full_batch_does_not_wait():
+def test_an_idle_model_runs_a_lone_request_at_once():
     model = FakeModel()
 
     async def scenario(batcher):
         started = time.monotonic()
         await batcher.submit([1])
-        lone = time.monotonic() - started
-        started = time.monotonic()
-        await gather(*(batcher.submit([i]) for i in range(4)))
-        full = time.monotonic() - started
-        return lone, full
+        return time.monotonic() - started
 
-    lone, full = run(scenario, model, timeout_s=0.2)
-    assert 0.2 <= lone < 2.0
-    assert full < 0.2
-    assert [len(b) for b in model.batches] == [1, 4]
+    assert run(scenario, model, timeout_s=0.5) < 0.25  # no waiting for company that is not coming
+    assert model.batches == [[1]]
 
 
-def test_requests_arriving_within_the_window_join_the_batch():
-    model = FakeModel()
+def test_while_a_batch_runs_the_next_one_waits_the_window_for_company():
+    gate = threading.Event()
+    model = FakeModel(gate)
 
     async def scenario(batcher):
         async def later(i, delay):
             await asyncio.sleep(delay)
             return await batcher.submit([i])
 
-        return await gather(later(0, 0), later(1, 0.02), later(2, 0.04))
+        running = asyncio.ensure_future(batcher.submit([0]))
+        await wait_until(model.started.is_set)  # a batch runs; the second model thread is free
+        started = time.monotonic()
+        rest = [asyncio.ensure_future(later(i, delay)) for i, delay in ((1, 0), (2, 0.05), (3, 0.1))]
+        await wait_until(lambda: len(model.batches) == 2)
+        waited = time.monotonic() - started
+        gate.set()
+        await gather(running, *rest)
+        return waited
 
-    run(scenario, model, timeout_s=0.5, max_batch_size=3)
-    assert model.batches == [[0, 1, 2]]
+    waited = run(scenario, model, timeout_s=0.3, concurrency=2, max_batch_size=8)
+    assert model.batches == [[0], [1, 2, 3]]  # the later arrivals joined within the window
+    assert 0.25 <= waited < 2.0
+
+
+def test_a_full_batch_does_not_wait_for_the_window():
+    gate = threading.Event()
+    model = FakeModel(gate)
+
+    async def scenario(batcher):
+        running = asyncio.ensure_future(batcher.submit([0]))
+        await wait_until(model.started.is_set)
+        started = time.monotonic()
+        full = [asyncio.ensure_future(batcher.submit([i])) for i in range(1, 5)]
+        await wait_until(lambda: len(model.batches) == 2)
+        dispatched_after = time.monotonic() - started
+        gate.set()
+        await gather(running, *full)
+        return dispatched_after
+
+    assert run(scenario, model, timeout_s=1.0, concurrency=2) < 0.5
+    assert model.batches == [[0], [1, 2, 3, 4]]
 
 
 def test_a_bad_image_fails_only_its_own_request():
