@@ -43,6 +43,7 @@ class ExportResult:
     version: int
     manifest: dict[str, Any]
     network: BuiltNetwork = field(repr=False)
+    loaded: Any = field(default=None, repr=False)  # the verified reload of the version, already warm
 
 
 def resolve_entry(spec: ExportSpec) -> CatalogEntry:
@@ -139,10 +140,16 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
             "tensorflow_version": _tf_version(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        path, version, manifest = save_and_publish(
+        published = save_and_publish(
             module, signatures, Path(spec.output_dir) / spec.name, spec.version, manifest, progress
         )
-    return ExportResult(path=path, version=version, manifest=manifest, network=network)
+    return ExportResult(
+        path=published.path,
+        version=published.version,
+        manifest=published.manifest,
+        network=network,
+        loaded=published.loaded,
+    )
 
 
 def _tf_version() -> str:

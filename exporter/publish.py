@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -125,8 +125,11 @@ def sample_png(size: tuple[int, int] = (37, 53)) -> bytes:
     return buffer.getvalue()
 
 
-def verify_saved_model(path: Path, manifest: dict[str, Any]) -> dict[str, list[int]]:
-    """Reload ``path`` and run one image through every signature; raise VerificationFailed if any fails."""
+def verify_saved_model(path: Path, manifest: dict[str, Any]) -> tuple[dict[str, list[int]], Any]:
+    """Reload ``path`` and run one image through every signature; raise VerificationFailed if any fails.
+
+    Returns the output shapes by ``signature/output`` and the reloaded SavedModel (already warm).
+    """
     import tensorflow as tf
 
     from exporter import signatures as sig
@@ -158,7 +161,16 @@ def verify_saved_model(path: Path, manifest: dict[str, Any]) -> dict[str, list[i
                 if not np.allclose(sums, 1.0, atol=1e-3):
                     raise VerificationFailed(f"signature {name!r}: probabilities sum to {sums}, not 1")
             shapes[f"{name}/{output_name}"] = list(values.shape)
-    return shapes
+    return shapes, loaded
+
+
+class Published(NamedTuple):
+    """A published version: where, which number, its manifest, and the verified reload (warm)."""
+
+    path: Path
+    version: int
+    manifest: dict[str, Any]
+    loaded: Any
 
 
 def save_and_publish(
@@ -169,12 +181,13 @@ def save_and_publish(
     manifest: dict[str, Any],
     progress: Progress,
     extra_files: Mapping[str, bytes] | None = None,
-) -> tuple[Path, int, dict[str, Any]]:
+) -> Published:
     """Write ``module`` as version ``version`` (or the next one) of ``model_dir``, atomically.
 
     ``extra_files`` (plain file name -> content, e.g. a fine-tuned version's metrics.json and plots)
     are written into the version directory before it is verified and renamed into place.
-    Returns the published path, its version and the manifest (with ``version`` filled in).
+    Returns the published path, its version, the manifest (with ``version`` filled in) and the
+    verified reload (its asset paths point into the staging directory: use ``path`` for files).
     Nothing is left behind on failure.
     """
     import tensorflow as tf
@@ -200,7 +213,7 @@ def save_and_publish(
             except (OSError, tf.errors.OpError) as exc:
                 raise PublishFailed(f"could not write version {version} under {model_dir}: {_write_error(exc)}") from None
         with progress.step("verifying: reload and run one image through every signature"):
-            shapes = verify_saved_model(staging, manifest)
+            shapes, loaded = verify_saved_model(staging, manifest)
             try:
                 _fsync_tree(staging)
             except OSError as exc:
@@ -211,7 +224,7 @@ def save_and_publish(
         rename_no_replace(staging, final)
         _fsync_dir(model_dir)
         progress.note(f"published {final}")
-        return final, version, manifest
+        return Published(final, version, manifest, loaded)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -70,10 +70,10 @@ def publish_finetuned(
         quiet = Progress("finetune", stream=None)
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                path, version, _manifest = save_and_publish(
+                published = save_and_publish(
                     module, signatures, model_dir, None, manifest, quiet, extra_files=extra_files
                 )
-                return path, version
+                return published.path, published.version
             except VersionExists:  # another publisher took the next number first; take the one after
                 if attempt == PUBLISH_ATTEMPTS - 1:
                     raise
