@@ -62,6 +62,15 @@ def decode_images(images: tf.Tensor, size: int) -> tf.Tensor:
     )
 
 
+def _variables_if_keras(trackable: Any) -> Any:
+    """A Keras layer or model's variables (all of them: trainable, frozen and statistics); else as is."""
+    import keras
+
+    if isinstance(trackable, keras.Layer):
+        return list(trackable.variables)
+    return trackable
+
+
 def resize_pixels(pixels: tf.Tensor, size: int) -> tf.Tensor:
     """Resize a uint8 batch ``[N, H, W, 3]`` to float32 ``[N, size, size, 3]`` in [0, 255]."""
     return tf.image.resize(pixels, [size, size], method="bilinear")
@@ -76,6 +85,9 @@ class ServingModule(tf.Module):
         features: same input -> ``[N, D]`` features; ``None`` if the model has none.
         labels_path: a file with one class name per line, stored as the ``labels.txt`` asset.
         trackables: objects holding the variables (Keras models, loaded Hub or base SavedModels).
+            A Keras model is kept as its list of variables, as Keras' own ``ExportArchive`` does: its
+            hundreds of layer objects would only make the SavedModel slower to write and to load
+            (measured here, DenseNet121: write 30 s -> 19 s, load 11 s -> 6 s).
     """
 
     def __init__(
@@ -90,7 +102,7 @@ class ServingModule(tf.Module):
         if classify is None and features is None:
             raise ValueError("a model needs a classifier, a feature extractor or both")
         for attribute, value in trackables.items():
-            setattr(self, attribute, value)
+            setattr(self, attribute, _variables_if_keras(value))
         self.labels_file = tf.saved_model.Asset(labels_path) if labels_path else None
         self.input_size = input_size
         size = input_size

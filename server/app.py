@@ -64,8 +64,9 @@ class ModelServer:
         )
         self.inference = InferenceService(settings, self.repository)
         self.finetune = FineTuneManager(settings, self.repository)
-        self.servicer = ImageModelServicer(settings, self.repository, self.inference, metrics=self.metrics)
-        self.servicer.finetune = self.finetune
+        self.servicer = ImageModelServicer(
+            settings, self.repository, self.inference, metrics=self.metrics, finetune=self.finetune
+        )
         self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
         self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
         self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)

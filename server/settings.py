@@ -97,7 +97,11 @@ class ServerSettings:
     # --- batching and threads
     batching: bool = _doc("queue concurrent requests and run them together in one model call", default=True)
     max_batch_size: int = _doc("most images in one model call", default=16)
-    batch_timeout_ms: float = _doc("longest wait for more requests once one is queued, in milliseconds", default=2.0)
+    batch_timeout_ms: float = _doc(
+        "while another batch runs, longest wait for more requests after the oldest queued one, in"
+        " milliseconds (a request reaching an idle model runs at once)",
+        default=2.0,
+    )
     max_queued_images: int = _doc("images waiting per model version before new requests get RESOURCE_EXHAUSTED", default=512)
     model_threads: int = _doc("threads running model calls (concurrent batches)", default=2)
     tf_intra_op_threads: int = _doc("TensorFlow threads inside one op; 0 lets TensorFlow choose", default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import message_factory
@@ -16,6 +17,9 @@ from server.inference import InferenceService
 from server.metrics import Metrics
 from server.repository import ModelRepository
 from server.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from server.finetune.manager import FineTuneManager
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,7 @@ class ImageModelServicer:
         settings: ServerSettings,
         repository: ModelRepository,
         inference: InferenceService,
-        finetune=None,
+        finetune: FineTuneManager | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings

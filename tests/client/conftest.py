@@ -6,7 +6,6 @@ and the fine-tuning tests share a third one (with its own model root and data ro
 from __future__ import annotations
 
 import random
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +84,6 @@ class Recorder(grpc.UnaryUnaryClientInterceptor):
 
     def sent(self, method: str) -> list:
         return [request for name, request in self.requests if name == method]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------

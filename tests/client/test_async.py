@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from client import AsyncModelClient, InvalidImage, ModelNotFound, Unavailable
-from tests.client.conftest import CLASSIFIER, FEATURES, free_port
+from tests.client.conftest import CLASSIFIER, FEATURES
+from tests.servers import free_port
 
 
 def run(coroutine):

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.client.conftest import CLASSIFIER, FEATURES, free_port
+from tests.client.conftest import CLASSIFIER, FEATURES
 from tests.conftest import REPO_ROOT
+from tests.servers import free_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ import pytest
 
 from client import DeadlineExceeded, InvalidImage, ModelClient, ModelNotFound, Unavailable
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.client.conftest import CLASSIFIER, Recorder, free_port
-from tests.servers import InProcessServer, test_settings, wait_for
+from tests.client.conftest import CLASSIFIER, Recorder
+from tests.servers import InProcessServer, free_port, test_settings, wait_for
 
 
 def test_a_call_made_before_the_server_starts_succeeds_once_it_is_up(model_root, photos, caplog):
