@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
+from exporter.progress import Progress
+from exporter.spec import ExportSpec, resolve_entry, validate_spec
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
 #: 3 weights or a Hub handle could not be downloaded (no network); 4 writing failed (disk full,
@@ -67,32 +70,42 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_usage(sys.stderr)
         print("error: give a model NAME, --defaults or --list", file=sys.stderr)
         return EXIT_USER_ERROR
+    names = list(DEFAULT_MODELS) if args.defaults else [args.name]
+    specs = [
+        ExportSpec(
+            name=name,
+            weights=args.weights,
+            output_dir=args.output,
+            version=args.version,
+            input_size=args.input_size,
+            seed=args.seed,
+            include_top=not args.no_top,
+            hub_handle=args.hub_handle,
+            hub_feature_handle=args.hub_feature_handle,
+            hub_outputs_probabilities=args.hub_outputs_probabilities,
+            labels_file=args.labels,
+        )
+        for name in names
+    ]
+    try:
+        for spec in specs:  # every user mistake is reported before TensorFlow loads (seconds)
+            validate_spec(resolve_entry(spec), spec)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+    # TensorFlow's C++ logs (CUDA probing on a CPU machine) are noise here; set 0 to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
-    # Imported here so that --list and usage errors answer without loading TensorFlow.
-    from exporter.export import ExportSpec, export_model
-    from exporter.progress import Progress
+    from exporter.export import export_model
     from exporter.publish import PublishFailed, existing_versions
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
-    names = list(DEFAULT_MODELS) if args.defaults else [args.name]
     try:
-        for name in names:
-            if args.defaults and existing_versions(args.output / name):
-                progress.note(f"{name}: a version already exists under {args.output / name}, skipping")
+        for spec in specs:
+            if args.defaults and existing_versions(args.output / spec.name):
+                progress.note(f"{spec.name}: a version already exists under {args.output / spec.name}, skipping")
                 continue
-            spec = ExportSpec(
-                name=name,
-                weights=args.weights,
-                output_dir=args.output,
-                version=args.version,
-                input_size=args.input_size,
-                seed=args.seed,
-                include_top=not args.no_top,
-                hub_handle=args.hub_handle,
-                hub_feature_handle=args.hub_feature_handle,
-                hub_outputs_probabilities=args.hub_outputs_probabilities,
-                labels_file=args.labels,
-            )
             result = export_model(spec, progress)
             print(result.path)
     except WeightsUnavailable as exc:

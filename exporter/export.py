@@ -4,37 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.catalog import CATALOG, CatalogEntry, get_entry, hub_entry
+from exporter.catalog import CatalogEntry
 from exporter.errors import UserError
 from exporter.labels import default_labels_for, load_label_set, read_labels_file, write_labels_file
 from exporter.progress import Progress
 from exporter.publish import save_and_publish
 from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
-from exporter.sources import IMAGENET, RANDOM, BuiltNetwork, build_hub, build_keras
+from exporter.sources import BuiltNetwork, build_hub, build_keras
+from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
+
+__all__ = ["MANIFEST_FORMAT", "ExportResult", "ExportSpec", "export_model"]
 
 MANIFEST_FORMAT = "imageserve.manifest/1"
-
-
-@dataclass
-class ExportSpec:
-    """What to export; the fields mirror ``python -m exporter`` options."""
-
-    name: str
-    weights: str = IMAGENET
-    output_dir: Path = Path("models")
-    version: int | None = None
-    input_size: int | None = None
-    seed: int = 0
-    include_top: bool = True
-    hub_handle: str | None = None
-    hub_feature_handle: str | None = None
-    hub_outputs_probabilities: bool = False
-    labels_file: str | None = None
 
 
 @dataclass
@@ -44,28 +30,6 @@ class ExportResult:
     manifest: dict[str, Any]
     network: BuiltNetwork = field(repr=False)
     loaded: Any = field(default=None, repr=False)  # the verified reload of the version, already warm
-
-
-def resolve_entry(spec: ExportSpec) -> CatalogEntry:
-    """The catalog entry for ``spec.name``, with Hub handles overridden from the spec if given."""
-    if spec.hub_handle or spec.hub_feature_handle:
-        known = CATALOG.get(spec.name)
-        if known is not None and known.source != "hub":
-            raise UserError(f"{spec.name} is a Keras model; --hub-handle only applies to TF Hub models")
-        if known is not None:  # same entry (labels, preprocessing), local or mirrored handles
-            return replace(
-                known,
-                hub_handle=spec.hub_handle or known.hub_handle,
-                hub_feature_handle=spec.hub_feature_handle or known.hub_feature_handle,
-            )
-        return hub_entry(
-            spec.name,
-            spec.hub_handle,
-            spec.hub_feature_handle,
-            spec.input_size or 224,
-            spec.hub_outputs_probabilities,
-        )
-    return get_entry(spec.name)
 
 
 def _labels_for(entry: CatalogEntry, spec: ExportSpec, num_classes: int | None) -> list[str] | None:
@@ -80,23 +44,6 @@ def _labels_for(entry: CatalogEntry, spec: ExportSpec, num_classes: int | None) 
     if len(labels) != num_classes:
         raise UserError(f"{len(labels)} labels for a classifier with {num_classes} outputs")
     return labels
-
-
-def validate_spec(entry: CatalogEntry, spec: ExportSpec) -> int:
-    """Check option combinations before any heavy work; return the input size."""
-    if not entry.supports_random_weights and spec.weights != IMAGENET:
-        raise UserError(
-            f"{entry.name} is a TF Hub model: its weights come from the handle, so --weights {spec.weights} "
-            "does not apply. Offline, use the Keras stand-in: python -m exporter mobilenet_v2_keras --weights random"
-        )
-    size = spec.input_size or entry.default_input_size
-    if size < entry.min_input_size:
-        raise UserError(f"{entry.name} needs --input-size >= {entry.min_input_size}, got {size}")
-    if spec.labels_file and not Path(spec.labels_file).is_file():
-        raise UserError(f"--labels {spec.labels_file}: no such file")
-    if spec.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {spec.seed}")
-    return size
 
 
 def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportResult:

@@ -22,9 +22,7 @@ import tensorflow as tf
 from exporter.catalog import CatalogEntry
 from exporter.errors import UserError, WeightsUnavailable
 from exporter.preprocessing import get_mode
-
-RANDOM = "random"
-IMAGENET = "imagenet"
+from exporter.spec import IMAGENET, RANDOM
 
 
 @dataclass
@@ -130,9 +128,7 @@ def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, i
     if weights == RANDOM:
         weights_info = {"kind": RANDOM, "seed": seed}
     elif weights != IMAGENET:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(f"--weights {weights}: no such file (expected 'imagenet', 'random' or a weights file)")
+        path = Path(weights)  # exists: checked by exporter.spec.validate_spec
         try:
             model.load_weights(str(path))
         except (ValueError, OSError) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -25,7 +24,7 @@ from server.inference import InferenceService
 from server.logs import configure_logging
 from server.metrics import Metrics
 from server.repository import ModelRepository
-from server.settings import ServerSettings, SettingsError, load_settings
+from server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +179,8 @@ async def serve(settings: ServerSettings) -> None:
     await server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run(settings: ServerSettings) -> int:
+    """Serve until SIGTERM or SIGINT; returns the process exit code (``python -m server`` calls this)."""
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))

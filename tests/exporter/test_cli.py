@@ -114,3 +114,16 @@ def test_export_shows_progress_and_saved_model_cli_lists_signatures(tmp_path):
 
 def existing_is_empty(path: Path) -> bool:
     return not any(path.iterdir())
+
+
+def test_user_errors_are_reported_before_tensorflow_loads(tmp_path):
+    """Mistakes answer in a fraction of a second: TensorFlow (seconds to import) is not loaded for them."""
+    probe = (
+        "import sys; from exporter.cli import main; "
+        f"codes = [main(['vgg61']), main(['vgg16', '--weights', {str(tmp_path / 'missing.h5')!r}]), "
+        "main(['mobilenet_v2', '--weights', 'random'])]; "
+        "print(codes, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert result.stdout.split() == ["[2,", "2,", "2]", "False"], result.stderr
+    assert "missing.h5: no such file" in result.stderr

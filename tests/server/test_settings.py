@@ -66,3 +66,9 @@ def test_help_documents_every_setting_and_bad_settings_exit_2():
         assert flag in help_text.stdout
     bad = subprocess.run([sys.executable, "-m", "server", "--port", "x"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "error: port (from command line)" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_setting_mistakes_are_reported_before_tensorflow_loads():
+    probe = "import sys; from server.cli import main; print(main(['--port', 'x']), 'tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr
