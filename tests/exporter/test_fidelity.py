@@ -73,13 +73,27 @@ class KerasReference:
         return self.full.predict(self._input(data), verbose=0)[0]
 
 
-@pytest.fixture(scope="module", params=sorted(KERAS_CASES))
-def keras_case(request, export_cache):
+@pytest.fixture(scope="module")
+def keras_references(export_cache):
+    """name -> (export result, its reference pipeline), built once per name (the mutants reuse them)."""
+    built: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in built:
+            size = KERAS_CASES[name]
+            result = export_cache.get(name, weights="random", input_size=size, seed=SEED)
+            built[name] = result, KerasReference(name, size, result.network.keras_model)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(params=sorted(KERAS_CASES))
+def keras_case(request, keras_references):
     name = request.param
-    size = KERAS_CASES[name]
-    result = export_cache.get(name, weights="random", input_size=size, seed=SEED)
+    result, reference = keras_references(name)
     # The exporter's own verified reload of the published version (loading it again costs seconds).
-    return name, result.loaded, KerasReference(name, size, result.network.keras_model)
+    return name, result.loaded, reference
 
 
 def assert_reference_is_informative(reference, photos) -> None:
@@ -145,11 +159,10 @@ MUTANTS = {
 
 
 @pytest.mark.parametrize("mutant", sorted(MUTANTS))
-def test_wrong_preprocessing_fails_fidelity(mutant, export_cache, photos):
+def test_wrong_preprocessing_fails_fidelity(mutant, keras_references, photos):
     name, wrong = MUTANTS[mutant]
     size = KERAS_CASES[name]
-    result = export_cache.get(name, weights="random", input_size=size, seed=SEED)
-    reference = KerasReference(name, size, result.network.keras_model)
+    result, reference = keras_references(name)
     features_model = result.network.trackables["feature_network"]
     assert MODES[CATALOG[name].preprocessing].fn is not wrong
     mutated = PreprocessingMode("mutant", mutant, wrong)
