@@ -100,7 +100,8 @@ class AsyncModelClient(ClientBase):
         timeout: float | None = None,
     ) -> ClassifyResult:
         """The ``top_k`` most likely classes of each image; see :meth:`ModelClient.classify`."""
-        return await self._run(self._operations.classify(images, model, version, label, top_k, timeout))
+        operation = self._operations.classify(images, model, version, label, top_k, timeout)
+        return await self._run(operation, offload=_reads_or_encodes(images))
 
     async def extract_features(
         self,
@@ -112,7 +113,8 @@ class AsyncModelClient(ClientBase):
         timeout: float | None = None,
     ) -> FeaturesResult:
         """A float32 feature vector per image; see :meth:`ModelClient.extract_features`."""
-        return await self._run(self._operations.extract_features(images, model, version, label, timeout))
+        operation = self._operations.extract_features(images, model, version, label, timeout)
+        return await self._run(operation, offload=_reads_or_encodes(images))
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model with its versions and states; see :meth:`ModelClient.list_models`."""
@@ -237,7 +239,9 @@ class AsyncModelClient(ClientBase):
             return None if message is grpc.aio.EOF else message
         raise TypeError(f"unknown effect {effect!r}")
 
-    async def _outcome(self, operation: Operation[T], effect: Effect, opened: list[Any]) -> Effect | Done[T]:
+    async def _outcome(
+        self, operation: Operation[T], effect: Effect, opened: list[Any], offload: bool = True
+    ) -> Effect | Done[T]:
         """Perform ``effect`` and resume the operation with its response or error."""
         response: Any = None
         error: ImageServeError | None = None
@@ -246,17 +250,21 @@ class AsyncModelClient(ClientBase):
         except grpc.RpcError as rpc_error:
             error = error_from_rpc(rpc_error)
         # The operation's own steps read files and encode pixels: run them off the event loop.
-        return await asyncio.to_thread(advance, operation, response, error)
+        if offload:
+            return await asyncio.to_thread(advance, operation, response, error)
+        return advance(operation, response, error)
 
-    async def _run(self, operation: Operation[T]) -> T:
+    async def _run(self, operation: Operation[T], offload: bool = True) -> T:
+        """Run ``operation`` to its value. ``offload=False`` runs its steps on the event loop: only for
+        operations that read no files and encode no pixels (a thread hop costs more than they do)."""
         self._stub_for_this_loop()
         opened: list[Any] = []
         try:
-            step: Effect | Done[T] = await asyncio.to_thread(advance, operation)
+            step: Effect | Done[T] = await asyncio.to_thread(advance, operation) if offload else advance(operation)
             while not isinstance(step, Done):
                 if isinstance(step, Emit):
                     raise RuntimeError(f"an operation run for its value emitted {step.value!r}")
-                step = await self._outcome(operation, step, opened)
+                step = await self._outcome(operation, step, opened, offload)
             return step.value
         finally:
             for call in opened:  # streams the operation left open (it failed, or was cancelled)
@@ -278,3 +286,14 @@ class AsyncModelClient(ClientBase):
         finally:
             for call in opened:
                 call.cancel()
+
+
+def _reads_or_encodes(images: Images) -> bool:
+    """Whether turning ``images`` into requests reads files or encodes pixels (worth a worker thread);
+    encoded bytes are sent as they are."""
+    encoded = (bytes, bytearray, memoryview)
+    if isinstance(images, encoded):
+        return False
+    if isinstance(images, (list, tuple)):
+        return not all(isinstance(image, encoded) for image in images)
+    return True
