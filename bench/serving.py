@@ -111,16 +111,19 @@ class Server:
         """Totals from the server's own metrics: seconds in Classify calls and in model calls, and counts."""
         import urllib.request
 
-        totals = {"request_s": 0.0, "requests": 0.0, "model_s": 0.0, "model_calls": 0.0}
+        from prometheus_client.parser import text_string_to_metric_families
+
         wanted = {"imageserve_request_duration_seconds_sum": "request_s",
                   "imageserve_request_duration_seconds_count": "requests",
                   "imageserve_model_duration_seconds_sum": "model_s",
                   "imageserve_model_duration_seconds_count": "model_calls"}
+        totals = dict.fromkeys(wanted.values(), 0.0)
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
-            for line in response.read().decode().splitlines():
-                name = line.split("{", 1)[0]
-                if name in wanted and ('rpc="Classify"' in line or "model_duration" in name):
-                    totals[wanted[name]] += float(line.rsplit(" ", 1)[1])
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted and sample.labels.get("rpc", "Classify") == "Classify":
+                    totals[wanted[sample.name]] += sample.value
         return totals
 
     def rss_mib(self) -> float:
@@ -181,14 +184,14 @@ def c1_latency(server: Server, model: str, photos: list[bytes], local: InProcess
     drifts between rounds, so the overhead is the median of the per-round differences), with where
     the served time goes according to the server's own metrics."""
     direct, served, differences = [], [], []
-    spent = {"request_s": 0.0, "requests": 0.0, "model_s": 0.0, "model_calls": 0.0}
+    spent: dict[str, float] = {}
     for _ in range(C1_ROUNDS):
         round_direct = local.single_latencies(C1_PER_ROUND)
         before = server.seconds_spent()
         round_served = asyncio.run(served_latencies(server.address, model, photos, C1_PER_ROUND))
         after = server.seconds_spent()
-        for key in spent:
-            spent[key] += after[key] - before[key]
+        for key in after:
+            spent[key] = spent.get(key, 0.0) + after[key] - before[key]
         direct += round_direct
         served += round_served
         differences.append((median(round_served) - median(round_direct)) * 1000)

@@ -18,7 +18,7 @@ from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, ClientBase
 from client.datasets import DatasetImages
 from client.errors import ImageServeError, error_from_rpc
 from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT, HyperparametersLike, StatesLike
-from client.images import Images
+from client.images import Images, reads_or_encodes
 from client.jobs import AsyncFineTuneJob
 from client.operations import (
     Call,
@@ -101,7 +101,7 @@ class AsyncModelClient(ClientBase):
     ) -> ClassifyResult:
         """The ``top_k`` most likely classes of each image; see :meth:`ModelClient.classify`."""
         operation = self._operations.classify(images, model, version, label, top_k, timeout)
-        return await self._run(operation, offload=_reads_or_encodes(images))
+        return await self._run(operation, offload=reads_or_encodes(images))
 
     async def extract_features(
         self,
@@ -114,7 +114,7 @@ class AsyncModelClient(ClientBase):
     ) -> FeaturesResult:
         """A float32 feature vector per image; see :meth:`ModelClient.extract_features`."""
         operation = self._operations.extract_features(images, model, version, label, timeout)
-        return await self._run(operation, offload=_reads_or_encodes(images))
+        return await self._run(operation, offload=reads_or_encodes(images))
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         """Every model with its versions and states; see :meth:`ModelClient.list_models`."""
@@ -286,14 +286,3 @@ class AsyncModelClient(ClientBase):
         finally:
             for call in opened:
                 call.cancel()
-
-
-def _reads_or_encodes(images: Images) -> bool:
-    """Whether turning ``images`` into requests reads files or encodes pixels (worth a worker thread);
-    encoded bytes are sent as they are."""
-    encoded = (bytes, bytearray, memoryview)
-    if isinstance(images, encoded):
-        return False
-    if isinstance(images, (list, tuple)):
-        return not all(isinstance(image, encoded) for image in images)
-    return True

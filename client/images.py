@@ -37,7 +37,8 @@ ImageInput = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Ima
 #: One image, or a list (any iterable) of them, or an N×H×W×C array.
 Images = ImageInput | Iterable[ImageInput]
 
-_SINGLE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)
+_ENCODED = (bytes, bytearray, memoryview)
+_SINGLE = (str, os.PathLike, *_ENCODED, Image.Image)
 _CHANNELS_TO_MODE = {1: "L", 3: "RGB", 4: "RGBA"}
 _KEPT_MODES = ("RGB", "RGBA", "L")
 # zlib level 1: lossless like any level, several times faster than the default on photos.
@@ -128,12 +129,22 @@ def _array_png(array: np.ndarray) -> bytes:
     return _png(Image.fromarray(np.ascontiguousarray(array)))
 
 
+def reads_or_encodes(images: Images) -> bool:
+    """Whether :func:`encode_image` would read files or encode pixels for ``images`` (work worth a
+    thread off an event loop); encoded bytes are sent as they are. Any other iterable counts as work."""
+    if isinstance(images, _ENCODED):
+        return False
+    if isinstance(images, (list, tuple)):
+        return not all(isinstance(image, _ENCODED) for image in images)
+    return True
+
+
 def encode_image(image: ImageInput) -> bytes:
     """The encoded bytes to send for one image: files and bytes as they are, pixels as PNG.
 
     A file that cannot be read raises ``OSError`` (e.g. ``FileNotFoundError``) naming the path.
     """
-    if isinstance(image, (bytes, bytearray, memoryview)):
+    if isinstance(image, _ENCODED):
         return bytes(image)
     if isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as file:
