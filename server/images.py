@@ -44,6 +44,13 @@ class ImageInfo:
     format: str
     width: int
     height: int
+    #: EXIF orientation tag (1: upright; 2-8: flipped or rotated); 1 when absent or not a JPEG.
+    orientation: int = 1
+
+    @property
+    def needs_orientation(self) -> bool:
+        """True for a JPEG whose EXIF orientation asks for a flip or rotation (see :func:`apply_orientation`)."""
+        return self.orientation not in (1, None)
 
 
 def _describe_unknown(data: bytes) -> str:
@@ -63,12 +70,14 @@ def _describe_unknown(data: bytes) -> str:
 
 
 def inspect_image(index: int, data: bytes, max_pixels: int) -> ImageInfo:
-    """Read the header of image ``index``; raise :class:`InvalidImage` saying why it cannot be used."""
+    """Read the header of image ``index`` (and a JPEG's EXIF orientation, from the same parse); raise
+    :class:`InvalidImage` saying why it cannot be used."""
     if not data:
         raise InvalidImage(index, "empty image (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
             fmt, (width, height) = image.format, image.size
+            orientation = _exif_orientation(image) if SUPPORTED_FORMATS.get(fmt) == "JPEG" else 1
     except UnidentifiedImageError:
         raise InvalidImage(
             index, f"{_describe_unknown(data)}; supported formats: JPEG, PNG, GIF, BMP, WebP"
@@ -85,15 +94,16 @@ def inspect_image(index: int, data: bytes, max_pixels: int) -> ImageInfo:
             f"{width}x{height} is {width * height:,} pixels; the server decodes at most {max_pixels:,} "
             "(a small file declaring a huge image is refused unread)",
         )
-    return ImageInfo(SUPPORTED_FORMATS[fmt], width, height)
+    return ImageInfo(SUPPORTED_FORMATS[fmt], width, height, orientation)
 
 
-def needs_orientation(data: bytes, info: ImageInfo) -> bool:
-    """True for a JPEG whose EXIF orientation tag asks for a flip or rotation."""
-    if info.format != "JPEG":
-        return False
-    with Image.open(io.BytesIO(data)) as image:
-        return image.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None)
+def _exif_orientation(image: Image.Image) -> int:
+    if "exif" not in image.info:  # Pillow keeps the raw EXIF block it met while reading the header
+        return 1
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: the pixels still decode; show them as stored
+        return 1
 
 
 def apply_orientation(index: int, data: bytes) -> bytes:

@@ -15,7 +15,7 @@ import numpy as np
 
 from exporter import signatures as sig
 from server.errors import InvalidRequest
-from server.images import apply_orientation, inspect_image, needs_orientation
+from server.images import apply_orientation, inspect_image
 from server.repository import ModelRef, ModelRepository
 from server.settings import ServerSettings
 
@@ -81,8 +81,7 @@ class InferenceService:
             raise InvalidRequest(f"{len(images)} images in one request; the maximum is {limit}: split the request")
         prepared = list(images)
         for index, data in enumerate(images):
-            info = inspect_image(index, data, self.settings.max_image_pixels)
-            if needs_orientation(data, info):
+            if inspect_image(index, data, self.settings.max_image_pixels).needs_orientation:
                 loop = asyncio.get_running_loop()
                 prepared[index] = await loop.run_in_executor(None, apply_orientation, index, data)
         return prepared

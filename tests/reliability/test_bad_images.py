@@ -69,7 +69,15 @@ def exif_rotated_jpeg(upright: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_with_unreadable_exif(pixels: np.ndarray) -> bytes:
+    """A JPEG whose EXIF block is garbage after its header: the pixels decode; the orientation is unknown."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", exif=b"Exif\x00\x00MM\x00*\xff\xff\xff\xf0garbage")
+    return buffer.getvalue()
+
+
 VALID = {
+    "JPEG with unreadable EXIF": lambda: jpeg_with_unreadable_exif(CAT),
     "grayscale PNG": lambda: encode(Image.fromarray(CAT).convert("L")),
     "grayscale JPEG": lambda: encode(Image.fromarray(CAT).convert("L"), "JPEG"),
     "RGBA PNG": lambda: encode(Image.fromarray(CAT).convert("RGBA")),
