@@ -3,19 +3,21 @@
 One command, one process tree, real JPEG photos, per model (MobileNetV2 at 224x224 and VGG16 at a
 smaller size, random weights: the network is offline here, and speed does not depend on the weights):
 
-1. limit: the SavedModel ``classify`` signature called in this process at its best batch size
-   (from a sweep of 1..32), measured just before and after each server load level (the machine's
-   speed drifts); single-image latency in rounds alternating with the server's c=1 requests;
+1. limit: the SavedModel ``classify`` signature called in-process at its best batch size (from a
+   sweep of 1..32), in fresh worker processes (:mod:`bench.inprocess`; identical processes differ in
+   speed here, so in-process figures are means over ``--processes`` workers), measured just before
+   and after each server load level (the machine's speed drifts);
 2. the server (``python -m server`` subprocess) through the real Python client
    (:class:`client.AsyncModelClient`) over loopback at concurrency 1, 4, 16 and 64, one image per
-   request: images/s, p50/p95/p99 latency, errors;
+   request: images/s, p50/p95/p99 latency, errors; concurrency-1 latency is also measured against
+   ``--processes`` server processes, in rounds alternating with the workers' single-image calls;
 3. the same server with batching off, as the baseline.
 
 Then: server RSS after warm-up and after 20 hot swaps under load, and the cold start (process start ->
 SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
 batched/unbatched, checks the targets and writes JSON under bench/results/.
 
-    python -m bench.serving              # everything (~17 minutes on 2 cores)
+    python -m bench.serving              # everything (~20 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,49 +43,60 @@ MODELS = {"mobilenet_v2_keras": 224, "vgg16": 112}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# --- 1. the limit: the signature in this process -----------------------------------------------------
+# --- 1. the limit: the signature in worker processes ---------------------------------------------------
 #
 # NOTE: this machine's speed drifts by 20-30% over minutes (shared CPUs), so every server figure is
 # compared with in-process figures measured right next to it: the limit just before and just after
-# each load level, and single-image latency in rounds alternating with the c=1 server requests.
+# each load level, and single-image latency in rounds alternating with the c=1 server requests. And
+# identical processes run the model at different speeds (see bench/inprocess.py), so those figures
+# are means over several worker processes, and c=1 latency is a mean over several server processes.
 
 
-class InProcess:
-    """The exported ``classify`` signature called directly: the model's own speed."""
+class InProcessWorkers:
+    """``count`` fresh processes running the model (:mod:`bench.inprocess`); figures are their means."""
 
-    def __init__(self, model_path: Path, photos: list[bytes]) -> None:
-        import tensorflow as tf
-
-        self._tf = tf
-        self.classify = tf.saved_model.load(str(model_path)).signatures["classify"]
-        self.photos = photos
+    def __init__(self, model_path: Path, count: int) -> None:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
+        self.processes = [
+            subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(model_path)], cwd=REPO_ROOT, env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        for process in self.processes:
+            self._answer(process)  # {"ready": true}
         self.best_batch = 1
 
-    def _call(self, batch: int) -> None:
-        images = self._tf.constant([self.photos[i % len(self.photos)] for i in range(batch)])
-        self.classify(images=images)["probabilities"].numpy()
+    @staticmethod
+    def _answer(process: subprocess.Popen):
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"in-process worker {process.pid} exited with {process.wait()}")
+        return json.loads(line)
 
-    def rate(self, batch: int, seconds: float) -> float:
-        self._call(batch)  # warm-up
-        calls, started = 0, time.monotonic()
-        while time.monotonic() - started < seconds:
-            self._call(batch)
-            calls += 1
-        return calls * batch / (time.monotonic() - started)
+    def _ask(self, process: subprocess.Popen, **command):
+        process.stdin.write(json.dumps(command) + "\n")
+        process.stdin.flush()
+        return self._answer(process)
 
     def sweep(self, seconds: float) -> dict[int, float]:
-        by_batch = {batch: self.rate(batch, seconds) for batch in (1, 2, 4, 8, 16, 32)}
+        """Images/s by batch size (first worker; the sweep only chooses the batch size)."""
+        by_batch = {int(batch): rate for batch, rate in self._ask(self.processes[0], op="sweep", seconds=seconds).items()}
         self.best_batch = max(by_batch, key=by_batch.get)
         return by_batch
 
-    def single_latencies(self, count: int) -> list[float]:
-        latencies = []
-        for i in range(count):
-            started = time.monotonic()
-            images = self._tf.constant([self.photos[i % len(self.photos)]])
-            self.classify(images=images)["probabilities"].numpy()
-            latencies.append(time.monotonic() - started)
-        return latencies
+    def rate(self, seconds: float) -> float:
+        """Mean images/s of the workers at the best batch size, each measured for ``seconds``."""
+        rates = [self._ask(process, op="rate", batch=self.best_batch, seconds=seconds) for process in self.processes]
+        return sum(rates) / len(rates)
+
+    def single_latencies(self, count: int) -> list[list[float]]:
+        """``count`` single-image latencies from each worker, one after the other."""
+        return [self._ask(process, op="single", count=count) for process in self.processes]
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.stdin.close()
+            process.wait(timeout=60)
 
 
 # --- 2./3. the server through the client -------------------------------------------------------------
@@ -179,55 +194,81 @@ async def served_latencies(address: str, model: str, photos: list[bytes], count:
 C1_ROUNDS, C1_PER_ROUND = 10, 20
 
 
-def c1_latency(server: Server, model: str, photos: list[bytes], local: InProcess) -> dict:
-    """c=1 latency against in-process single-image latency, in alternating rounds (the machine's speed
-    drifts between rounds, so the overhead is the median of the per-round differences), with where
-    the served time goes according to the server's own metrics."""
-    direct, served, differences = [], [], []
+def c1_latency(servers: list[Server], model: str, photos: list[bytes], workers: InProcessWorkers) -> dict:
+    """c=1 latency against in-process single-image latency, in alternating rounds: each round, every
+    worker makes C1_PER_ROUND single-image calls and every server answers C1_PER_ROUND requests. A
+    round's difference is the mean of the servers' medians minus the mean of the workers' medians (the
+    machine's speed drifts between rounds, so the overhead is the median of the rounds' differences).
+    Also: where the served time goes, from the servers' own metrics."""
+    direct: list[list[float]] = [[] for _ in workers.processes]
+    served: list[list[float]] = [[] for _ in servers]
+    differences = []
     spent: dict[str, float] = {}
     for _ in range(C1_ROUNDS):
-        round_direct = local.single_latencies(C1_PER_ROUND)
-        before = server.seconds_spent()
-        round_served = asyncio.run(served_latencies(server.address, model, photos, C1_PER_ROUND))
-        after = server.seconds_spent()
-        for key in after:
-            spent[key] = spent.get(key, 0.0) + after[key] - before[key]
-        direct += round_direct
-        served += round_served
-        differences.append((median(round_served) - median(round_direct)) * 1000)
+        round_direct = workers.single_latencies(C1_PER_ROUND)
+        round_served = []
+        for server in servers:
+            before = server.seconds_spent()
+            round_served.append(asyncio.run(served_latencies(server.address, model, photos, C1_PER_ROUND)))
+            after = server.seconds_spent()
+            for key in after:
+                spent[key] = spent.get(key, 0.0) + after[key] - before[key]
+        for mine, latencies in zip(direct, round_direct):
+            mine += latencies
+        for mine, latencies in zip(served, round_served):
+            mine += latencies
+        served_ms = sum(median(latencies) for latencies in round_served) / len(round_served)
+        direct_ms = sum(median(latencies) for latencies in round_direct) / len(round_direct)
+        differences.append((served_ms - direct_ms) * 1000)
+    all_direct = [x for latencies in direct for x in latencies]
+    all_served = [x for latencies in served for x in latencies]
     model_call_ms = 1000 * spent["model_s"] / max(spent["model_calls"], 1)
     request_ms = 1000 * spent["request_s"] / max(spent["requests"], 1)
     return {
-        "in_process": percentiles(direct),
-        "served": percentiles(served),
+        "in_process": percentiles(all_direct),
+        "served": percentiles(all_served),
+        "in_process_p50_by_process_ms": [1000 * median(latencies) for latencies in direct],
+        "served_p50_by_process_ms": [1000 * median(latencies) for latencies in served],
         "overhead_ms": median(differences),
         "overhead_by_round_ms": differences,
         "breakdown_ms": {
             "model_call_in_server": model_call_ms,
             "server_outside_model_call": request_ms - model_call_ms,
-            "client_and_transport": 1000 * sum(served) / len(served) - request_ms,
+            "client_and_transport": 1000 * sum(all_served) / len(all_served) - request_ms,
         },
     }
 
 
 def measure_server(
-    root: Path, model: str, photos: list[bytes], seconds: float, flags: list[str], local: InProcess
+    root: Path, model: str, photos: list[bytes], seconds: float, flags: list[str], workers: InProcessWorkers,
+    c1_servers: int = 0,
 ) -> dict:
-    server = Server(root, *flags)
+    """Load levels against one server; with ``c1_servers``, first c=1 latency against that many."""
+    servers = [Server(root, *flags) for _ in range(max(c1_servers, 1))]
     try:
-        latency = c1_latency(server, model, photos, local)
+        latency = c1_latency(servers, model, photos, workers) if c1_servers else None
+        for extra in servers[1:]:
+            extra.stop()
+        server = servers[0]
         levels = []
+        # Each worker measures the limit for an equal share of seconds/2 before and after the level
+        # (at least 2 s: a few calls at the best batch size).
+        share = max(2.0, seconds / 2 / len(workers.processes))
         for concurrency in CONCURRENCY:
-            before = local.rate(local.best_batch, seconds / 2)
+            before = workers.rate(share)
             level = asyncio.run(run_load(server.address, model, photos, concurrency, seconds))
-            after = local.rate(local.best_batch, seconds / 2)
+            after = workers.rate(share)
             level["limit_images_per_s"] = (before + after) / 2
             level["ratio_to_limit"] = level["images_per_s"] / level["limit_images_per_s"]
             levels.append(level)
-        return {"flags": flags, "levels": levels, "c1_latency": latency, "cold_start_s": server.cold_start_s,
-                "rss_mib": server.rss_mib()}
+        result = {"flags": flags, "levels": levels, "cold_start_s": server.cold_start_s, "rss_mib": server.rss_mib()}
+        if latency is not None:
+            result["c1_latency"] = latency
+        return result
     finally:
-        server.stop()
+        for server in servers:
+            if server.process.process.poll() is None:
+                server.stop()
 
 
 # --- RSS over hot swaps ------------------------------------------------------------------------------
@@ -327,9 +368,12 @@ def report(results: dict) -> list[str]:
         latency = result["batched"]["c1_latency"]
         overhead = latency["overhead_ms"]
         parts = latency["breakdown_ms"]
-        print(f"   c=1 p50: served {latency['served']['p50_ms']:.1f} ms, in-process single image "
-              f"{latency['in_process']['p50_ms']:.1f} ms; served minus in-process, median of "
-              f"{len(latency['overhead_by_round_ms'])} alternating rounds: {overhead:+.1f} ms")
+        by_process = " / ".join(f"{ms:.1f}" for ms in latency["in_process_p50_by_process_ms"])
+        by_server = " / ".join(f"{ms:.1f}" for ms in latency["served_p50_by_process_ms"])
+        print(f"   c=1 p50: served {latency['served']['p50_ms']:.1f} ms (by server process: {by_server}), in-process "
+              f"single image {latency['in_process']['p50_ms']:.1f} ms (by worker process: {by_process})")
+        print(f"   served minus in-process, median of {len(latency['overhead_by_round_ms'])} alternating rounds: "
+              f"{overhead:+.1f} ms")
         print(f"   served call (mean): model call in the server {parts['model_call_in_server']:.1f} ms + server code "
               f"{parts['server_outside_model_call']:.1f} ms + client and loopback {parts['client_and_transport']:.1f} ms")
         print(f"   target server/limit at c=16 >= 0.90: {c16['ratio_to_limit']:.2f} "
@@ -359,12 +403,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, help="hot swaps for the RSS check (default 20, quick 3)")
     parser.add_argument("--models", default=",".join(f"{k}:{v}" for k, v in MODELS.items()), help="name:size,...")
     parser.add_argument("--server-flag", action="append", default=[], help="extra flag for python -m server")
+    parser.add_argument("--processes", type=int, help="in-process workers, and servers for c=1 latency (default 3, quick 2)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     swaps = args.swaps if args.swaps is not None else (3 if args.quick else 20)
+    processes = args.processes or (2 if args.quick else 3)
     sys.path.insert(0, str(REPO_ROOT))
     photos = real_jpegs()
-    results: dict = {"machine": machine(), "seconds_per_level": seconds, "server_flags": args.server_flag, "models": {}}
+    results: dict = {"machine": machine(), "seconds_per_level": seconds, "server_flags": args.server_flag,
+                      "processes": processes, "models": {}}
     for spec in args.models.split(","):
         name, size = spec.split(":")
         model_path = ensure_export(name, int(size))
@@ -372,16 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         from tests.servers import copy_version
 
         copy_version(model_path, root, name, 1)
-        print(f"[bench] {name}: in-process sweep of batch sizes ...", flush=True)
-        local = InProcess(model_path, photos)
-        sweep = local.sweep(max(2.0, seconds / 2))
-        print(f"[bench] {name}: server, batching on ...", flush=True)
-        batched = measure_server(root, name, photos, seconds, args.server_flag, local)
-        print(f"[bench] {name}: server, batching off ...", flush=True)
-        unbatched = measure_server(root, name, photos, seconds, [*args.server_flag, "--no-batching"], local)
+        print(f"[bench] {name}: {processes} in-process workers; sweep of batch sizes ...", flush=True)
+        workers = InProcessWorkers(model_path, processes)
+        try:
+            sweep = workers.sweep(max(2.0, seconds / 2))
+            print(f"[bench] {name}: server, batching on (c=1 latency against {processes} servers) ...", flush=True)
+            batched = measure_server(root, name, photos, seconds, args.server_flag, workers, c1_servers=processes)
+            print(f"[bench] {name}: server, batching off ...", flush=True)
+            unbatched = measure_server(root, name, photos, seconds, [*args.server_flag, "--no-batching"], workers)
+        finally:
+            workers.close()
         results["models"][name] = {"input_size": int(size), "in_process_by_batch": sweep, "batched": batched,
                                    "unbatched": unbatched}
-        del local
         shutil.rmtree(root, ignore_errors=True)
     first = args.models.split(",")[0].split(":")
     if swaps:

@@ -62,6 +62,11 @@ class _Pending:
 class Batcher:
     """Runs ``run(items) -> BatchOutcome`` on batches of queued requests, in ``executor``.
 
+    Event-driven, on the event loop: an arriving request, a finished batch and the end of a batching
+    window each schedule one look at the queue (:meth:`_dispatch`), which starts as many batches as
+    there are free model threads. A model thread hands its outcome straight back to the loop
+    (``call_soon_threadsafe``), so a request costs two thread hand-offs and no helper tasks.
+
     Args:
         run: the model function; called from an executor thread with the concatenated items.
         max_batch_size: most items per call.
@@ -94,22 +99,19 @@ class Batcher:
         self.max_queued_items = max_queued_items
         self.batching = batching
         self._on_batch = on_batch
+        self._concurrency = concurrency
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_items = 0
-        self._arrived: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._concurrency = concurrency
-        self._task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatch_scheduled = False
+        self._window_timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Future] = set()  # one per batch in a model thread, done when it ends
         self._closed = False
         self.stats = BatchStats()
 
-    # NOTE: asyncio primitives are created in start(), inside the running event loop, not in
-    # __init__, which may run in a loader thread.
+    # NOTE: bound to the running loop in start(), not in __init__, which may run in a loader thread.
     def start(self) -> None:
-        self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(self._concurrency)
-        self._task = asyncio.get_running_loop().create_task(self._collect_forever(), name=f"batcher {self.name}")
+        self._loop = asyncio.get_running_loop()
 
     @property
     def queued_items(self) -> int:
@@ -117,53 +119,48 @@ class Batcher:
 
     async def submit(self, items: Sequence[Any], deadline: float | None = None) -> np.ndarray:
         """Queue ``items`` and wait for their output rows (in order)."""
-        if self._closed or self._task is None:
+        if self._closed or self._loop is None:
             raise Unavailable(f"{self.name} is not accepting requests (unloading); retry")
         if self._queued_items + len(items) > self.max_queued_items:
             raise QueueFull(
                 f"{self.name}: queue full ({self._queued_items} images waiting, limit {self.max_queued_items}); "
                 "retry with backoff"
             )
-        loop = asyncio.get_running_loop()
-        pending = _Pending(items, deadline, loop.create_future(), time.monotonic())
+        pending = _Pending(items, deadline, self._loop.create_future(), time.monotonic())
         self._queue.append(pending)
         self._queued_items += len(items)
         self.stats.requests += 1
-        self._arrived.set()
+        self._schedule_dispatch()
         return await pending.future
 
-    async def _collect_forever(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                batch = await self._next_batch()
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    def _schedule_dispatch(self) -> None:
+        # NOTE: one look at the queue per loop iteration, after the callbacks already scheduled: requests
+        # that arrive together (e.g. gathered) are seen together and can share a batch.
+        if not self._dispatch_scheduled and not self._closed:
+            self._dispatch_scheduled = True
+            self._loop.call_soon(self._dispatch)
 
-    async def _next_batch(self) -> list[_Pending]:
-        while not self._queue:
-            self._arrived.clear()
-            await self._arrived.wait()
-        # An idle model runs what is queued at once (waiting would only add latency: at c=1 nothing
-        # else is coming); while a batch is running, the next one waits up to the window for company.
-        if self.timeout_s > 0 and self._running:
-            window_ends = self._queue[0].enqueued_at + self.timeout_s
-            while self._queued_items < self.max_batch_size:
-                remaining = window_ends - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        while self._queue and len(self._running) < self._concurrency and not self._closed:
+            # An idle model runs what is queued at once (waiting would only add latency: at c=1 nothing
+            # else is coming); while a batch is running, the next one waits up to the window for company.
+            if self.timeout_s > 0 and self._running and self._queued_items < self.max_batch_size:
+                window_ends = self._queue[0].enqueued_at + self.timeout_s
+                if time.monotonic() < window_ends:
+                    self._wake_at(window_ends)
+                    return
+            batch = self._take_batch()
+            if batch:
+                self._start(batch)
+
+    def _wake_at(self, when: float) -> None:
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+        delay = max(0.0, when - time.monotonic())
+        self._window_timer = self._loop.call_later(delay, self._schedule_dispatch)
+
+    def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
         size = 0
         now = time.monotonic()
@@ -184,20 +181,50 @@ class Batcher:
                 break
         return batch
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    def _start(self, batch: list[_Pending]) -> None:
+        items = [item for pending in batch for item in pending.items]
+        done = self._loop.create_future()
+        self._running.add(done)
         try:
-            items = [item for pending in batch for item in pending.items]
-            started = time.monotonic()
-            try:
-                outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, items)
-            except Exception as exc:  # the model call failed: fail this batch's requests only
-                log.exception("%s: batch of %d failed", self.name, len(items))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                return
-            finished = time.monotonic()
-            self._record(len(items), started - batch[0].enqueued_at, finished - started)
+            self._executor.submit(self._call_model, batch, items, done)
+        except RuntimeError:  # the executor is shut down: the server is stopping
+            self._finish(batch, done, None, Unavailable(f"{self.name} is shutting down; retry"), 0.0, 0.0)
+
+    def _call_model(self, batch: list[_Pending], items: list[Any], done: asyncio.Future) -> None:
+        """In a model thread: run the batch, then hand the outcome back to the event loop."""
+        started = time.monotonic()
+        outcome, error = None, None
+        try:
+            outcome = self._run(items)
+        except Exception as exc:  # reported to this batch's callers only, by _finish
+            error = exc
+        finished = time.monotonic()
+        try:
+            self._loop.call_soon_threadsafe(self._finish, batch, done, outcome, error, started, finished)
+        except RuntimeError:  # the event loop is closed (the process is exiting): nobody is waiting
+            pass
+
+    def _finish(
+        self,
+        batch: list[_Pending],
+        done: asyncio.Future,
+        outcome: BatchOutcome | None,
+        error: Exception | None,
+        started: float,
+        finished: float,
+    ) -> None:
+        """On the event loop: give each request its rows (or its error), then look at the queue again."""
+        self._running.discard(done)
+        done.set_result(None)
+        items = sum(len(pending.items) for pending in batch)
+        if error is not None or outcome is None:
+            if not isinstance(error, Unavailable):
+                log.error("%s: batch of %d failed", self.name, items, exc_info=error)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        else:
+            self._record(items, started - batch[0].enqueued_at, finished - started)
             offset = 0
             for pending in batch:
                 count = len(pending.items)
@@ -208,8 +235,7 @@ class Batcher:
                     else:
                         pending.future.set_result(outcome.outputs[offset : offset + count])
                 offset += count
-        finally:
-            self._slots.release()
+        self._schedule_dispatch()
 
     def _record(self, size: int, queued_s: float, model_s: float) -> None:
         self.stats.batches += 1
@@ -222,12 +248,8 @@ class Batcher:
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop accepting; fail what is still queued; wait (bounded) for running batches."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        if self._window_timer is not None:
+            self._window_timer.cancel()
         while self._queue:
             pending = self._queue.popleft()
             if not pending.future.done():

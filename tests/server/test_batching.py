@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from server.batching import Batcher, BatchOutcome
-from server.errors import DeadlineExpired, InvalidImage, QueueFull
+from server.errors import DeadlineExpired, InvalidImage, QueueFull, Unavailable
 
 
 class FakeModel:
@@ -276,3 +276,19 @@ def test_concurrent_clients_are_batched_by_a_real_server(stub, photos):
     assert images == 96
     assert batches < images / 2, f"{images} images in {batches} model calls: not batched"
     assert after.max_batch_size > 1
+
+
+def test_a_stopped_executor_answers_unavailable_not_a_crash():
+    model = FakeModel()
+
+    async def main():
+        executor = ThreadPoolExecutor(1)
+        batcher = Batcher(model, executor, name="fake", max_batch_size=4, timeout_s=0.05, max_queued_items=64)
+        batcher.start()
+        executor.shutdown()  # the server is stopping
+        with pytest.raises(Unavailable, match="shutting down"):
+            await batcher.submit([1])
+        await batcher.close()
+
+    asyncio.run(main())
+    assert model.batches == []
