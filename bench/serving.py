@@ -17,7 +17,7 @@ Then: server RSS after warm-up and after 20 hot swaps under load, and the cold s
 SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
 batched/unbatched, checks the targets and writes JSON under bench/results/.
 
-    python -m bench.serving              # everything (~20 minutes on 2 cores)
+    python -m bench.serving              # everything (~25 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 

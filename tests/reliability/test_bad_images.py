@@ -18,6 +18,9 @@ from tests.conftest import CLASSIFIER, FEATURES
 
 CAT = photo("chelsea")
 
+# The in-process server's Pillow warns about the garbage EXIF block on purpose; the test checks the answer.
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+
 
 def features(stub, images) -> np.ndarray:
     response = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images), timeout=60)
