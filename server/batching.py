@@ -198,6 +198,8 @@ class Batcher:
             outcome = self._run(items)
         except Exception as exc:  # reported to this batch's callers only, by _finish
             error = exc
+        except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit: still free the slot; callers get INTERNAL
+            error = RuntimeError(f"model call raised {type(exc).__name__}: {exc}")
         finished = time.monotonic()
         try:
             self._loop.call_soon_threadsafe(self._finish, batch, done, outcome, error, started, finished)
@@ -215,27 +217,40 @@ class Batcher:
     ) -> None:
         """On the event loop: give each request its rows (or its error), then look at the queue again."""
         self._running.discard(done)
-        done.set_result(None)
+        if not done.done():
+            done.set_result(None)
+        try:
+            self._deliver(batch, outcome, error, started, finished)
+        except Exception as exc:  # a bug while delivering (e.g. in metrics): these callers fail, the queue goes on
+            log.exception("%s: delivering a batch's results failed", self.name)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+        finally:
+            self._schedule_dispatch()
+
+    def _deliver(
+        self, batch: list[_Pending], outcome: BatchOutcome | None, error: Exception | None, started: float, finished: float
+    ) -> None:
         items = sum(len(pending.items) for pending in batch)
         if error is not None or outcome is None:
             if not isinstance(error, Unavailable):
                 log.error("%s: batch of %d failed", self.name, items, exc_info=error)
             for pending in batch:
                 if not pending.future.done():
-                    pending.future.set_exception(error)
-        else:
-            self._record(items, started - batch[0].enqueued_at, finished - started)
-            offset = 0
-            for pending in batch:
-                count = len(pending.items)
-                bad = sorted(i - offset for i in outcome.errors if offset <= i < offset + count)
-                if not pending.future.done():
-                    if bad:
-                        pending.future.set_exception(InvalidImage(bad[0], outcome.errors[offset + bad[0]]))
-                    else:
-                        pending.future.set_result(outcome.outputs[offset : offset + count])
-                offset += count
-        self._schedule_dispatch()
+                    pending.future.set_exception(error or RuntimeError("the model call returned nothing"))
+            return
+        self._record(items, started - batch[0].enqueued_at, finished - started)
+        offset = 0
+        for pending in batch:
+            count = len(pending.items)
+            bad = sorted(i - offset for i in outcome.errors if offset <= i < offset + count)
+            if not pending.future.done():
+                if bad:
+                    pending.future.set_exception(InvalidImage(bad[0], outcome.errors[offset + bad[0]]))
+                else:
+                    pending.future.set_result(outcome.outputs[offset : offset + count])
+            offset += count
 
     def _record(self, size: int, queued_s: float, model_s: float) -> None:
         self.stats.batches += 1

@@ -292,3 +292,43 @@ def test_a_stopped_executor_answers_unavailable_not_a_crash():
 
     asyncio.run(main())
     assert model.batches == []
+
+
+def test_a_failure_while_delivering_results_does_not_stall_the_queue():
+    gate = threading.Event()
+    model = FakeModel(gate)
+    failures = iter([RuntimeError("metrics broke")])
+
+    def on_batch(size, queued_s, model_s):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    async def scenario(batcher):
+        first = asyncio.ensure_future(batcher.submit([1]))
+        await wait_until(model.started.is_set)
+        second = asyncio.ensure_future(batcher.submit([2]))  # queued behind the running batch
+        await wait_until(lambda: batcher.queued_items == 1)
+        gate.set()
+        return await asyncio.wait_for(gather(first, second), 5)
+
+    first, second = run(scenario, model, on_batch=on_batch)
+    assert isinstance(first, RuntimeError) and "metrics broke" in str(first)
+    assert second.ravel().tolist() == [2.0]  # served, not left waiting for the next arrival
+
+
+def test_a_model_thread_dying_with_systemexit_frees_its_slot():
+    class ExitingModel(FakeModel):
+        def __call__(self, items):
+            if 0 in items:
+                raise SystemExit(3)
+            return super().__call__(items)
+
+    model = ExitingModel()
+
+    async def scenario(batcher):
+        return await asyncio.wait_for(gather(batcher.submit([0]), batcher.submit([5])), 5)
+
+    exited, served = run(scenario, model, batching=False)
+    assert isinstance(exited, RuntimeError) and "SystemExit" in str(exited)
+    assert served.ravel().tolist() == [5.0]
