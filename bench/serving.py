@@ -104,9 +104,7 @@ class InProcessWorkers:
 
 class Server:
     def __init__(self, root: Path, *flags: str) -> None:
-        from tests.servers import SubprocessServer
-
-        from tests.servers import free_port
+        from tests.servers import SubprocessServer, free_port
 
         self.root = root
         self.metrics_port = free_port()
@@ -247,8 +245,8 @@ def measure_server(
     servers = [Server(root, *flags) for _ in range(max(c1_servers, 1))]
     try:
         latency = c1_latency(servers, model, photos, workers) if c1_servers else None
-        for extra in servers[1:]:
-            extra.stop()
+        while len(servers) > 1:  # the load levels need one
+            servers.pop().stop()
         server = servers[0]
         levels = []
         # Each worker measures the limit for an equal share of seconds/2 before and after the level
@@ -267,8 +265,7 @@ def measure_server(
         return result
     finally:
         for server in servers:
-            if server.process.process.poll() is None:
-                server.stop()
+            server.stop()
 
 
 # --- RSS over hot swaps ------------------------------------------------------------------------------
