@@ -1,16 +1,15 @@
-"""The model's own speed: the exported ``classify`` signature called directly, in a process of its own.
+"""The model's own speed: a ``classify`` signature called directly, and the commands that ask for it.
 
-Identical processes running the same SavedModel on this machine do not run it at the same speed: in
-five fresh processes measured in interleaved rounds (so that the machine's drift hits them alike),
-the single-image median of MobileNetV2 at 224x224 ranged from 29.2 to 35.4 ms, and a slow process
-stayed slow (+3.9 ms and +5.3 ms over the fastest in the two halves of the run). That spread is wider
-than the 3 ms the serving target allows, so one benchmark process against one server process would
-mostly measure which of the two was luckier. The serving benchmark therefore measures the in-process
-figures in several of these workers (and the concurrency-1 latency against several server processes)
-and compares means.
+:class:`InProcess` times a signature function with no server code around it: one image at a time
+(single-image latency) or in batches (images/s). The serving benchmark runs it inside each server
+process it measures (:mod:`bench.hosted`), on the very signature that server serves, because identical
+processes on this machine do not run the same SavedModel at the same speed: in five fresh processes
+measured in interleaved rounds (so that the machine's drift hit them alike), the single-image median
+of MobileNetV2 at 224x224 ranged from 29.2 to 35.4 ms, and a slow process stayed slow (+3.9 ms and
++5.3 ms over the fastest in the two halves of the run). That spread is wider than the 3 ms the
+concurrency-1 target allows, so a baseline measured in another process mostly measures luck.
 
-A worker is run as ``python -m bench.inprocess MODEL_DIR``: it loads the model, prints
-``{"ready": true}``, then answers one JSON line per JSON command read from stdin:
+Commands are JSON lines, one JSON answer line each (:func:`serve_commands`):
 
     {"op": "rate", "batch": 16, "seconds": 3}     -> images/s calling with batches of 16
     {"op": "sweep", "seconds": 3}                 -> {"1": images/s, "2": ..., "32": ...}
@@ -20,24 +19,20 @@ A worker is run as ``python -m bench.inprocess MODEL_DIR``: it loads the model, 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from typing import Any
 
 SWEEP_BATCHES = (1, 2, 4, 8, 16, 32)
 
 
 class InProcess:
-    """The exported ``classify`` signature called directly in this process."""
+    """A ``classify`` signature (encoded images in, probabilities out) called directly in this process."""
 
-    def __init__(self, model_path: Path, photos: list[bytes]) -> None:
+    def __init__(self, classify: Any, photos: list[bytes]) -> None:
         import tensorflow as tf
 
         self._tf = tf
-        self.classify = tf.saved_model.load(str(model_path)).signatures["classify"]
+        self.classify = classify
         self.photos = photos
 
     def _call(self, batch: int, offset: int = 0) -> None:
@@ -65,6 +60,7 @@ class InProcess:
 
 
 def serve_commands(model: InProcess, commands, answers) -> None:
+    """Answer each JSON command line from ``commands`` with one JSON line on ``answers``, until EOF."""
     for line in commands:
         command = json.loads(line)
         op = command["op"]
@@ -78,22 +74,3 @@ def serve_commands(model: InProcess, commands, answers) -> None:
             raise ValueError(f"unknown op {op!r}")
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
-
-
-def main(argv: list[str] | None = None) -> int:
-    from bench.common import real_jpegs
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m bench.inprocess MODEL_DIR", file=sys.stderr)
-        return 2
-    model = InProcess(Path(args[0]), real_jpegs())
-    model.single_latencies(5)  # trace and warm up before answering "ready"
-    sys.stdout.write(json.dumps({"ready": True}) + "\n")
-    sys.stdout.flush()
-    serve_commands(model, sys.stdin, sys.stdout)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,13 +4,13 @@ One command, one process tree, real JPEG photos, per model (MobileNetV2 at 224x2
 smaller size, random weights: the network is offline here, and speed does not depend on the weights):
 
 1. limit: the SavedModel ``classify`` signature called in-process at its best batch size (from a
-   sweep of 1..32), in fresh worker processes (:mod:`bench.inprocess`; identical processes differ in
-   speed here, so in-process figures are means over ``--processes`` workers), measured just before
-   and after each server load level (the machine's speed drifts);
-2. the server (``python -m server`` subprocess) through the real Python client
-   (:class:`client.AsyncModelClient`) over loopback at concurrency 1, 4, 16 and 64, one image per
-   request: images/s, p50/p95/p99 latency, errors; concurrency-1 latency is also measured against
-   ``--processes`` server processes, in rounds alternating with the workers' single-image calls;
+   sweep of 1..32), measured just before and after each server load level (the machine's speed
+   drifts), inside the server process itself, on the signature it serves (:mod:`bench.hosted`;
+   identical processes differ in speed here, see :mod:`bench.inprocess`);
+2. the server through the real Python client (:class:`client.AsyncModelClient`) over loopback at
+   concurrency 1, 4, 16 and 64, one image per request: images/s, p50/p95/p99 latency, errors;
+   concurrency-1 latency is also measured against ``--processes`` server processes, each in rounds
+   alternating with its own in-process single-image calls;
 3. the same server with batching off, as the baseline.
 
 Then: server RSS after warm-up and after 20 hot swaps under load, and the cold start (process start ->
@@ -43,76 +43,121 @@ MODELS = {"mobilenet_v2_keras": 224, "vgg16": 112}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-# --- 1. the limit: the signature in worker processes ---------------------------------------------------
+# --- the servers measured, each timing its own model -------------------------------------------------
 #
 # NOTE: this machine's speed drifts by 20-30% over minutes (shared CPUs), so every server figure is
 # compared with in-process figures measured right next to it: the limit just before and just after
 # each load level, and single-image latency in rounds alternating with the c=1 server requests. And
-# identical processes run the model at different speeds (see bench/inprocess.py), so those figures
-# are means over several worker processes, and c=1 latency is a mean over several server processes.
+# identical processes run the model at different speeds (see bench/inprocess.py), so the in-process
+# figures are measured inside the server process itself (bench/hosted.py), on the signature it serves.
 
 
-class InProcessWorkers:
-    """``count`` fresh processes running the model (:mod:`bench.inprocess`); figures are their means."""
+def metrics_seconds_spent(metrics_port: int) -> dict[str, float]:
+    """Totals from a server's own metrics: seconds in Classify calls and in model calls, and counts."""
+    import urllib.request
 
-    def __init__(self, model_path: Path, count: int) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"imageserve_request_duration_seconds_sum": "request_s",
+              "imageserve_request_duration_seconds_count": "requests",
+              "imageserve_model_duration_seconds_sum": "model_s",
+              "imageserve_model_duration_seconds_count": "model_calls"}
+    totals = dict.fromkeys(wanted.values(), 0.0)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted and sample.labels.get("rpc", "Classify") == "Classify":
+                totals[wanted[sample.name]] += sample.value
+    return totals
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return kib / 1024
+
+
+def server_flags(root: Path, metrics_port: int, *flags: str) -> list[str]:
+    return ["--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(metrics_port),
+            "--poll-interval-s", "0.5", "--state-dir", tempfile.mkdtemp(prefix="bench-state-"), *flags]
+
+
+class HostedServer:
+    """A server process (:mod:`bench.hosted`) serving ``model`` that also times the model in-process."""
+
+    def __init__(self, root: Path, model: str, *flags: str) -> None:
+        from tests.servers import free_port
+
+        self.metrics_port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
-        self.processes = [
-            subprocess.Popen([sys.executable, "-m", "bench.inprocess", str(model_path)], cwd=REPO_ROOT, env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            for _ in range(count)
-        ]
-        for process in self.processes:
-            self._answer(process)  # {"ready": true}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.hosted", model, *server_flags(root, self.metrics_port, *flags)],
+            cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+        )
+        self.port = self._answer()["port"]
         self.best_batch = 1
 
-    @staticmethod
-    def _answer(process: subprocess.Popen):
-        line = process.stdout.readline()
+    def _answer(self):
+        line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"in-process worker {process.pid} exited with {process.wait()}")
+            log = Path(self.log.name).read_text(errors="replace").splitlines()[-30:]
+            raise RuntimeError(f"benchmark server {self.process.pid} exited with {self.process.wait()}:\n"
+                               + "\n".join(log))
         return json.loads(line)
 
-    def _ask(self, process: subprocess.Popen, **command):
-        process.stdin.write(json.dumps(command) + "\n")
-        process.stdin.flush()
-        return self._answer(process)
+    def _ask(self, **command):
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def sweep(self, seconds: float) -> dict[int, float]:
-        """Images/s by batch size (first worker; the sweep only chooses the batch size)."""
-        by_batch = {int(batch): rate for batch, rate in self._ask(self.processes[0], op="sweep", seconds=seconds).items()}
+        """In-process images/s by batch size; later :meth:`rate` calls use the best batch size."""
+        by_batch = {int(batch): rate for batch, rate in self._ask(op="sweep", seconds=seconds).items()}
         self.best_batch = max(by_batch, key=by_batch.get)
         return by_batch
 
     def rate(self, seconds: float) -> float:
-        """Mean images/s of the workers at the best batch size, each measured for ``seconds``."""
-        rates = [self._ask(process, op="rate", batch=self.best_batch, seconds=seconds) for process in self.processes]
-        return sum(rates) / len(rates)
+        """In-process images/s at the best batch size (the limit)."""
+        return self._ask(op="rate", batch=self.best_batch, seconds=seconds)
 
-    def single_latencies(self, count: int) -> list[list[float]]:
-        """``count`` single-image latencies from each worker, one after the other."""
-        return [self._ask(process, op="single", count=count) for process in self.processes]
+    def single_latencies(self, count: int) -> list[float]:
+        """``count`` in-process single-image latencies."""
+        return self._ask(op="single", count=count)
 
-    def close(self) -> None:
-        for process in self.processes:
-            process.stdin.close()
-            process.wait(timeout=60)
+    def seconds_spent(self) -> dict[str, float]:
+        return metrics_seconds_spent(self.metrics_port)
 
+    def rss_mib(self) -> float:
+        return rss_mib(self.process.pid)
 
-# --- 2./3. the server through the client -------------------------------------------------------------
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()  # end of commands: the server stops
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+        self.log.close()
+        os.unlink(self.log.name)
 
 
 class Server:
+    """``python -m server`` as a user runs it (for the hot swaps and the cold start)."""
+
     def __init__(self, root: Path, *flags: str) -> None:
         from tests.servers import SubprocessServer, free_port
 
         self.root = root
         self.metrics_port = free_port()
         self.started = time.monotonic()
-        self.process = SubprocessServer(
-            ["--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(self.metrics_port),
-             "--poll-interval-s", "0.5", "--state-dir", tempfile.mkdtemp(prefix="bench-state-"), *flags]
-        ).start(timeout=300)
+        self.process = SubprocessServer(server_flags(root, self.metrics_port, *flags)).start(timeout=300)
         self.process.wait_serving(timeout=600)
         self.cold_start_s = time.monotonic() - self.started
 
@@ -120,32 +165,14 @@ class Server:
     def address(self) -> str:
         return self.process.address
 
-    def seconds_spent(self) -> dict[str, float]:
-        """Totals from the server's own metrics: seconds in Classify calls and in model calls, and counts."""
-        import urllib.request
-
-        from prometheus_client.parser import text_string_to_metric_families
-
-        wanted = {"imageserve_request_duration_seconds_sum": "request_s",
-                  "imageserve_request_duration_seconds_count": "requests",
-                  "imageserve_model_duration_seconds_sum": "model_s",
-                  "imageserve_model_duration_seconds_count": "model_calls"}
-        totals = dict.fromkeys(wanted.values(), 0.0)
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name in wanted and sample.labels.get("rpc", "Classify") == "Classify":
-                    totals[wanted[sample.name]] += sample.value
-        return totals
-
     def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.process.pid}/status").read_text()
-        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        return kib / 1024
+        return rss_mib(self.process.process.pid)
 
     def stop(self) -> None:
         self.process.terminate(60)
+
+
+# --- the server through the client -------------------------------------------------------------------
 
 
 async def run_load(address: str, model: str, photos: list[bytes], concurrency: int, seconds: float) -> dict:
@@ -176,48 +203,55 @@ async def run_load(address: str, model: str, photos: list[bytes], concurrency: i
             "error_samples": errors[:3], **percentiles(latencies)}
 
 
-async def served_latencies(address: str, model: str, photos: list[bytes], count: int) -> list[float]:
-    from client import AsyncModelClient
-
+async def served_latencies(client, model: str, photos: list[bytes], count: int) -> list[float]:
     latencies = []
-    async with AsyncModelClient(address, timeout=60, retries=0) as client:
-        await client.classify(photos[0], model=model, top_k=1)
-        for i in range(count):
-            started = time.monotonic()
-            await client.classify(photos[i % len(photos)], model=model, top_k=1)
-            latencies.append(time.monotonic() - started)
+    for i in range(count):
+        started = time.monotonic()
+        await client.classify(photos[i % len(photos)], model=model, top_k=1)
+        latencies.append(time.monotonic() - started)
     return latencies
 
 
 C1_ROUNDS, C1_PER_ROUND = 10, 20
 
 
-def c1_latency(servers: list[Server], model: str, photos: list[bytes], workers: InProcessWorkers) -> dict:
-    """c=1 latency against in-process single-image latency, in alternating rounds: each round, every
-    worker makes C1_PER_ROUND single-image calls and every server answers C1_PER_ROUND requests. A
-    round's difference is the mean of the servers' medians minus the mean of the workers' medians (the
-    machine's speed drifts between rounds, so the overhead is the median of the rounds' differences).
-    Also: where the served time goes, from the servers' own metrics."""
-    direct: list[list[float]] = [[] for _ in workers.processes]
+async def c1_latency(servers: list[HostedServer], model: str, photos: list[bytes]) -> dict:
+    """c=1 latency against in-process single-image latency in the same process, in rounds: each round,
+    every server process makes C1_PER_ROUND single-image calls in-process and answers C1_PER_ROUND
+    requests from a client that stays connected (as a backend's would), one right after the other
+    (which goes first alternates by round). A round's difference is the mean over processes of served
+    median minus in-process median; the overhead is the median of the rounds' differences (the
+    machine's speed drifts between rounds). Also: where the served time goes, from the servers' own
+    metrics."""
+    from client import AsyncModelClient
+
+    direct: list[list[float]] = [[] for _ in servers]
     served: list[list[float]] = [[] for _ in servers]
     differences = []
     spent: dict[str, float] = {}
-    for _ in range(C1_ROUNDS):
-        round_direct = workers.single_latencies(C1_PER_ROUND)
-        round_served = []
-        for server in servers:
-            before = server.seconds_spent()
-            round_served.append(asyncio.run(served_latencies(server.address, model, photos, C1_PER_ROUND)))
-            after = server.seconds_spent()
-            for key in after:
-                spent[key] = spent.get(key, 0.0) + after[key] - before[key]
-        for mine, latencies in zip(direct, round_direct):
-            mine += latencies
-        for mine, latencies in zip(served, round_served):
-            mine += latencies
-        served_ms = sum(median(latencies) for latencies in round_served) / len(round_served)
-        direct_ms = sum(median(latencies) for latencies in round_direct) / len(round_direct)
-        differences.append((served_ms - direct_ms) * 1000)
+    clients = [AsyncModelClient(server.address, timeout=60, retries=0) for server in servers]
+    try:
+        for client in clients:
+            await served_latencies(client, model, photos, 3)  # connect and warm up
+        for round_number in range(C1_ROUNDS):
+            round_differences = []
+            for server, client, mine_direct, mine_served in zip(servers, clients, direct, served):
+                if round_number % 2:
+                    round_direct = await asyncio.to_thread(server.single_latencies, C1_PER_ROUND)
+                before = server.seconds_spent()
+                round_served = await served_latencies(client, model, photos, C1_PER_ROUND)
+                after = server.seconds_spent()
+                if not round_number % 2:
+                    round_direct = await asyncio.to_thread(server.single_latencies, C1_PER_ROUND)
+                for key in after:
+                    spent[key] = spent.get(key, 0.0) + after[key] - before[key]
+                mine_direct += round_direct
+                mine_served += round_served
+                round_differences.append(median(round_served) - median(round_direct))
+            differences.append(1000 * sum(round_differences) / len(round_differences))
+    finally:
+        for client in clients:
+            await client.close()
     all_direct = [x for latencies in direct for x in latencies]
     all_served = [x for latencies in served for x in latencies]
     model_call_ms = 1000 * spent["model_s"] / max(spent["model_calls"], 1)
@@ -238,30 +272,35 @@ def c1_latency(servers: list[Server], model: str, photos: list[bytes], workers: 
 
 
 def measure_server(
-    root: Path, model: str, photos: list[bytes], seconds: float, flags: list[str], workers: InProcessWorkers,
-    c1_servers: int = 0,
+    root: Path, model: str, photos: list[bytes], seconds: float, flags: list[str], c1_servers: int = 0,
+    best_batch: int | None = None,
 ) -> dict:
-    """Load levels against one server; with ``c1_servers``, first c=1 latency against that many."""
-    servers = [Server(root, *flags) for _ in range(max(c1_servers, 1))]
+    """Load levels against one server; with ``c1_servers``, first c=1 latency against that many.
+
+    Without ``best_batch``, the first server sweeps batch sizes in-process to find it."""
+    servers = [HostedServer(root, model, *flags) for _ in range(max(c1_servers, 1))]
     try:
-        latency = c1_latency(servers, model, photos, workers) if c1_servers else None
+        server = servers[0]
+        result: dict = {"flags": flags}
+        if best_batch is None:
+            result["in_process_by_batch"] = server.sweep(max(2.0, seconds / 2))
+        else:
+            server.best_batch = best_batch
+        if c1_servers:
+            result["c1_latency"] = asyncio.run(c1_latency(servers, model, photos))
         while len(servers) > 1:  # the load levels need one
             servers.pop().stop()
-        server = servers[0]
         levels = []
-        # Each worker measures the limit for an equal share of seconds/2 before and after the level
-        # (at least 2 s: a few calls at the best batch size).
-        share = max(2.0, seconds / 2 / len(workers.processes))
+        # The limit is measured for seconds/2 (at least 2 s) just before and just after each level.
+        share = max(2.0, seconds / 2)
         for concurrency in CONCURRENCY:
-            before = workers.rate(share)
+            before = server.rate(share)
             level = asyncio.run(run_load(server.address, model, photos, concurrency, seconds))
-            after = workers.rate(share)
+            after = server.rate(share)
             level["limit_images_per_s"] = (before + after) / 2
             level["ratio_to_limit"] = level["images_per_s"] / level["limit_images_per_s"]
             levels.append(level)
-        result = {"flags": flags, "levels": levels, "cold_start_s": server.cold_start_s, "rss_mib": server.rss_mib()}
-        if latency is not None:
-            result["c1_latency"] = latency
+        result.update(levels=levels, rss_mib=server.rss_mib(), best_batch=server.best_batch)
         return result
     finally:
         for server in servers:
@@ -368,7 +407,7 @@ def report(results: dict) -> list[str]:
         by_process = " / ".join(f"{ms:.1f}" for ms in latency["in_process_p50_by_process_ms"])
         by_server = " / ".join(f"{ms:.1f}" for ms in latency["served_p50_by_process_ms"])
         print(f"   c=1 p50: served {latency['served']['p50_ms']:.1f} ms (by server process: {by_server}), in-process "
-              f"single image {latency['in_process']['p50_ms']:.1f} ms (by worker process: {by_process})")
+              f"single image {latency['in_process']['p50_ms']:.1f} ms (same processes: {by_process})")
         print(f"   served minus in-process, median of {len(latency['overhead_by_round_ms'])} alternating rounds: "
               f"{overhead:+.1f} ms")
         print(f"   served call (mean): model call in the server {parts['model_call_in_server']:.1f} ms + server code "
@@ -400,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, help="hot swaps for the RSS check (default 20, quick 3)")
     parser.add_argument("--models", default=",".join(f"{k}:{v}" for k, v in MODELS.items()), help="name:size,...")
     parser.add_argument("--server-flag", action="append", default=[], help="extra flag for python -m server")
-    parser.add_argument("--processes", type=int, help="in-process workers, and servers for c=1 latency (default 3, quick 2)")
+    parser.add_argument("--processes", type=int, help="server processes for the c=1 latency (default 3, quick 2)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     swaps = args.swaps if args.swaps is not None else (3 if args.quick else 20)
@@ -416,18 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         from tests.servers import copy_version
 
         copy_version(model_path, root, name, 1)
-        print(f"[bench] {name}: {processes} in-process workers; sweep of batch sizes ...", flush=True)
-        workers = InProcessWorkers(model_path, processes)
-        try:
-            sweep = workers.sweep(max(2.0, seconds / 2))
-            print(f"[bench] {name}: server, batching on (c=1 latency against {processes} servers) ...", flush=True)
-            batched = measure_server(root, name, photos, seconds, args.server_flag, workers, c1_servers=processes)
-            print(f"[bench] {name}: server, batching off ...", flush=True)
-            unbatched = measure_server(root, name, photos, seconds, [*args.server_flag, "--no-batching"], workers)
-        finally:
-            workers.close()
-        results["models"][name] = {"input_size": int(size), "in_process_by_batch": sweep, "batched": batched,
-                                   "unbatched": unbatched}
+        print(f"[bench] {name}: server, batching on (c=1 latency against {processes} server processes) ...", flush=True)
+        batched = measure_server(root, name, photos, seconds, args.server_flag, c1_servers=processes)
+        print(f"[bench] {name}: server, batching off ...", flush=True)
+        unbatched = measure_server(root, name, photos, seconds, [*args.server_flag, "--no-batching"],
+                                   best_batch=batched["best_batch"])
+        results["models"][name] = {"input_size": int(size), "in_process_by_batch": batched.pop("in_process_by_batch"),
+                                   "batched": batched, "unbatched": unbatched}
         shutil.rmtree(root, ignore_errors=True)
     first = args.models.split(",")[0].split(":")
     if swaps:

@@ -159,6 +159,10 @@ class LoadedModel:
     def has(self, kind: str) -> bool:
         return kind in self._functions
 
+    def function(self, kind: str) -> Any:
+        """The signature that serves ``kind`` (what :meth:`run` calls; the benchmark times it directly)."""
+        return self._functions[kind]
+
     @property
     def signature_names(self) -> tuple[str, ...]:
         return self.metadata.signature_names

@@ -285,8 +285,10 @@ class ModelRepository:
         if self._on_batch is not None:
             report = self._on_batch
 
-            def on_batch(size: int, queued_s: float, model_s: float) -> None:
+            def report_batch(size: int, queued_s: float, model_s: float) -> None:
                 report(served.name, served.version, kind, size, queued_s, model_s)
+
+            on_batch = report_batch
 
         batcher = Batcher(
             lambda images: model.run(kind, images),
