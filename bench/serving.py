@@ -86,18 +86,27 @@ def server_flags(root: Path, metrics_port: int, *flags: str) -> list[str]:
 class HostedServer:
     """A server process (:mod:`bench.hosted`) serving ``model`` that also times the model in-process."""
 
+    kind = "server"
+
     def __init__(self, root: Path, model: str, *flags: str) -> None:
         from tests.servers import free_port
 
+        self.model = model
         self.metrics_port = free_port()
+        self._spawn([model, *server_flags(root, self.metrics_port, *flags)])
+
+    def _spawn(self, args: list[str]) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.hosted", model, *server_flags(root, self.metrics_port, *flags)],
+            [sys.executable, "-m", "bench.hosted", *args],
             cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
         )
         self.port = self._answer()["port"]
         self.best_batch = 1
+
+    def open_caller(self) -> ImageServeCaller:
+        return ImageServeCaller(self.address, self.model)
 
     def _answer(self):
         line = self.process.stdout.readline()
@@ -146,6 +155,57 @@ class HostedServer:
                 self.process.wait(30)
         self.log.close()
         os.unlink(self.log.name)
+
+
+class BareServer(HostedServer):
+    """The floor (``python -m bench.hosted --bare``): a bare ``grpc.aio`` handler running the same
+    signature in a thread, bytes in and out, timing its model the same way."""
+
+    kind = "bare"
+
+    def __init__(self, model_dir: Path) -> None:
+        self.metrics_port = None
+        self._spawn(["--bare", str(model_dir)])
+
+    def open_caller(self) -> BareCaller:
+        return BareCaller(self.address)
+
+    def seconds_spent(self) -> dict[str, float]:
+        return {}
+
+
+class ImageServeCaller:
+    """One image per call through the real client, which stays connected (as a backend's would)."""
+
+    def __init__(self, address: str, model: str) -> None:
+        from client import AsyncModelClient
+
+        self._client = AsyncModelClient(address, timeout=60, retries=0)
+        self._model = model
+
+    async def classify(self, photo: bytes) -> None:
+        await self._client.classify(photo, model=self._model, top_k=1)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+class BareCaller:
+    """One image per call to the bare server: a raw ``grpc.aio`` channel, bytes in and out."""
+
+    def __init__(self, address: str) -> None:
+        import grpc
+
+        from bench.hosted import BARE_METHOD, BARE_SERVICE
+
+        self._channel = grpc.aio.insecure_channel(address)
+        self._classify = self._channel.unary_unary(f"/{BARE_SERVICE}/{BARE_METHOD}")
+
+    async def classify(self, photo: bytes) -> None:
+        await self._classify(photo, timeout=60)
+
+    async def close(self) -> None:
+        await self._channel.close()
 
 
 class Server:
@@ -203,11 +263,11 @@ async def run_load(address: str, model: str, photos: list[bytes], concurrency: i
             "error_samples": errors[:3], **percentiles(latencies)}
 
 
-async def served_latencies(client, model: str, photos: list[bytes], count: int) -> list[float]:
+async def served_latencies(caller, photos: list[bytes], count: int) -> list[float]:
     latencies = []
     for i in range(count):
         started = time.monotonic()
-        await client.classify(photos[i % len(photos)], model=model, top_k=1)
+        await caller.classify(photos[i % len(photos)])
         latencies.append(time.monotonic() - started)
     return latencies
 
@@ -215,31 +275,29 @@ async def served_latencies(client, model: str, photos: list[bytes], count: int) 
 C1_ROUNDS, C1_PER_ROUND = 10, 20
 
 
-async def c1_latency(servers: list[HostedServer], model: str, photos: list[bytes]) -> dict:
+async def c1_latency(servers: list[HostedServer], photos: list[bytes]) -> dict:
     """c=1 latency against in-process single-image latency in the same process, in rounds: each round,
     every server process makes C1_PER_ROUND single-image calls in-process and answers C1_PER_ROUND
-    requests from a client that stays connected (as a backend's would), one right after the other
-    (which goes first alternates by round). A round's difference is the mean over processes of served
-    median minus in-process median; the overhead is the median of the rounds' differences (the
-    machine's speed drifts between rounds). Also: where the served time goes, from the servers' own
-    metrics."""
-    from client import AsyncModelClient
-
+    requests from a caller that stays connected, one right after the other (which goes first
+    alternates by round). A round's difference, per kind of server (this server, the bare floor), is
+    the mean over its processes of served median minus in-process median; the overhead is the median
+    of the rounds' differences (the machine's speed drifts between rounds). Also: where the served
+    time goes, from the servers' own metrics."""
     direct: list[list[float]] = [[] for _ in servers]
     served: list[list[float]] = [[] for _ in servers]
-    differences = []
+    differences: dict[str, list[float]] = {server.kind: [] for server in servers}
     spent: dict[str, float] = {}
-    clients = [AsyncModelClient(server.address, timeout=60, retries=0) for server in servers]
+    callers = [server.open_caller() for server in servers]
     try:
-        for client in clients:
-            await served_latencies(client, model, photos, 3)  # connect and warm up
+        for caller in callers:
+            await served_latencies(caller, photos, 3)  # connect and warm up
         for round_number in range(C1_ROUNDS):
-            round_differences = []
-            for server, client, mine_direct, mine_served in zip(servers, clients, direct, served):
+            round_differences: dict[str, list[float]] = {kind: [] for kind in differences}
+            for server, caller, mine_direct, mine_served in zip(servers, callers, direct, served):
                 if round_number % 2:
                     round_direct = await asyncio.to_thread(server.single_latencies, C1_PER_ROUND)
                 before = server.seconds_spent()
-                round_served = await served_latencies(client, model, photos, C1_PER_ROUND)
+                round_served = await served_latencies(caller, photos, C1_PER_ROUND)
                 after = server.seconds_spent()
                 if not round_number % 2:
                     round_direct = await asyncio.to_thread(server.single_latencies, C1_PER_ROUND)
@@ -247,39 +305,48 @@ async def c1_latency(servers: list[HostedServer], model: str, photos: list[bytes
                     spent[key] = spent.get(key, 0.0) + after[key] - before[key]
                 mine_direct += round_direct
                 mine_served += round_served
-                round_differences.append(median(round_served) - median(round_direct))
-            differences.append(1000 * sum(round_differences) / len(round_differences))
+                round_differences[server.kind].append(median(round_served) - median(round_direct))
+            for kind, values in round_differences.items():
+                differences[kind].append(1000 * sum(values) / len(values))
     finally:
-        for client in clients:
-            await client.close()
-    all_direct = [x for latencies in direct for x in latencies]
-    all_served = [x for latencies in served for x in latencies]
+        for caller in callers:
+            await caller.close()
+
+    def summary(kind: str) -> dict:
+        mine = [i for i, server in enumerate(servers) if server.kind == kind]
+        return {
+            "in_process": percentiles([x for i in mine for x in direct[i]]),
+            "served": percentiles([x for i in mine for x in served[i]]),
+            "in_process_p50_by_process_ms": [1000 * median(direct[i]) for i in mine],
+            "served_p50_by_process_ms": [1000 * median(served[i]) for i in mine],
+            "overhead_ms": median(differences[kind]),
+            "overhead_by_round_ms": differences[kind],
+        }
+
+    result = summary("server")
+    all_served = [x for i, server in enumerate(servers) if server.kind == "server" for x in served[i]]
     model_call_ms = 1000 * spent["model_s"] / max(spent["model_calls"], 1)
     request_ms = 1000 * spent["request_s"] / max(spent["requests"], 1)
-    return {
-        "in_process": percentiles(all_direct),
-        "served": percentiles(all_served),
-        "in_process_p50_by_process_ms": [1000 * median(latencies) for latencies in direct],
-        "served_p50_by_process_ms": [1000 * median(latencies) for latencies in served],
-        "overhead_ms": median(differences),
-        "overhead_by_round_ms": differences,
-        "breakdown_ms": {
-            "model_call_in_server": model_call_ms,
-            "server_outside_model_call": request_ms - model_call_ms,
-            "client_and_transport": 1000 * sum(all_served) / len(all_served) - request_ms,
-        },
+    result["breakdown_ms"] = {
+        "model_call_in_server": model_call_ms,
+        "server_outside_model_call": request_ms - model_call_ms,
+        "client_and_transport": 1000 * sum(all_served) / len(all_served) - request_ms,
     }
+    if "bare" in differences:
+        result["bare_grpc_floor"] = summary("bare")
+    return result
 
 
 def measure_server(
     root: Path, model: str, photos: list[bytes], seconds: float, flags: list[str], c1_servers: int = 0,
     best_batch: int | None = None,
 ) -> dict:
-    """Load levels against one server; with ``c1_servers``, first c=1 latency against that many.
-
-    Without ``best_batch``, the first server sweeps batch sizes in-process to find it."""
-    servers = [HostedServer(root, model, *flags) for _ in range(max(c1_servers, 1))]
+    """Load levels against one server; with ``c1_servers``, first c=1 latency against that many, and
+    against as many bare gRPC servers (the floor). Without ``best_batch``, the first server sweeps
+    batch sizes in-process to find it."""
+    servers: list[HostedServer] = [HostedServer(root, model, *flags) for _ in range(max(c1_servers, 1))]
     try:
+        servers += [BareServer(root / model / "1") for _ in range(c1_servers)]
         server = servers[0]
         result: dict = {"flags": flags}
         if best_batch is None:
@@ -287,7 +354,7 @@ def measure_server(
         else:
             server.best_batch = best_batch
         if c1_servers:
-            result["c1_latency"] = asyncio.run(c1_latency(servers, model, photos))
+            result["c1_latency"] = asyncio.run(c1_latency(servers, photos))
         while len(servers) > 1:  # the load levels need one
             servers.pop().stop()
         levels = []
@@ -410,6 +477,13 @@ def report(results: dict) -> list[str]:
               f"single image {latency['in_process']['p50_ms']:.1f} ms (same processes: {by_process})")
         print(f"   served minus in-process, median of {len(latency['overhead_by_round_ms'])} alternating rounds: "
               f"{overhead:+.1f} ms")
+        floor = latency.get("bare_grpc_floor")
+        if floor:
+            floor_by_process = " / ".join(f"{a:.1f}-{b:.1f}" for a, b in zip(floor["served_p50_by_process_ms"],
+                                                                        floor["in_process_p50_by_process_ms"]))
+            print(f"   the floor, a bare grpc.aio handler running the same signature in a thread (bytes in and out; "
+                  f"served-in-process by process {floor_by_process} ms): {floor['overhead_ms']:+.1f} ms, so this "
+                  f"server's own share is {overhead - floor['overhead_ms']:+.1f} ms")
         print(f"   served call (mean): model call in the server {parts['model_call_in_server']:.1f} ms + server code "
               f"{parts['server_outside_model_call']:.1f} ms + client and loopback {parts['client_and_transport']:.1f} ms")
         print(f"   target server/limit at c=16 >= 0.90: {c16['ratio_to_limit']:.2f} "
