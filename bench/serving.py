@@ -10,14 +10,15 @@ smaller size, random weights: the network is offline here, and speed does not de
 2. the server through the real Python client (:class:`client.AsyncModelClient`) over loopback at
    concurrency 1, 4, 16 and 64, one image per request: images/s, p50/p95/p99 latency, errors;
    concurrency-1 latency is also measured against ``--processes`` server processes, each in rounds
-   alternating with its own in-process single-image calls;
+   alternating with its own in-process single-image calls, and in the same rounds against as many
+   bare ``grpc.aio`` servers running the same signature (the floor a Python gRPC server reaches here);
 3. the same server with batching off, as the baseline.
 
 Then: server RSS after warm-up and after 20 hot swaps under load, and the cold start (process start ->
 SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
 batched/unbatched, checks the targets and writes JSON under bench/results/.
 
-    python -m bench.serving              # everything (~25 minutes on 2 cores)
+    python -m bench.serving              # everything (~30 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, help="hot swaps for the RSS check (default 20, quick 3)")
     parser.add_argument("--models", default=",".join(f"{k}:{v}" for k, v in MODELS.items()), help="name:size,...")
     parser.add_argument("--server-flag", action="append", default=[], help="extra flag for python -m server")
-    parser.add_argument("--processes", type=int, help="server processes for the c=1 latency (default 3, quick 2)")
+    parser.add_argument("--processes", type=int, help="server processes, and as many bare-gRPC floor processes, for the c=1 latency (default 3, quick 2)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     swaps = args.swaps if args.swaps is not None else (3 if args.quick else 20)
