@@ -4,9 +4,9 @@ One command, one process tree, real JPEG photos, per model (MobileNetV2 at 224x2
 smaller size, random weights: the network is offline here, and speed does not depend on the weights):
 
 1. limit: the SavedModel ``classify`` signature called in-process at its best batch size (from a
-   sweep of 1..32), measured just before and after each server load level (the machine's speed
-   drifts), inside the server process itself, on the signature it serves (:mod:`bench.hosted`;
-   identical processes differ in speed here, see :mod:`bench.inprocess`);
+   sweep of 1..32), in windows alternating with each load level's windows of served load (the
+   machine's speed drifts within seconds), inside the server process itself, on the signature it
+   serves (:mod:`bench.hosted`; identical processes differ in speed here, see :mod:`bench.inprocess`);
 2. the server through the real Python client (:class:`client.AsyncModelClient`) over loopback at
    concurrency 1, 4, 16 and 64, one image per request: images/s, p50/p95/p99 latency, errors;
    concurrency-1 latency is also measured against ``--processes`` server processes, each in rounds
@@ -46,11 +46,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # --- the servers measured, each timing its own model -------------------------------------------------
 #
-# NOTE: this machine's speed drifts by 20-30% over minutes (shared CPUs), so every server figure is
-# compared with in-process figures measured right next to it: the limit just before and just after
-# each load level, and single-image latency in rounds alternating with the c=1 server requests. And
-# identical processes run the model at different speeds (see bench/inprocess.py), so the in-process
-# figures are measured inside the server process itself (bench/hosted.py), on the signature it serves.
+# NOTE: this machine's speed drifts by 20% within seconds and more over minutes (shared CPUs), so
+# every server figure is compared with in-process figures measured right next to it: the limit in
+# windows alternating with the served load, and single-image latency in rounds alternating with the
+# c=1 server requests. And identical processes run the model at different speeds (see
+# bench/inprocess.py), so the in-process figures are measured inside the server process itself
+# (bench/hosted.py), on the signature it serves.
 
 
 def metrics_seconds_spent(metrics_port: int) -> dict[str, float]:
@@ -236,32 +237,69 @@ class Server:
 # --- the server through the client -------------------------------------------------------------------
 
 
-async def run_load(address: str, model: str, photos: list[bytes], concurrency: int, seconds: float) -> dict:
-    from client import AsyncModelClient, ImageServeError
+#: Each load level alternates this many windows of served load with windows of in-process calls.
+LEVEL_WINDOWS = 4
 
+
+async def _load_window(client, model: str, photos: list[bytes], concurrency: int, seconds: float,
+                       latencies: list[float], errors: list[str]) -> int:
+    """``concurrency`` callers, one image per request; counts the requests that complete within
+    ``seconds`` from the moment the pipeline is full (``concurrency`` answers in), then drains."""
+    from client import ImageServeError
+
+    completed, counted = 0, 0
+    window_end: float | None = None
+
+    async def caller(index: int) -> None:
+        nonlocal completed, counted, window_end
+        i = index
+        while window_end is None or time.monotonic() < window_end:
+            started = time.monotonic()
+            try:
+                await client.classify(photos[i % len(photos)], model=model, top_k=1)
+                ok = True
+            except ImageServeError as exc:
+                errors.append(f"{exc.code}: {exc.details}")
+                ok = False
+            finished = time.monotonic()
+            completed += 1  # answers and errors alike: a failing server must not keep the window from ending
+            if window_end is None:
+                if completed >= concurrency:
+                    window_end = finished + seconds
+            elif ok and finished <= window_end:
+                counted += 1
+                latencies.append(finished - started)
+            i += concurrency
+
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return counted
+
+
+async def measure_level(server: HostedServer, model: str, photos: list[bytes], concurrency: int,
+                        seconds: float) -> dict:
+    """One load level, interleaved with the limit: LEVEL_WINDOWS windows of served load (seconds in
+    all, steady state only) alternate with in-process windows of the same length in the same process,
+    one before the first and one after each, so that the machine's drift (20% within seconds here)
+    hits both sides alike. Throughput is over the served windows; the limit is the mean of the
+    in-process windows."""
+    from client import AsyncModelClient
+
+    window_s = max(seconds / LEVEL_WINDOWS, 1.0)
     latencies: list[float] = []
     errors: list[str] = []
-    async with AsyncModelClient(address, timeout=60, retries=0) as client:
+    counted = 0
+    async with AsyncModelClient(server.address, timeout=60, retries=0) as client:
         for i in range(2 * concurrency):  # warm the connection and the batcher
             await client.classify(photos[i % len(photos)], model=model, top_k=1)
-        stop_at = time.monotonic() + seconds
-
-        async def worker(index: int) -> None:
-            i = index
-            while time.monotonic() < stop_at:
-                started = time.monotonic()
-                try:
-                    await client.classify(photos[i % len(photos)], model=model, top_k=1)
-                    latencies.append(time.monotonic() - started)
-                except ImageServeError as exc:
-                    errors.append(f"{exc.code}: {exc.details}")
-                i += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        elapsed = time.monotonic() - started
-    return {"concurrency": concurrency, "images_per_s": len(latencies) / elapsed, "errors": len(errors),
-            "error_samples": errors[:3], **percentiles(latencies)}
+        limits = [await asyncio.to_thread(server.rate, window_s)]
+        for _ in range(LEVEL_WINDOWS):
+            counted += await _load_window(client, model, photos, concurrency, window_s, latencies, errors)
+            limits.append(await asyncio.to_thread(server.rate, window_s))
+    images_per_s = counted / (window_s * LEVEL_WINDOWS)
+    limit = sum(limits) / len(limits)
+    return {"concurrency": concurrency, "images_per_s": images_per_s, "errors": len(errors),
+            "error_samples": errors[:3], **percentiles(latencies), "limit_images_per_s": limit,
+            "limit_by_window": limits, "ratio_to_limit": images_per_s / limit}
 
 
 async def served_latencies(caller, photos: list[bytes], count: int) -> list[float]:
@@ -358,16 +396,7 @@ def measure_server(
             result["c1_latency"] = asyncio.run(c1_latency(servers, photos))
         while len(servers) > 1:  # the load levels need one
             servers.pop().stop()
-        levels = []
-        # The limit is measured for seconds/2 (at least 2 s) just before and just after each level.
-        share = max(2.0, seconds / 2)
-        for concurrency in CONCURRENCY:
-            before = server.rate(share)
-            level = asyncio.run(run_load(server.address, model, photos, concurrency, seconds))
-            after = server.rate(share)
-            level["limit_images_per_s"] = (before + after) / 2
-            level["ratio_to_limit"] = level["images_per_s"] / level["limit_images_per_s"]
-            levels.append(level)
+        levels = [asyncio.run(measure_level(server, model, photos, concurrency, seconds)) for concurrency in CONCURRENCY]
         result.update(levels=levels, rss_mib=server.rss_mib(), best_batch=server.best_batch)
         return result
     finally:
