@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -243,15 +244,20 @@ LEVEL_WINDOWS = 4
 
 async def _load_window(client, model: str, photos: list[bytes], concurrency: int, seconds: float,
                        latencies: list[float], errors: list[str]) -> int:
-    """``concurrency`` callers, one image per request; counts the requests that complete within
-    ``seconds`` from the moment the pipeline is full (``concurrency`` answers in), then drains."""
+    """``concurrency`` callers, one image per request; counts the answers that arrive within a window
+    of ``seconds``, then drains. The window opens once the pipeline is full (``concurrency`` answers
+    in) plus a random delay of up to the time that took: with batching, answers arrive in bursts, and
+    a window opening on an answer would always start at the same point of the burst cycle and count
+    the same partial burst every time (a bias, not noise); at a random phase the count is unbiased."""
     from client import ImageServeError
 
+    began = time.monotonic()
     completed, counted = 0, 0
+    window_start: float | None = None
     window_end: float | None = None
 
     async def caller(index: int) -> None:
-        nonlocal completed, counted, window_end
+        nonlocal completed, counted, window_start, window_end
         i = index
         while window_end is None or time.monotonic() < window_end:
             started = time.monotonic()
@@ -265,8 +271,9 @@ async def _load_window(client, model: str, photos: list[bytes], concurrency: int
             completed += 1  # answers and errors alike: a failing server must not keep the window from ending
             if window_end is None:
                 if completed >= concurrency:
-                    window_end = finished + seconds
-            elif ok and finished <= window_end:
+                    window_start = finished + random.uniform(0.0, finished - began)
+                    window_end = window_start + seconds
+            elif ok and window_start < finished <= window_end:
                 counted += 1
                 latencies.append(finished - started)
             i += concurrency
@@ -383,9 +390,12 @@ def measure_server(
     """Load levels against one server; with ``c1_servers``, first c=1 latency against that many, and
     against as many bare gRPC servers (the floor). Without ``best_batch``, the first server sweeps
     batch sizes in-process to find it."""
-    servers: list[HostedServer] = [HostedServer(root, model, *flags) for _ in range(max(c1_servers, 1))]
+    servers: list[HostedServer] = []
     try:
-        servers += [BareServer(root / model / "1") for _ in range(c1_servers)]
+        for _ in range(max(c1_servers, 1)):
+            servers.append(HostedServer(root, model, *flags))
+        for _ in range(c1_servers):
+            servers.append(BareServer(root / model / "1"))
         server = servers[0]
         result: dict = {"flags": flags}
         if best_batch is None:
@@ -494,7 +504,7 @@ def report(results: dict) -> list[str]:
             print(f"   {on['concurrency']:>4} | {on['limit_images_per_s']:6.1f} | {on['images_per_s']:13.1f} "
                   f"{on['p50_ms']:7.1f} {on['p95_ms']:7.1f} {on['p99_ms']:7.1f} {on['errors']:4d} "
                   f"{on['ratio_to_limit']:6.2f} | {off['images_per_s']:15.1f} {off['p50_ms']:7.1f} "
-                  f"{off['p99_ms']:7.1f} {off['errors']:4d} | {on['images_per_s'] / off['images_per_s']:6.2f}")
+                  f"{off['p99_ms']:7.1f} {off['errors']:4d} | {on['images_per_s'] / off['images_per_s'] if off['images_per_s'] else float('nan'):6.2f}")
             if on["errors"] or off["errors"]:
                 failures.append(f"{model}: errors at concurrency {on['concurrency']}")
         c16 = next(level for level in result["batched"]["levels"] if level["concurrency"] == 16)
