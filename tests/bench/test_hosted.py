@@ -52,7 +52,11 @@ def test_hosted_process_answers_calls_times_its_model_and_stops_at_end_of_input(
         cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        ready = json.loads(process.stdout.readline())
+        line = process.stdout.readline()
+        if not line:  # the process died before it was ready: show why
+            process.wait(30)
+            pytest.fail(f"bench.hosted exited with {process.returncode}:\n{process.stderr.read()[-3000:]}")
+        ready = json.loads(line)
         assert ready["ready"] is True and ready["port"] > 0
         (_classify_real if mode == "server" else _classify_bare)(f"127.0.0.1:{ready['port']}")
         process.stdin.write(json.dumps({"op": "single", "count": 3}) + "\n")
