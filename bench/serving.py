@@ -242,7 +242,7 @@ class Server:
 LEVEL_WINDOWS = 4
 
 
-async def _load_window(client, model: str, photos: list[bytes], concurrency: int, seconds: float,
+async def _load_window(caller, photos: list[bytes], concurrency: int, seconds: float,
                        latencies: list[float], errors: list[str]) -> int:
     """``concurrency`` callers, one image per request; counts the answers that arrive within a window
     of ``seconds``, then drains. The window opens once the pipeline is full (``concurrency`` answers
@@ -256,13 +256,13 @@ async def _load_window(client, model: str, photos: list[bytes], concurrency: int
     window_start: float | None = None
     window_end: float | None = None
 
-    async def caller(index: int) -> None:
+    async def keep_calling(index: int) -> None:
         nonlocal completed, counted, window_start, window_end
         i = index
         while window_end is None or time.monotonic() < window_end:
             started = time.monotonic()
             try:
-                await client.classify(photos[i % len(photos)], model=model, top_k=1)
+                await caller.classify(photos[i % len(photos)])
                 ok = True
             except ImageServeError as exc:
                 errors.append(f"{exc.code}: {exc.details}")
@@ -278,30 +278,29 @@ async def _load_window(client, model: str, photos: list[bytes], concurrency: int
                 latencies.append(finished - started)
             i += concurrency
 
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    await asyncio.gather(*(keep_calling(i) for i in range(concurrency)))
     return counted
 
 
-async def measure_level(server: HostedServer, model: str, photos: list[bytes], concurrency: int,
-                        seconds: float) -> dict:
+async def measure_level(server: HostedServer, photos: list[bytes], concurrency: int, seconds: float) -> dict:
     """One load level, interleaved with the limit: LEVEL_WINDOWS windows of served load (seconds in
     all, steady state only) alternate with in-process windows of the same length in the same process,
     one before the first and one after each, so that the machine's drift (20% within seconds here)
     hits both sides alike. Throughput is over the served windows; the limit is the mean of the
     in-process windows."""
-    from client import AsyncModelClient
-
     window_s = max(seconds / LEVEL_WINDOWS, 1.0)
     latencies: list[float] = []
     errors: list[str] = []
     counted = 0
-    async with AsyncModelClient(server.address, timeout=60, retries=0) as client:
-        for i in range(2 * concurrency):  # warm the connection and the batcher
-            await client.classify(photos[i % len(photos)], model=model, top_k=1)
+    caller = server.open_caller()
+    try:
+        await served_latencies(caller, photos, 2 * concurrency)  # warm the connection and the batcher
         limits = [await asyncio.to_thread(server.rate, window_s)]
         for _ in range(LEVEL_WINDOWS):
-            counted += await _load_window(client, model, photos, concurrency, window_s, latencies, errors)
+            counted += await _load_window(caller, photos, concurrency, window_s, latencies, errors)
             limits.append(await asyncio.to_thread(server.rate, window_s))
+    finally:
+        await caller.close()
     images_per_s = counted / (window_s * LEVEL_WINDOWS)
     limit = sum(limits) / len(limits)
     return {"concurrency": concurrency, "images_per_s": images_per_s, "errors": len(errors),
@@ -406,7 +405,7 @@ def measure_server(
             result["c1_latency"] = asyncio.run(c1_latency(servers, photos))
         while len(servers) > 1:  # the load levels need one
             servers.pop().stop()
-        levels = [asyncio.run(measure_level(server, model, photos, concurrency, seconds)) for concurrency in CONCURRENCY]
+        levels = [asyncio.run(measure_level(server, photos, concurrency, seconds)) for concurrency in CONCURRENCY]
         result.update(levels=levels, rss_mib=server.rss_mib(), best_batch=server.best_batch)
         return result
     finally:

@@ -8,13 +8,13 @@ from bench.serving import _load_window
 from client.errors import ImageServeError
 
 
-class FakeClient:
+class FakeCaller:
     """Answers each call after ``seconds``; with ``fail``, every call fails."""
 
     def __init__(self, seconds: float, fail: bool = False) -> None:
         self.seconds, self.fail, self.calls = seconds, fail, 0
 
-    async def classify(self, image, model, top_k):
+    async def classify(self, image):
         self.calls += 1
         await asyncio.sleep(self.seconds)
         if self.fail:
@@ -22,16 +22,16 @@ class FakeClient:
 
 
 def test_a_window_counts_answers_from_a_full_pipeline_for_its_length():
-    client, latencies, errors = FakeClient(0.01), [], []
-    counted = asyncio.run(_load_window(client, "m", [b"x"], 4, 0.3, latencies, errors))
+    caller, latencies, errors = FakeCaller(0.01), [], []
+    counted = asyncio.run(_load_window(caller, [b"x"], 4, 0.3, latencies, errors))
     # 4 callers, 10 ms per call: ~400 answers/s over 0.3 s (event-loop timing is loose; no exact figure)
     assert 60 <= counted <= 130
     assert len(latencies) == counted and errors == []
-    assert client.calls > counted  # the calls filling the pipeline and draining it are not counted
+    assert caller.calls > counted  # the calls filling the pipeline and draining it are not counted
 
 
 def test_a_window_ends_when_every_call_fails():
-    client, latencies, errors = FakeClient(0.001, fail=True), [], []
-    counted = asyncio.run(asyncio.wait_for(_load_window(client, "m", [b"x"], 4, 0.1, latencies, errors), 10))
+    caller, latencies, errors = FakeCaller(0.001, fail=True), [], []
+    counted = asyncio.run(asyncio.wait_for(_load_window(caller, [b"x"], 4, 0.1, latencies, errors), 10))
     assert counted == 0 and latencies == []
     assert errors and errors[0].endswith("model unavailable")
