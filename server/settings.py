@@ -96,7 +96,7 @@ class ServerSettings:
 
     # --- batching and threads
     batching: bool = _doc("queue concurrent requests and run them together in one model call", default=True)
-    max_batch_size: int = _doc("most images in one model call", default=16)
+    max_batch_size: int = _doc("most images in one model call", default=8)
     batch_timeout_ms: float = _doc(
         "while another batch runs, longest wait for more requests after the oldest queued one, in"
         " milliseconds (a request reaching an idle model runs at once)",
