@@ -6,9 +6,10 @@ smaller size, random weights: the network is offline here, and speed does not de
 1. limit: the SavedModel ``classify`` signature called in-process at its best batch size (from a
    sweep of 1..32), as the issue defines it; and, stricter, the **concurrent limit**: the best over
    1, 2 or 4 threads calling at once x batch sizes (concurrent calls keep both cores busier than one
-   big call: for MobileNetV2 ~1.4x the one-thread limit here). Both are measured in windows alternating with each load level's windows of served load (the
-   machine's speed drifts within seconds), inside the server process itself, on the signature it
-   serves (:mod:`bench.hosted`; identical processes differ in speed here, see :mod:`bench.inprocess`);
+   big call: for MobileNetV2 ~1.4x the one-thread limit here). Both are measured in windows
+   alternating with each load level's windows of served load (the machine's speed drifts within
+   seconds), inside the server process itself, on the signature it serves (:mod:`bench.hosted`;
+   identical processes differ in speed here, see :mod:`bench.inprocess`);
 2. the server through the real Python client (:class:`client.AsyncModelClient`) over loopback at
    concurrency 1, 4, 16 and 64, one image per request: images/s, p50/p95/p99 latency, errors;
    concurrency-1 latency is also measured against ``--processes`` server processes, each in rounds
@@ -20,7 +21,7 @@ Then: server RSS after warm-up and after 20 hot swaps under load, and the cold s
 SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
 batched/unbatched, checks the targets and writes JSON under bench/results/.
 
-    python -m bench.serving              # everything (~30 minutes on 2 cores)
+    python -m bench.serving              # everything (~40 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 
