@@ -525,8 +525,9 @@ def report(results: dict) -> list[str]:
         for callers in sorted({entry["callers"] for entry in sweep}):
             print(f"   {callers} thread{'s' if callers > 1 else ''} calling: " + ", ".join(
                 f"{entry['batch']}: {entry['images_per_s']:.1f}" for entry in sweep if entry["callers"] == callers))
+        threads = configs["concurrent_limit"]["callers"]
         print(f"   limit: one thread, batch {configs['limit']['batch']}; concurrent limit: "
-              f"{configs['concurrent_limit']['callers']} threads, batch {configs['concurrent_limit']['batch']}")
+              f"{threads} thread{'s' if threads > 1 else ''}, batch {configs['concurrent_limit']['batch']}")
         print(f"   {'conc':>4} | {'limit':>6} {'c.lim':>6} | {'batched img/s':>13} {'p50':>7} {'p95':>7} {'p99':>7} "
               f"{'err':>4} {'/limit':>6} {'/c.lim':>6} | {'unbatched img/s':>15} {'p50':>7} {'p99':>7} {'err':>4} | {'b/unb':>6}")
         for on, off in zip(result["batched"]["levels"], result["unbatched"]["levels"]):
