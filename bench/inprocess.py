@@ -27,8 +27,8 @@ from typing import Any
 
 SWEEP_BATCHES = (1, 2, 4, 8, 16, 32)
 #: Threads calling the signature at once. Concurrent calls can keep both cores busier than one big
-#: call (MobileNetV2 at 224: ~40 images/s from one thread at its best batch size, ~60 from two
-#: threads calling with batches of 4, here), so the limit is the best over these: the model's best
+#: call (MobileNetV2 at 224 here: ~37-42 images/s from one thread at its best batch size, ~50-60
+#: from two threads calling with batches of 4), so the limit is the best over these: the model's best
 #: in this process, not one caller's.
 SWEEP_CALLERS = (1, 2, 4)
 
@@ -54,10 +54,15 @@ class InProcess:
         calls = [0] * callers
         started = time.monotonic()
 
+        failures: list[BaseException] = []
+
         def keep_calling(index: int) -> None:
-            while time.monotonic() - started < seconds:
-                self._call(batch, index * 7 + calls[index])
-                calls[index] += 1
+            try:
+                while time.monotonic() - started < seconds and not failures:
+                    self._call(batch, index * 7 + calls[index])
+                    calls[index] += 1
+            except BaseException as exc:  # noqa: BLE001 - raised below: a failed call must not read as a slow one
+                failures.append(exc)
 
         if callers == 1:
             keep_calling(0)
@@ -67,6 +72,8 @@ class InProcess:
                 thread.start()
             for thread in threads:
                 thread.join()
+        if failures:
+            raise failures[0]
         return sum(calls) * batch / (time.monotonic() - started)
 
     def sweep(self, seconds: float) -> list[dict]:

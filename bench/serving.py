@@ -100,7 +100,11 @@ class HostedServer:
         self.model = model
         self.metrics_port = free_port()
         self.state_dir = tempfile.mkdtemp(prefix="bench-state-")
-        self._spawn([model, *server_flags(root, self.metrics_port, self.state_dir, *flags)])
+        try:
+            self._spawn([model, *server_flags(root, self.metrics_port, self.state_dir, *flags)])
+        except BaseException:  # never reaches the caller's clean-up: tidy up here
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
 
     def _spawn(self, args: list[str]) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
@@ -236,8 +240,12 @@ class Server:
         self.metrics_port = free_port()
         self.state_dir = tempfile.mkdtemp(prefix="bench-state-")
         self.started = time.monotonic()
-        self.process = SubprocessServer(server_flags(root, self.metrics_port, self.state_dir, *flags)).start(timeout=300)
-        self.process.wait_serving(timeout=600)
+        try:
+            self.process = SubprocessServer(server_flags(root, self.metrics_port, self.state_dir, *flags)).start(timeout=300)
+            self.process.wait_serving(timeout=600)
+        except BaseException:  # never reaches the caller's clean-up: tidy up here
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            raise
         self.cold_start_s = time.monotonic() - self.started
 
     @property

@@ -79,3 +79,16 @@ def test_rate_with_two_callers_calls_from_two_threads_and_counts_every_image():
 def test_an_unknown_command_is_an_error_not_a_silent_answer():
     with pytest.raises(ValueError, match="unknown op"):
         answers({"op": "dance"})
+
+
+def test_a_failing_call_in_any_caller_thread_fails_the_rate_instead_of_reading_as_slow():
+    class FailsInOneThread(CountingSignature):
+        def __call__(self, images):
+            import threading
+
+            if threading.current_thread().name == "bench-caller-1":
+                raise RuntimeError("model call failed")
+            return super().__call__(images)
+
+    with pytest.raises(RuntimeError, match="model call failed"):
+        InProcess(FailsInOneThread(), [b"a"]).rate(batch=2, seconds=0.3, callers=2)
