@@ -1,6 +1,6 @@
 """Other languages and grpcurl discover the API by server reflection: the service, its methods and
 messages are all there, and a request built from reflected descriptors alone (as grpcurl builds it
-from the README's JSON) is answered."""
+from the JSON in docs/client.md) is answered."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def call_with_json(reflected, method: str, body: dict) -> dict:
 
 
 def readme_grpcurl_calls() -> list[tuple[str, str]]:
-    """(method, JSON body) of each ``grpcurl ... ImageModelService/<Method>`` line of the README."""
-    text = (REPO_ROOT / "README.md").read_text()
+    """(method, JSON body) of each ``grpcurl ... ImageModelService/<Method>`` line of docs/client.md."""
+    text = (REPO_ROOT / "docs" / "client.md").read_text()
     section = text[
         text.index("<!-- section:other-languages -->") : text.index("<!-- /section:other-languages -->")
     ]
