@@ -8,6 +8,11 @@ PYTHON_BIN="${PYTHON:-python3}"
 ensure_venv() {  # $1: extras, e.g. "test" or ""
   local extras="$1"
   if [ ! -x "$VENV/bin/python" ]; then
+    # pyproject.toml's requires-python; pip's own refusal comes only after a long resolver message.
+    if ! "$PYTHON_BIN" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))' 2>/dev/null; then
+      echo "[setup] imageserve needs Python 3.11 or 3.12; $PYTHON_BIN is $("$PYTHON_BIN" --version 2>&1). Run with PYTHON=python3.11" >&2
+      exit 1
+    fi
     echo "[setup] creating $VENV with $($PYTHON_BIN --version)"
     "$PYTHON_BIN" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip

@@ -245,3 +245,13 @@ def test_every_catalog_model_is_in_the_exporter_page():
     page = (REPO_ROOT / "docs" / "exporter.md").read_text()
     missing = [name for name in CATALOG if f"| `{name}` |" not in page]
     assert not missing, f"docs/exporter.md's catalog table lacks {missing}"
+
+
+def test_the_python_versions_match_pyproject():
+    import tomllib
+
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=3.11,<3.13", "update the README, scripts/_venv.sh and this test with pyproject.toml"
+    assert "Python 3.11 or 3.12" in README.read_text()
+    assert "(3, 11) <= sys.version_info[:2] < (3, 13)" in (REPO_ROOT / "scripts" / "_venv.sh").read_text()
+    assert re.search(r"^FROM python:3\.1[12]", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)
