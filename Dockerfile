@@ -22,7 +22,8 @@ COPY protos/ protos/
 COPY exporter/ exporter/
 COPY server/ server/
 COPY client/ client/
-RUN pip install . \
+# The server extra (TensorFlow); "./[server]", not ".[server]", which hadolint reads as an unpinned package.
+RUN pip install "./[server]" \
     && mkdir -p /models /state \
     && chown imageserve:imageserve /models /state
 

@@ -5,7 +5,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 PYTHON_BIN="${PYTHON:-python3}"
 
-ensure_venv() {  # $1: extras, e.g. "test" or ""
+ensure_venv() {  # $1: extras, e.g. "server,test" or "server" (none: the client only)
   local extras="$1"
   if [ ! -x "$VENV/bin/python" ]; then
     # pyproject.toml's requires-python; pip's own refusal comes only after a long resolver message.
