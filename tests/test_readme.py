@@ -73,7 +73,11 @@ def test_relative_links_point_at_existing_files_and_headings(page):
 
 def test_every_docs_page_is_in_the_index():
     index = (REPO_ROOT / "docs" / "README.md").read_text()
-    missing = [p.name for p in (REPO_ROOT / "docs").glob("*.md") if p.name != "README.md" and f"({p.name})" not in index]
+    missing = [
+        p.name
+        for p in (REPO_ROOT / "docs").glob("*.md")
+        if p.name != "README.md" and f"({p.name})" not in index
+    ]
     assert not missing, f"docs/README.md does not link {missing}"
 
 
@@ -89,10 +93,14 @@ def test_the_set_up_commands_exist():
         assert command in text
     for script in ("scripts/serve", "scripts/test", "scripts/_venv.sh", ".ci/run"):
         assert (REPO_ROOT / script).is_file(), script
-    assert "scripts/test" in (REPO_ROOT / ".ci" / "run").read_text(), ".ci/run should run scripts/test, as the README says"
+    assert "scripts/test" in (REPO_ROOT / ".ci" / "run").read_text(), (
+        ".ci/run should run scripts/test, as the README says"
+    )
 
 
-PATH_TOKEN = re.compile(r"(?<![\w./-])((?:\.ci|bench|client|docs|examples|exporter|protos|scripts|server|tests)/[\w./-]*)")
+PATH_TOKEN = re.compile(
+    r"(?<![\w./-])((?:\.ci|bench|client|docs|examples|exporter|protos|scripts|server|tests)/[\w./-]*)"
+)
 
 
 def test_the_files_the_readme_names_exist():
@@ -201,7 +209,9 @@ def test_the_readme_commands_parse():
             try:
                 available[module].parse_args(argv)
             except SystemExit:
-                pytest.fail(f"README: `python -m {module} {arguments}` is refused: {stderr.getvalue().strip()}")
+                pytest.fail(
+                    f"README: `python -m {module} {arguments}` is refused: {stderr.getvalue().strip()}"
+                )
         checked += 1
     assert checked >= 4, "the README should show the exporter, server and client commands"
 
