@@ -125,8 +125,11 @@ def sample_png(size: tuple[int, int] = (37, 53)) -> bytes:
     return buffer.getvalue()
 
 
-def verify_saved_model(path: Path, manifest: dict[str, Any]) -> tuple[dict[str, list[int]], Any]:
-    """Reload ``path`` and run one image through every signature; raise VerificationFailed if any fails.
+def verify_saved_model(
+    path: Path, manifest: dict[str, Any], labels_source: Path | None = None
+) -> tuple[dict[str, list[int]], Any]:
+    """Reload ``path``, run one image through every signature and check its assets (:func:`check_assets`);
+    raise VerificationFailed if anything is wrong. ``labels_source``: the labels file the module was given.
 
     Returns the output shapes by ``signature/output`` and the reloaded SavedModel (already warm).
     """
@@ -161,7 +164,55 @@ def verify_saved_model(path: Path, manifest: dict[str, Any]) -> tuple[dict[str, 
                 if not np.allclose(sums, 1.0, atol=1e-3):
                     raise VerificationFailed(f"signature {name!r}: probabilities sum to {sums}, not 1")
             shapes[f"{name}/{output_name}"] = list(values.shape)
+    check_assets(path, manifest, loaded, shapes, labels_source)
     return shapes, loaded
+
+
+_COLLIDED_ASSET = re.compile(r"(.+)_\d+")
+
+
+def check_assets(
+    path: Path, manifest: dict[str, Any], loaded: Any, shapes: dict[str, list[int]], labels_source: Path | None
+) -> None:
+    """The version's assets are its own: the labels file the manifest names is the one the module
+    wrote (same bytes, the module's asset points at it), one label per output, and no two assets
+    collided (TensorFlow saves a second ``labels.txt``, e.g. a tracked base model's, as ``labels.txt_1``).
+    """
+    from exporter.labels import read_labels_file
+
+    assets_dir = path / "assets"
+    names = sorted(p.name for p in assets_dir.iterdir()) if assets_dir.is_dir() else []
+    for name in names:
+        match = _COLLIDED_ASSET.fullmatch(name)
+        if match and match.group(1) in names:
+            raise VerificationFailed(
+                f"assets {match.group(1)!r} and {name!r} collide: an object tracked by the module (a base "
+                "model?) carries an asset of the same name"
+            )
+    labels_file = manifest.get("labels_file")
+    widths = {shape[-1] for key, shape in shapes.items() if key.endswith("/probabilities")}
+    if labels_file is None:
+        if widths:
+            raise VerificationFailed("the version classifies but its manifest names no labels file")
+        return
+    written = path / labels_file
+    if not written.is_file():
+        raise VerificationFailed(f"the manifest names {labels_file!r}, which the version does not hold")
+    if labels_source is not None and written.read_bytes() != labels_source.read_bytes():
+        raise VerificationFailed(f"{labels_file!r} is not the labels file the module was given")
+    asset = getattr(loaded, "labels_file", None)
+    if asset is not None and Path(asset.asset_path.numpy().decode()).resolve() != written.resolve():
+        raise VerificationFailed(
+            f"the module's labels asset is {Path(asset.asset_path.numpy().decode()).name!r}, "
+            f"not {labels_file!r} as the manifest says"
+        )
+    count = len(read_labels_file(written))
+    expected = {manifest.get("num_classes"), *widths} - {None}
+    if expected != {count}:
+        raise VerificationFailed(
+            f"{count} labels in {labels_file!r}, but the manifest says {manifest.get('num_classes')} classes "
+            f"and the classifier outputs {sorted(widths)}"
+        )
 
 
 class Published(NamedTuple):
@@ -213,7 +264,7 @@ def save_and_publish(
             except (OSError, tf.errors.OpError) as exc:
                 raise PublishFailed(f"could not write version {version} under {model_dir}: {_write_error(exc)}") from None
         with progress.step("verifying: reload and run one image through every signature"):
-            shapes, loaded = verify_saved_model(staging, manifest)
+            shapes, loaded = verify_saved_model(staging, manifest, _labels_source(module))
             try:
                 _fsync_tree(staging)
             except OSError as exc:
@@ -228,6 +279,11 @@ def save_and_publish(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _labels_source(module: Any) -> Path | None:
+    asset = getattr(module, "labels_file", None)
+    return Path(asset.asset_path.numpy().decode()) if asset is not None else None
 
 
 def _current_umask() -> int:

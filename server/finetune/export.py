@@ -47,7 +47,7 @@ def publish_finetuned(
         labels_path = str(Path(scratch) / LABELS_ASSET)
         write_labels_file(labels_path, list(labels))
         module = ServingModule(
-            base.input_size, classify, embed, labels_path, {"base": base.saved_model, "head": head}
+            base.input_size, classify, embed, labels_path, {"base": base.variables, "head": head}
         )
         signatures = module.signature_map
         feature_dim = int(base_manifest.get("feature_dim") or head.input_shape[-1])

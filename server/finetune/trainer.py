@@ -98,6 +98,7 @@ class FrozenBase:
             raise ValueError("it has no feature function (exported by an older exporter?); re-export it")
         self.input_size = input_size
         self.embed = self.saved_model.embed
+        self.variables = embed_variables(self.embed)
         self.decode = Decoder(input_size).decode
         self._features = self.saved_model.signatures[sig.FEATURES]
 
@@ -109,6 +110,20 @@ class FrozenBase:
 
         batch = tf.constant(list(images), dtype=tf.string)
         return self._features(**{sig.IMAGES_INPUT: batch})[sig.FEATURES_OUTPUT].numpy()
+
+
+def embed_variables(embed: Any) -> list[Any]:
+    """The variables a loaded ``embed`` function reads, and nothing else of its SavedModel.
+
+    NOTE: a fine-tuned version tracks these, not the whole base SavedModel: the base object also
+    carries its ``labels.txt`` asset (which would be saved beside the new labels as ``labels.txt_1``)
+    and, for a base with its classification head, the head's weights (VGG16: 124 M unused parameters).
+    """
+    variables: dict[int, Any] = {}
+    for function in embed.concrete_functions:
+        for variable in function.variables:
+            variables.setdefault(id(variable), variable)
+    return list(variables.values())
 
 
 def extract_features(

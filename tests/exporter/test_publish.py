@@ -75,7 +75,7 @@ def test_reader_polling_the_root_never_sees_half_a_version(tmp_path):
     assert seen_complete == {"1", "2"}
 
 
-def broken_verification(path, manifest):
+def broken_verification(path, manifest, labels_source=None):
     raise VerificationFailed("signature 'features' failed on a test image: simulated")
 
 
