@@ -76,6 +76,29 @@ def classifier_v2_export(export_cache):
     return export_cache.get(options.pop("name"), **options)
 
 
+HUB_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def hub_handles(tmp_path_factory):
+    """(paths, keras classifier with logits, keras feature extractor) of a local hub-format model."""
+    from tests.hub_models import save_hub_models
+
+    return save_hub_models(tmp_path_factory.mktemp("hub"), HUB_SIZE)
+
+
+@pytest.fixture(scope="session")
+def hub_export(export_cache, hub_handles):
+    """The catalog's mobilenet_v2 (a TF Hub classifier + feature-vector pair) from the local handles."""
+    paths, _classifier, _extractor = hub_handles
+    return export_cache.get(
+        "mobilenet_v2",
+        hub_handle=str(paths["classification"]),
+        hub_feature_handle=str(paths["feature_vector"]),
+        input_size=HUB_SIZE,
+    )
+
+
 #: The names the small exported models are served under in test model roots.
 CLASSIFIER = "mobilenet_v2_keras"
 FEATURES = "vgg16"

@@ -53,6 +53,7 @@ from server.finetune.jobs import (
     UploadInfo,
 )
 from server.finetune.pipeline import JobSpec
+from server.finetune.publication import LoadOutcome, load_published, quarantine
 from server.finetune.store import DATABASE_FILE, JobStore
 from server.finetune.workers import (
     WorkerProcess,
@@ -77,7 +78,7 @@ CANCEL_WAIT_S = 15.0
 #: How long a stopping server waits for its workers to end (then they are killed).
 STOP_WAIT_S = 10.0
 #: How long a finished job waits for the repository to load its new version before SUCCEEDED.
-LOAD_WAIT_S = 120.0
+LOAD_WAIT_S = 300.0
 SERVER_STOPPED = "interrupted: the server stopped while the job was running"
 
 
@@ -490,6 +491,8 @@ class FineTuneManager:
         )
 
     async def _succeeded(self, job: Job, outcome: dict) -> None:
+        """The worker published a version: SUCCEEDED once the server serves it (or its version
+        policy deliberately does not); FAILED, with the version moved aside, if it cannot load."""
         version = int(outcome["output_version"])
         metrics = FineTuneMetrics.from_dict(outcome["metrics"]) if outcome.get("metrics") else None
         self._store.update_job(job.job_id, output_version=version, artifacts=outcome.get("artifacts") or [])
@@ -500,8 +503,25 @@ class FineTuneManager:
             f"loading {job.output_model} v{version}",
             progress=1.0,
         )
-        served = await self._load(job.output_model, version)
-        note = "now served" if served else "published (not served: see the model's version policy and status)"
+        try:
+            loaded = await load_published(self.repository, job.output_model, version, LOAD_WAIT_S)
+        except Exception:  # the repository's own failure: say so rather than leave the job RUNNING
+            log.exception("reloading the model root after publishing %s v%d failed", job.output_model, version)
+            loaded = LoadOutcome(False, error="the server's reload of the model root failed (see the server log)")
+        if loaded.failed:
+            moved = await asyncio.to_thread(
+                quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
+            )
+            await self.repository.reconcile()  # forget the failed entry of the moved version
+            where = f"moved aside to {moved}" if moved else "could not be moved aside (see the server log)"
+            reason = (
+                f"the server could not load the new version {job.output_model} v{version}: {loaded.error}; "
+                f"it is not served and was {where}"
+            )
+            log.error("job %s: %s", job.job_id, reason)
+            self._finish(job.job_id, JobState.FAILED, reason, error=reason, metrics=metrics)
+            return
+        note = "now served" if loaded.served else f"published, {loaded.not_served_note}"
         accuracy = f"; validation accuracy {metrics.val_accuracy:.4f}" if metrics else ""
         self._finish(
             job.job_id,
@@ -510,24 +530,6 @@ class FineTuneManager:
             output_version=version,
             metrics=metrics,
         )
-
-    async def _load(self, name: str, version: int) -> bool:
-        """Let the repository pick the new version up now rather than at its next poll."""
-        try:
-            await asyncio.wait_for(self.repository.reconcile(), LOAD_WAIT_S)
-        except asyncio.TimeoutError:
-            log.warning("%s v%d: still loading after %.0f s", name, version, LOAD_WAIT_S)
-            return False
-        except Exception:  # a failed reload must not fail a job whose version is published
-            log.exception("reloading the model root after publishing %s v%d failed", name, version)
-            return False
-        try:
-            return any(
-                sv.version == version and sv.state.value == "AVAILABLE"
-                for sv in self.repository.view(name).versions
-            )
-        except NotFound:
-            return False
 
     # --- records and wake-ups --------------------------------------------------------------------
 
