@@ -43,8 +43,12 @@ def publish_finetuned(
     def classify(pixels: tf.Tensor) -> tf.Tensor:
         return head(embed(pixels), training=False)
 
+    # NOTE: the base's SavedModel is saved inside the new one with its own assets; a base with a
+    # classifier ships assets/labels.txt (1000 ImageNet names), and TensorFlow renames the second of two
+    # same-named assets (labels.txt_1). A name unique to the job keeps the manifest's labels_file right.
+    asset_name = f"labels-{source['job_id']}.txt" if source.get("job_id") else LABELS_ASSET
     with tempfile.TemporaryDirectory(prefix="imageserve-labels-") as scratch:
-        labels_path = str(Path(scratch) / LABELS_ASSET)
+        labels_path = str(Path(scratch) / asset_name)
         write_labels_file(labels_path, list(labels))
         module = ServingModule(
             base.input_size, classify, embed, labels_path, {"base": base.saved_model, "head": head}
@@ -60,7 +64,7 @@ def publish_finetuned(
             "preprocessing": base_manifest.get("preprocessing"),
             "num_classes": len(labels),
             "feature_dim": feature_dim,
-            "labels_file": f"assets/{LABELS_ASSET}",
+            "labels_file": f"assets/{asset_name}",
             "signatures": describe_signatures(sorted(signatures), len(labels), feature_dim),
             "training": training,
             "exporter_version": exporter_version,
