@@ -94,11 +94,13 @@ def _block_plan(variant: LiteVariant) -> list[tuple[int, int, int, int, int]]:
     plan = []
     for i, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(_STAGES):
         if 0 < i < len(_STAGES) - 1:  # Lite keeps the first and last stages at one block
-            repeats = int(math.ceil(variant.depth * repeats))
+            repeats = math.ceil(variant.depth * repeats)
         filters_in = _STEM if i == 0 else _round_filters(filters_in, variant.width)
         filters_out = _round_filters(filters_out, variant.width)
         for r in range(repeats):
-            plan.append((kernel, stride if r == 0 else 1, expand, filters_in if r == 0 else filters_out, filters_out))
+            plan.append(
+                (kernel, stride if r == 0 else 1, expand, filters_in if r == 0 else filters_out, filters_out)
+            )
     return plan
 
 
@@ -108,7 +110,7 @@ def build_model(variant: LiteVariant, include_top: bool, input_shape: tuple[int,
     from keras import layers
 
     def conv_bn(x, name: str, bn: str, filters: int, kernel: int = 1, stride: int = 1, act: bool = True):
-        x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{name}")(x)
+        x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=name)(x)
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=bn)(x)
         return layers.ReLU(6.0, name=f"{name}_relu6")(x) if act else x
 
@@ -119,7 +121,10 @@ def build_model(variant: LiteVariant, include_top: bool, input_shape: tuple[int,
         shortcut = x
         if expand != 1:
             x = conv_bn(x, p + "expand_conv", p + "bn0", filters_in * expand)
-        x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=p + "depthwise_conv")(x)
+        depthwise = layers.DepthwiseConv2D(
+            kernel, stride, padding="same", use_bias=False, name=p + "depthwise_conv"
+        )
+        x = depthwise(x)
         x = layers.BatchNormalization(epsilon=_BN_EPSILON, name=p + "bn1")(x)
         x = layers.ReLU(6.0, name=p + "depthwise_relu6")(x)
         x = conv_bn(x, p + "project_conv", p + "bn2", filters_out, act=False)
@@ -167,12 +172,16 @@ def load_state_dict(model: Any, state: dict[str, np.ndarray]) -> None:
             continue
         expected = [tuple(w.shape) for w in layer.get_weights()]
         if [v.shape for v in values] != expected:
-            raise CheckpointError(f"{prefix}: checkpoint shapes {[v.shape for v in values]}, model {expected}")
+            raise CheckpointError(
+                f"{prefix}: checkpoint shapes {[v.shape for v in values]}, model {expected}"
+            )
         layer.set_weights(values)
     if model.layers[-1].name != "fc":  # headless (--no-top): the classifier's weights stay unused
         unused -= {"_fc.weight", "_fc.bias"}
     if unused:
-        raise CheckpointError(f"checkpoint parameters left unused (a different architecture?): {sorted(unused)[:5]}")
+        raise CheckpointError(
+            f"checkpoint parameters left unused (a different architecture?): {sorted(unused)[:5]}"
+        )
 
 
 def checkpoint_path(variant: LiteVariant) -> Path:

@@ -63,9 +63,13 @@ class _TensorRecord:
         data = self.storage.data
         if data is None:
             raise CheckpointError(f"storage {self.storage.key} has no data")
-        last = self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) if all(self.shape) else -1
+        last = (
+            self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) if all(self.shape) else -1
+        )
         if self.offset < 0 or last >= len(data) or any(s < 0 for s in self.stride):
-            raise CheckpointError(f"tensor of shape {self.shape} reaches outside its storage {self.storage.key}")
+            raise CheckpointError(
+                f"tensor of shape {self.shape} reaches outside its storage {self.storage.key}"
+            )
         item = data.itemsize
         view = np.lib.stride_tricks.as_strided(
             data[self.offset :], shape=self.shape, strides=[s * item for s in self.stride], writeable=False
@@ -102,7 +106,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
             raise CheckpointError(f"unexpected persistent record {str(pid)[:80]!r}")
         _, storage_type, key, _location, numel, view = pid
-        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or not isinstance(numel, int):
+        if (
+            not isinstance(storage_type, _StorageType)
+            or not isinstance(key, str)
+            or not isinstance(numel, int)
+        ):
             raise CheckpointError(f"unexpected storage record {str(pid)[:80]!r}")
         if view is not None:
             raise CheckpointError("storage views are not supported")

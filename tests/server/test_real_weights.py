@@ -52,9 +52,13 @@ def test_real_photos_get_the_right_kind_of_class(lite_stub, labelled_pngs, photo
 def test_served_probabilities_are_the_keras_models_own(lite_stub, labelled_pngs, lite0_export):
     model = lite0_export.network.keras_model  # the Keras model the export was traced from
     images = list(labelled_pngs.values())
-    response = lite_stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=MODEL), images=images, top_k=1000))
+    response = lite_stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=MODEL), images=images, top_k=1000)
+    )
     for data, result in zip(images, response.results, strict=True):
-        pixels = tf.image.resize(decode_rgb(data)[None].astype(np.float32), [224, 224], method="bilinear").numpy()
+        pixels = tf.image.resize(
+            decode_rgb(data)[None].astype(np.float32), [224, 224], method="bilinear"
+        ).numpy()
         expected = model.predict((pixels - 127.0) / 128.0, verbose=0)[0]
         served = np.zeros(1000, np.float32)
         for prediction in result.predictions:
