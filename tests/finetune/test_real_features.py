@@ -27,6 +27,7 @@ def model_root(tmp_path_factory, lite0_export):
     return root
 
 
+@pytest.mark.slow  # ~3 min on a busy 2-core machine: 300 feature extractions and a publish at 224x224
 def test_digits_fine_tuned_on_real_features(stub, digits):
     images, labels = digits.subset(PER_CLASS)
     dataset = upload(stub, images, labels, name="digits-lite")
