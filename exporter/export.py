@@ -71,7 +71,10 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
             signatures = module.signature_map
         source: dict[str, Any] = {"kind": entry.source, "catalog_entry": entry.name}
         if entry.source == "keras":
-            source["keras_application"] = entry.keras_application
+            if entry.keras_builder:
+                source["keras_builder"] = entry.keras_builder
+            else:
+                source["keras_application"] = entry.keras_application
         manifest = {
             "format": MANIFEST_FORMAT,
             "name": spec.name,

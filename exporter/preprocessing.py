@@ -2,8 +2,8 @@
 
 Every function takes float32 RGB pixels in [0, 255], shape ``[N, H, W, 3]``, already resized to the
 model's input size, and returns what the network expects. The modes mirror Keras Applications'
-``imagenet_utils.preprocess_input`` (``caffe``, ``tf``, ``torch``) plus the TF Hub image convention
-(``unit``) and ``none`` for Keras models that normalise inside the network (EfficientNet,
+``imagenet_utils.preprocess_input`` (``caffe``, ``tf``, ``torch``) plus EfficientNet-Lite's
+(``lite``), the TF Hub image convention (``unit``) and ``none`` for Keras models that normalise inside the network (EfficientNet,
 MobileNetV3). ``tests/exporter/test_fidelity.py`` checks each against the family's own
 ``preprocess_input``.
 """
@@ -35,6 +35,10 @@ def _torch(x: tf.Tensor) -> tf.Tensor:
     return (x - tf.constant(TORCH_MEAN_RGB, dtype=x.dtype)) / tf.constant(TORCH_STD_RGB, dtype=x.dtype)
 
 
+def _lite(x: tf.Tensor) -> tf.Tensor:
+    return (x - 127.0) / 128.0
+
+
 def _unit(x: tf.Tensor) -> tf.Tensor:
     return x / 255.0
 
@@ -56,6 +60,7 @@ MODES: dict[str, PreprocessingMode] = {
         PreprocessingMode("caffe", "RGB->BGR, subtract ImageNet BGR means (VGG, ResNet)", _caffe),
         PreprocessingMode("tf", "scale to [-1, 1] (MobileNetV2, Inception)", _tf),
         PreprocessingMode("torch", "scale to [0, 1], subtract mean, divide by std per channel (DenseNet)", _torch),
+        PreprocessingMode("lite", "(x - 127) / 128, Google's EfficientNet-Lite input scaling", _lite),
         PreprocessingMode("unit", "scale to [0, 1] (TF Hub image models)", _unit),
         PreprocessingMode("none", "raw [0, 255]; the network rescales itself (EfficientNet, MobileNetV3)", _none),
     )

@@ -8,7 +8,7 @@ resizing and the family's normalisation (:mod:`exporter.signatures`).
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 import os
 import re
 import tempfile
@@ -23,6 +23,7 @@ from exporter.catalog import CatalogEntry
 from exporter.errors import UserError, WeightsUnavailable
 from exporter.preprocessing import get_mode
 from exporter.spec import IMAGENET, RANDOM
+from exporter.torch_checkpoint import sha256_file
 
 
 @dataclass
@@ -42,14 +43,6 @@ class BuiltNetwork:
     weights: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     keras_model: Any = None  # the Keras classification (or headless) model, for tests and fine-tuning
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def keras_cache_dir() -> Path:
@@ -96,10 +89,23 @@ def feature_tensor(model: Any) -> Any:
     return keras.layers.GlobalAveragePooling2D(name="features")(source)
 
 
-def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, include_top: bool) -> BuiltNetwork:
+def keras_constructor(entry: CatalogEntry) -> Callable[..., tuple[Any, dict[str, Any] | None]]:
+    """``fn(weights, include_top, input_shape) -> (model, provenance)`` for a Keras entry.
+
+    A ``keras.applications`` constructor records no provenance (Keras downloads and caches its files);
+    a ``keras_builder`` returns where its ImageNet weights came from (see :class:`CatalogEntry`).
+    """
+    if entry.keras_builder:
+        module_name, _, attribute = entry.keras_builder.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
     import keras
 
-    constructor = getattr(keras.applications, entry.keras_application)
+    application = getattr(keras.applications, entry.keras_application)
+    return lambda **kwargs: (application(**kwargs), None)
+
+
+def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, include_top: bool) -> BuiltNetwork:
+    constructor = keras_constructor(entry)
     notes: list[str] = []
     if weights == IMAGENET and include_top and input_size != entry.default_input_size:
         include_top = False
@@ -107,10 +113,12 @@ def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, i
             f"ImageNet weights with the classification head need {entry.default_input_size}x"
             f"{entry.default_input_size}; exporting features only at {input_size}x{input_size}"
         )
+    import keras
+
     keras.utils.set_random_seed(seed)
     kwargs = dict(include_top=include_top, input_shape=(input_size, input_size, 3))
     try:
-        model = constructor(weights=IMAGENET if weights == IMAGENET else None, **kwargs)
+        model, provenance = constructor(weights=IMAGENET if weights == IMAGENET else None, **kwargs)
     except Exception as exc:  # keras.utils.get_file raises a bare Exception on network errors
         if "URL fetch failure" not in str(exc):
             raise
@@ -124,7 +132,7 @@ def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, i
             f"Keras caches this file as {cached}; copy it there from a machine with internet and rerun.\n"
             + _offline_alternatives(entry)
         ) from None
-    weights_info: dict[str, Any] = {"kind": weights}
+    weights_info: dict[str, Any] = {"kind": weights, **(provenance or {})}
     if weights == RANDOM:
         weights_info = {"kind": RANDOM, "seed": seed}
     elif weights != IMAGENET:

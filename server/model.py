@@ -58,7 +58,7 @@ def _describe_source(manifest: dict[str, Any]) -> str:
     weights = manifest.get("weights", {})
     kind = source.get("kind", "unknown")
     if kind == "keras":
-        return f"keras {source.get('keras_application')} weights={weights.get('kind')}"
+        return f"keras {source.get('keras_application') or source.get('keras_builder')} weights={weights.get('kind')}"
     if kind == "hub":
         return "hub " + ", ".join(f"{k}={v}" for k, v in weights.get("handles", {}).items())
     if kind == "finetune":

@@ -99,6 +99,12 @@ def hub_export(export_cache, hub_handles):
     )
 
 
+@pytest.fixture(scope="session")
+def lite0_export(export_cache):
+    """EfficientNet-Lite0 with its real ImageNet weights at 224x224 (the user's default), exported once."""
+    return export_cache.get("efficientnet_lite0")
+
+
 #: The names the small exported models are served under in test model roots.
 CLASSIFIER = "mobilenet_v2_keras"
 FEATURES = "vgg16"

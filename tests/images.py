@@ -37,3 +37,22 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+#: Real photos bundled with installed packages and the ImageNet classes (Keras index order) each may be
+#: given: any class of the right kind counts. Measured top-1 of EfficientNet-Lite0 in docs/models.md.
+LABELLED_PHOTOS = {
+    "chelsea": set(range(281, 286)),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+    "coffee": {967, 968, 504},  # espresso, cup, coffee mug
+    "china": {442, 832, 663, 698, 497, 668},  # bell cote, stupa, monastery, palace, church, mosque
+    "flower": {985},  # daisy
+}
+
+
+def labelled_photo(name: str) -> np.ndarray:
+    """A photo of :data:`LABELLED_PHOTOS`: scikit-image's (``chelsea``, ``coffee``) or scikit-learn's."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    return photo(name)

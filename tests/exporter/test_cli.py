@@ -31,12 +31,17 @@ def test_list_prints_the_catalog():
     assert result.returncode == 0
     for name in ("vgg16", "mobilenet_v2", "mobilenet_v2_keras", "resnet50", "efficientnet_b0", "densenet121"):
         assert name in result.stdout
+    assert "efficientnet_lite0  keras    224  lite" in result.stdout
+    assert "default models: efficientnet_lite0, mobilenet_v2, vgg16" in result.stdout
 
 
 def test_unknown_name_lists_known_ones_without_traceback(tmp_path):
     result = run_exporter("vgg61", "--output", str(tmp_path))
     assert result.returncode == 2
-    assert "unknown model 'vgg61'; known: densenet121, efficientnet_b0, mobilenet_v2" in result.stderr
+    assert (
+        "unknown model 'vgg61'; known: densenet121, efficientnet_b0, efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2, mobilenet_v2" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
