@@ -15,6 +15,8 @@ from client.options import DEFAULT_ADDRESS, ClientOptions, Pem, RetryPolicy
 
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_FEATURE_MODEL = "vgg16"
+#: Classes per image that ``classify`` returns when not told.
+DEFAULT_TOP_K = 5
 
 
 class ClientBase:

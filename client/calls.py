@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Self, overload
 
-from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, ClientBase
+from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, DEFAULT_TOP_K, ClientBase
 from client.datasets import DatasetImages
 from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT, HyperparametersLike, StatesLike
 from client.images import Images, reads_or_encodes
@@ -34,7 +34,9 @@ P = ParamSpec("P")
 class _starts_job(call[P, Any]):
     """:class:`~client.methods.call` typed for ``fine_tune``: each client returns its kind of job handle."""
 
-    @overload
+    # NOTE: narrows call's overloads (a job handle instead of the status), which type checkers
+    # call an incompatible override; it is one on purpose.
+    @overload  # type: ignore[override]
     def __get__(self, instance: None, owner: type) -> Self: ...
     @overload
     def __get__(self, instance: SyncAPI, owner: type) -> Callable[P, FineTuneJob]: ...
@@ -43,7 +45,7 @@ class _starts_job(call[P, Any]):
         self, instance: AsyncAPI, owner: type
     ) -> Callable[P, Coroutine[Any, Any, AsyncFineTuneJob]]: ...
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        return super().__get__(instance, owner)
+        return super().__get__(instance, owner or type(instance))
 
     def _returns(self, instance: Any) -> str:
         return type(instance).job_handle.__name__
@@ -71,7 +73,7 @@ class ClientCalls(ClientBase):
         *,
         version: int | None = None,
         label: str | None = None,
-        top_k: int = 5,
+        top_k: int = DEFAULT_TOP_K,
         timeout: float | None = None,
     ) -> Plan[ClassifyResult]:
         """The ``top_k`` most likely classes of each image, best first.

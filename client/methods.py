@@ -77,10 +77,8 @@ class _Method:
 
     def __call__(self, instance: Any, *args: Any, **kwargs: Any) -> Any:
         """Called on the class, e.g. ``ModelClient.classify(client, images)``."""
-        return self.__get__(instance, type(instance))(*args, **kwargs)
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        raise NotImplementedError
+        bound: Callable[..., Any] = self.__get__(instance, type(instance))  # type: ignore[attr-defined]
+        return bound(*args, **kwargs)
 
     def _returns(self, instance: Any) -> str:
         """The return annotation the bound method shows (``help``, ``inspect.signature``)."""
