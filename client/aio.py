@@ -44,7 +44,7 @@ class AsyncModelClient(ClientCalls, AsyncAPI):
     ``async with contextlib.aclosing(client.watch_job(job_id)) as events``) to cancel its stream at once.
     """
 
-    job_handle = AsyncFineTuneJob
+    _job_handle = AsyncFineTuneJob
 
     def _setup(self) -> None:
         self._channel: grpc.aio.Channel | None = None

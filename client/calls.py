@@ -48,22 +48,22 @@ class _starts_job(call[P, Any]):
         return super().__get__(instance, owner or type(instance))
 
     def _returns(self, instance: Any) -> str:
-        return type(instance).job_handle.__name__
+        return type(instance)._job_handle.__name__
 
 
 def _handle(client: ClientCalls, started: Operation[JobStatus]) -> Operation[Any]:
     """The started job's handle, of the client's kind (FineTuneJob or AsyncFineTuneJob)."""
     status = yield from started
-    return client.job_handle(client, status)
+    return client._job_handle(client, status)
 
 
 class ClientCalls(ClientBase):
     """The calls of both clients. A subclass is also :class:`~client.methods.SyncAPI` or
     :class:`~client.methods.AsyncAPI`, runs operations (``_run``, ``_iterate``) and names its
-    ``job_handle`` class."""
+    ``_job_handle`` class."""
 
     #: The handle ``fine_tune`` returns: FineTuneJob or AsyncFineTuneJob.
-    job_handle: Callable[[Any, JobStatus], FineTuneJob | AsyncFineTuneJob]
+    _job_handle: Callable[[Any, JobStatus], FineTuneJob | AsyncFineTuneJob]
 
     @call
     def classify(

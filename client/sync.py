@@ -78,7 +78,7 @@ class ModelClient(ClientCalls, SyncAPI):
     :class:`~client.base.ClientBase`; the methods are those of :class:`~client.calls.ClientCalls`.
     """
 
-    job_handle = FineTuneJob
+    _job_handle = FineTuneJob
 
     def _setup(self) -> None:
         self._channel: grpc.Channel = self._new_channel(grpc)
