@@ -15,8 +15,8 @@
         client.classify("rose.jpg", model="flowers", version=final.output_version)
 
 :class:`AsyncModelClient` has the same methods for asyncio. Errors are subclasses of
-:class:`ImageServeError` (see :mod:`client.errors`). Needs only grpcio, protobuf, numpy and Pillow:
-importing it never imports TensorFlow.
+:class:`ImageServeError` (see :mod:`client.errors`). Needs only grpcio, grpcio-status, protobuf,
+numpy and Pillow: importing it never imports TensorFlow.
 """
 
 from client.aio import AsyncModelClient

@@ -1,7 +1,8 @@
-"""The asyncio client: :class:`AsyncModelClient`, the twin of :class:`~client.ModelClient`.
+"""The asyncio client: :class:`AsyncModelClient`, the methods of :class:`~client.ModelClient` as coroutines.
 
-Both run the same operations (:mod:`client.operations`); only the way calls and pauses are made
-differs: ``grpc.aio`` and ``asyncio.sleep`` here.
+Both have the same methods (:mod:`client.calls`) and run the same operations
+(:mod:`client.operations`); only the way calls and pauses are made differs: ``grpc.aio`` and
+``asyncio.sleep`` here.
 """
 
 from __future__ import annotations
@@ -14,42 +15,18 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
-from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, ClientBase
-from client.datasets import DatasetImages
+from client import operations as ops
+from client.calls import ClientCalls
 from client.errors import ImageServeError, error_from_rpc
-from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT, HyperparametersLike, StatesLike
-from client.images import Images, reads_or_encodes
 from client.jobs import AsyncFineTuneJob
-from client.operations import (
-    Call,
-    CloseUpload,
-    Done,
-    Effect,
-    Emit,
-    OpenStream,
-    OpenUpload,
-    Operation,
-    Receive,
-    Send,
-    Sleep,
-    advance,
-)
-from client.progress import ProgressOption, job_progress
-from client.results import (
-    ClassifyResult,
-    Dataset,
-    FeaturesResult,
-    JobEvent,
-    JobStatus,
-    ModelStatus,
-    ServerInfo,
-)
+from client.methods import AsyncAPI, Plan
+from client.operations import Done, Effect, Emit, Operation, advance
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
 
-class AsyncModelClient(ClientBase):
+class AsyncModelClient(ClientCalls, AsyncAPI):
     """An asyncio client of an imageserve server, with the methods of :class:`~client.ModelClient`.
 
     ::
@@ -59,11 +36,15 @@ class AsyncModelClient(ClientBase):
 
     The channel is opened on the first call, inside the running event loop; use one client per
     event loop. Reading files and PNG-encoding pixels run in a worker thread, off the event loop.
-    The constructor's options are those of :class:`~client.base.ClientBase`.
+    The constructor's options are those of :class:`~client.base.ClientBase`; the methods are those
+    of :class:`~client.calls.ClientCalls`, as coroutines (``fine_tune`` returns an
+    :class:`~client.jobs.AsyncFineTuneJob`).
 
     ``watch_job`` (and a job's ``events``) is an async generator: stopping early, close it (e.g.
     ``async with contextlib.aclosing(client.watch_job(job_id)) as events``) to cancel its stream at once.
     """
+
+    _job_handle = AsyncFineTuneJob
 
     def _setup(self) -> None:
         self._channel: grpc.aio.Channel | None = None
@@ -87,117 +68,6 @@ class AsyncModelClient(ClientBase):
     ) -> None:
         await self.close()
 
-    # --- calls -------------------------------------------------------------------------------------
-
-    async def classify(
-        self,
-        images: Images,
-        model: str = DEFAULT_CLASSIFIER,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        top_k: int = 5,
-        timeout: float | None = None,
-    ) -> ClassifyResult:
-        """The ``top_k`` most likely classes of each image; see :meth:`ModelClient.classify`."""
-        operation = self._operations.classify(images, model, version, label, top_k, timeout)
-        return await self._run(operation, offload=reads_or_encodes(images))
-
-    async def extract_features(
-        self,
-        images: Images,
-        model: str = DEFAULT_FEATURE_MODEL,
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        timeout: float | None = None,
-    ) -> FeaturesResult:
-        """A float32 feature vector per image; see :meth:`ModelClient.extract_features`."""
-        operation = self._operations.extract_features(images, model, version, label, timeout)
-        return await self._run(operation, offload=reads_or_encodes(images))
-
-    async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
-        """Every model with its versions and states; see :meth:`ModelClient.list_models`."""
-        return await self._run(self._operations.list_models(timeout))
-
-    async def model_status(self, name: str, *, timeout: float | None = None) -> ModelStatus:
-        """One model's versions, labels and metadata; see :meth:`ModelClient.model_status`."""
-        return await self._run(self._operations.model_status(name, timeout))
-
-    async def server_info(self, *, timeout: float | None = None) -> ServerInfo:
-        """The server's version and limits; see :meth:`ModelClient.server_info`."""
-        return await self._run(self._operations.server_info(timeout))
-
-    # --- fine-tuning -------------------------------------------------------------------------------
-
-    async def upload_dataset(
-        self, images: DatasetImages, name: str | None = None, *, timeout: float | None = None
-    ) -> Dataset:
-        """Upload labelled images as a dataset; see :meth:`ModelClient.upload_dataset`."""
-        return await self._run(self._jobs.upload_dataset(images, name, timeout))
-
-    async def fine_tune(
-        self,
-        dataset: Dataset | DatasetImages | None = None,
-        *,
-        output_model: str,
-        data_dir: str | None = None,
-        base_model: str = DEFAULT_BASE_MODEL,
-        base_version: int | None = None,
-        base_label: str | None = None,
-        hyperparameters: HyperparametersLike = None,
-        request_id: str | None = None,
-        dataset_name: str | None = None,
-        timeout: float | None = None,
-    ) -> AsyncFineTuneJob:
-        """Start a fine-tuning job; an :class:`~client.jobs.AsyncFineTuneJob` handle. See
-        :meth:`ModelClient.fine_tune`."""
-        operation = self._jobs.fine_tune(
-            dataset,
-            data_dir,
-            output_model,
-            base_model,
-            base_version,
-            base_label,
-            hyperparameters,
-            request_id,
-            dataset_name,
-            timeout,
-        )
-        return AsyncFineTuneJob(self, await self._run(operation))
-
-    async def get_job(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
-        """A fine-tuning job's status; see :meth:`ModelClient.get_job`."""
-        return await self._run(self._jobs.get_job(job_id, timeout))
-
-    async def list_jobs(
-        self, states: StatesLike = None, limit: int = DEFAULT_LIST_LIMIT, *, timeout: float | None = None
-    ) -> list[JobStatus]:
-        """Fine-tuning jobs, newest first; see :meth:`ModelClient.list_jobs`."""
-        return await self._run(self._jobs.list_jobs(states, limit, timeout))
-
-    async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
-        """Cancel a QUEUED or RUNNING job; see :meth:`ModelClient.cancel_job`."""
-        return await self._run(self._jobs.cancel_job(job_id, timeout))
-
-    def watch_job(
-        self, job_id: str, after_event_id: int = 0, *, timeout: float | None = None
-    ) -> AsyncIterator[JobEvent]:
-        """A job's events, live until it ends (``async for``); see :meth:`ModelClient.watch_job`."""
-        return self._iterate(self._jobs.watch_job(job_id, after_event_id, timeout))
-
-    async def wait_job(
-        self,
-        job_id: str,
-        *,
-        timeout: float | None = None,
-        progress: ProgressOption = None,
-        raise_on_failure: bool = True,
-    ) -> JobStatus:
-        """Follow a job until it ends; its final status. See :meth:`ModelClient.wait_job`."""
-        with job_progress(progress) as on_event:
-            return await self._run(self._jobs.wait_job(job_id, timeout, on_event, raise_on_failure))
-
     # --- the effect loop ---------------------------------------------------------------------------
 
     def _stub_for_this_loop(self) -> pb_grpc.ImageModelServiceStub:
@@ -212,15 +82,15 @@ class AsyncModelClient(ClientBase):
     async def _perform(self, effect: Effect, opened: list[Any]) -> Any:
         stub = self._stub_for_this_loop()
         options: dict[str, Any] = {"metadata": self._metadata, "wait_for_ready": self.options.wait_for_ready}
-        if isinstance(effect, Call):
+        if isinstance(effect, ops.Call):
             return await getattr(stub, effect.method)(effect.request, timeout=effect.timeout, **options)
-        if isinstance(effect, Sleep):
+        if isinstance(effect, ops.Sleep):
             await asyncio.sleep(effect.seconds)
             return None
-        if isinstance(effect, OpenUpload):
+        if isinstance(effect, ops.OpenUpload):
             opened.append(getattr(stub, effect.method)(timeout=effect.timeout, **options))
             return opened[-1]
-        if isinstance(effect, Send):
+        if isinstance(effect, ops.Send):
             if not effect.call.done():
                 try:
                     return await effect.call.write(effect.message)
@@ -228,13 +98,13 @@ class AsyncModelClient(ClientBase):
                     pass  # the call ended between the check and the write
             await effect.call  # it ended (the server refused the upload): raises its error
             return None
-        if isinstance(effect, CloseUpload):
+        if isinstance(effect, ops.CloseUpload):
             await effect.call.done_writing()
             return await effect.call
-        if isinstance(effect, OpenStream):
+        if isinstance(effect, ops.OpenStream):
             opened.append(getattr(stub, effect.method)(effect.request, timeout=effect.timeout, **options))
             return opened[-1]
-        if isinstance(effect, Receive):
+        if isinstance(effect, ops.Receive):
             message = await effect.stream.read()
             return None if message is grpc.aio.EOF else message
         raise TypeError(f"unknown effect {effect!r}")
@@ -254,21 +124,23 @@ class AsyncModelClient(ClientBase):
             return await asyncio.to_thread(advance, operation, response, error)
         return advance(operation, response, error)
 
-    async def _run(self, operation: Operation[T], offload: bool = True) -> T:
-        """Run ``operation`` to its value. ``offload=False`` runs its steps on the event loop: only for
-        operations that read no files and encode no pixels (a thread hop costs more than they do)."""
+    async def _run(self, plan: Plan[T]) -> T:
+        """Run the plan's operation to its value; its steps run on the event loop only when the plan
+        says they read no files and encode no pixels (a thread hop costs more than they do)."""
         self._stub_for_this_loop()
+        operation, offload = plan.operation, plan.offload
         opened: list[Any] = []
         try:
-            step: Effect | Done[T] = await asyncio.to_thread(advance, operation) if offload else advance(operation)
+            step: Effect | Done[T] = (
+                await asyncio.to_thread(advance, operation) if offload else advance(operation)
+            )
             while not isinstance(step, Done):
                 if isinstance(step, Emit):
                     raise RuntimeError(f"an operation run for its value emitted {step.value!r}")
                 step = await self._outcome(operation, step, opened, offload)
             return step.value
         finally:
-            for call in opened:  # streams the operation left open (it failed, or was cancelled)
-                call.cancel()
+            _end(operation, opened)
 
     async def _iterate(self, operation: Operation[Any]) -> AsyncIterator[Any]:
         """Perform the operation's effects, yielding what it emits; its streams are cancelled when it
@@ -284,5 +156,14 @@ class AsyncModelClient(ClientBase):
                 else:
                     step = await self._outcome(operation, step, opened)
         finally:
-            for call in opened:
-                call.cancel()
+            _end(operation, opened)
+
+
+def _end(operation: Operation[Any], opened: list[Any]) -> None:
+    """Cancel the streams the operation left open (it failed, or was cancelled) and close it."""
+    for call in opened:
+        call.cancel()
+    try:
+        operation.close()  # its own clean-up (a progress bar) now, not when it is collected
+    except ValueError:
+        pass  # NOTE: a step still running in a worker thread (the task was cancelled): closed when collected

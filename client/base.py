@@ -1,4 +1,8 @@
-"""What :class:`~client.ModelClient` and :class:`~client.AsyncModelClient` share: construction."""
+"""What :class:`~client.ModelClient` and :class:`~client.AsyncModelClient` share: construction.
+
+The defaults of the options are those of :class:`~client.options.ClientOptions` and
+:class:`~client.options.RetryPolicy`, stated there once.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from client.options import DEFAULT_ADDRESS, ClientOptions, Pem, RetryPolicy
 
 DEFAULT_CLASSIFIER = "mobilenet_v2"
 DEFAULT_FEATURE_MODEL = "vgg16"
+#: Classes per image that ``classify`` returns when not told.
+DEFAULT_TOP_K = 5
 
 
 class ClientBase:
@@ -20,12 +26,12 @@ class ClientBase:
         self,
         address: str = DEFAULT_ADDRESS,
         *,
-        timeout: float = 10.0,
-        retries: int = 5,
-        backoff_s: float = 0.1,
-        max_backoff_s: float = 2.0,
-        wait_for_ready: bool = False,
-        tls: bool = False,
+        timeout: float = ClientOptions.timeout,
+        retries: int = RetryPolicy.retries,
+        backoff_s: float = RetryPolicy.backoff_s,
+        max_backoff_s: float = RetryPolicy.max_backoff_s,
+        wait_for_ready: bool = ClientOptions.wait_for_ready,
+        tls: bool = ClientOptions.tls,
         root_certificates: Pem | None = None,
         client_certificate: Pem | None = None,
         client_key: Pem | None = None,

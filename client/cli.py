@@ -38,7 +38,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from client import cli_jobs
-from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL
+from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, DEFAULT_TOP_K
 from client.cli_output import print_json, table
 from client.errors import DeadlineExceeded, ImageServeError, InvalidImage, Unavailable
 from client.options import DEFAULT_ADDRESS
@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _model_options(classify, DEFAULT_CLASSIFIER)
-    classify.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    classify.add_argument(
+        "--top-k", type=int, default=DEFAULT_TOP_K, help=f"classes per image (default: {DEFAULT_TOP_K})"
+    )
     _common_options(classify)
 
     features = commands.add_parser(

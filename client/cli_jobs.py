@@ -18,7 +18,7 @@ from typing import TextIO
 
 from client.cli_output import plain, print_json, table
 from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT
-from client.results import Hyperparameters, JobEvent, JobPhase, JobState, JobStatus
+from client.results import HYPERPARAMETER_DEFAULTS, Hyperparameters, JobEvent, JobPhase, JobState, JobStatus
 from client.sync import ModelClient
 
 __all__ = ["EXIT_JOB_FAILED", "COMMANDS", "add_commands"]
@@ -28,23 +28,24 @@ EXIT_JOB_FAILED = 4
 
 Command = Callable[[ModelClient, argparse.Namespace, TextIO], int | None]
 
-#: Hyperparameter flags: (flag, Hyperparameters field, type, help).
+#: Hyperparameter flags: (flag, Hyperparameters field, type, help); the help ends with the server's
+#: default, from HYPERPARAMETER_DEFAULTS.
 _HYPERPARAMETER_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--epochs", "epochs", int, "most epochs; early stopping may end sooner (server default 50)"),
-    ("--batch-size", "batch_size", int, "batch size (default 32)"),
-    ("--learning-rate", "learning_rate", float, "Adam learning rate (default 0.001)"),
-    ("--hidden-units", "hidden_units", int, "units of the hidden layer of the head (default 256)"),
-    ("--dropout", "dropout", float, "dropout rate after the hidden layer (default 0.2)"),
-    ("--validation-fraction", "validation_fraction", float, "held out per class (default 0.2)"),
-    ("--seed", "seed", int, "seed of the split, initialisation and shuffling (default 0)"),
-    ("--patience", "early_stopping_patience", int, "epochs without val-loss improvement (default 8)"),
+    ("--epochs", "epochs", int, "most epochs; early stopping may end sooner"),
+    ("--batch-size", "batch_size", int, "batch size"),
+    ("--learning-rate", "learning_rate", float, "Adam learning rate"),
+    ("--hidden-units", "hidden_units", int, "units of the hidden layer of the head"),
+    ("--dropout", "dropout", float, "dropout rate after the hidden layer"),
+    ("--validation-fraction", "validation_fraction", float, "held out per class"),
+    ("--seed", "seed", int, "seed of the split, initialisation and shuffling"),
+    ("--patience", "early_stopping_patience", int, "epochs without val-loss improvement"),
     (
         "--min-val-accuracy",
         "min_val_accuracy",
         float,
-        "accuracy gate: below it the job FAILS and publishes nothing (default: none)",
+        "accuracy gate: below it the job FAILS and publishes nothing",
     ),
-    ("--min-images-per-class", "min_images_per_class", int, "fewest images per class accepted (default 5)"),
+    ("--min-images-per-class", "min_images_per_class", int, "fewest images per class accepted"),
 ]
 _FINE_TUNE_DESCRIPTION = (
     "Upload DIR (one sub-directory of images per class, the Keras image_dataset_from_directory layout), "
@@ -99,8 +100,13 @@ def add_commands(
     )
     hyper = tune.add_argument_group("hyperparameters (unset: the server's defaults)")
     for flag, field, kind, text in _HYPERPARAMETER_FLAGS:
+        default, accepted = HYPERPARAMETER_DEFAULTS[field]
+        text = f"{text} (server default {default}; {accepted})"
         hyper.add_argument(flag, dest=field, type=kind, metavar="N" if kind is int else "X", help=text)
-    hyper.add_argument("--balanced", action="store_true", help="balanced class weights (default: none)")
+    weighting = HYPERPARAMETER_DEFAULTS["class_weighting"][0]
+    hyper.add_argument(
+        "--balanced", action="store_true", help=f"balanced class weights (default: {weighting})"
+    )
     hyper.add_argument(
         "--augment", action="store_true", help="random flips/rotations; turns the feature cache off (slower)"
     )
@@ -113,7 +119,11 @@ def add_commands(
         "--state", action="append", choices=_STATE_NAMES, help="only jobs in this state (repeatable)"
     )
     jobs.add_argument(
-        "--limit", type=int, default=DEFAULT_LIST_LIMIT, metavar="N", help="at most this many (default 100)"
+        "--limit",
+        type=int,
+        default=DEFAULT_LIST_LIMIT,
+        metavar="N",
+        help=f"at most this many (default {DEFAULT_LIST_LIMIT})",
     )
     jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common_options(jobs)

@@ -14,9 +14,12 @@ status ``code`` and the server's message (``details``), so callers catch what th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 if TYPE_CHECKING:
     from client.results import JobStatus
@@ -45,7 +48,9 @@ __all__ = [
 
 #: Trailing metadata key under which the server names each call (also in its log lines).
 REQUEST_ID_KEY = "x-request-id"
-#: The server names a bad image by its index in the request: "image 3: not a recognised image; ...".
+#: A bad image is named in the status details (``google.rpc.BadRequest``) by this field.
+_IMAGE_FIELD = re.compile(r"images\[(\d+)\]")
+#: Servers older than the status details name it only in the message: "image 3: not an image; ...".
 _IMAGE_INDEX = re.compile(r"^image (\d+): ")
 
 
@@ -82,21 +87,40 @@ class InvalidArgument(ImageServeError):
 
 class InvalidImage(InvalidArgument):
     """INVALID_ARGUMENT naming one image: ``index`` is its position in the list passed to the client
-    (not in the chunk the server saw), ``reason`` what is wrong with it."""
+    (not in the chunk the server saw), ``reason`` what is wrong with it.
 
-    def __init__(self, details: str, code: grpc.StatusCode | None = None, note: str = "") -> None:
-        match = _IMAGE_INDEX.match(details)
-        if match is None:
-            raise ValueError(f"an InvalidImage message starts with 'image <index>: ', got {details!r}")
+    The server sends both as data (a ``google.rpc.BadRequest`` field violation on ``images[<index>]``
+    in the status details); the message, ``image <index>: <reason>``, says the same to a person.
+    """
+
+    def __init__(
+        self,
+        details: str,
+        code: grpc.StatusCode | None = None,
+        note: str = "",
+        *,
+        index: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        if index is None or reason is None:  # from the message alone (a server without status details)
+            match = _IMAGE_INDEX.match(details)
+            if match is None:
+                raise ValueError(f"an InvalidImage message starts with 'image <index>: ', got {details!r}")
+            index, reason = int(match.group(1)), details[match.end() :]
         super().__init__(details, code, note)
-        self.index = int(match.group(1))
-        self.reason = details[match.end() :]
+        self.index = index
+        self.reason = reason
+
+    @classmethod
+    def at(cls, index: int, reason: str, code: grpc.StatusCode | None = None, note: str = "") -> InvalidImage:
+        """The error of image ``index``, worded as the server words it."""
+        return cls(f"image {index}: {reason}", code, note, index=index, reason=reason)
 
     def shifted(self, offset: int) -> InvalidImage:
         """The same error with ``index`` (and the message) moved by ``offset`` images."""
         if offset == 0:
             return self
-        shifted = InvalidImage(f"image {self.index + offset}: {self.reason}", self.code, self.note)
+        shifted = InvalidImage.at(self.index + offset, self.reason, self.code, self.note)
         shifted.request_id = self.request_id
         return shifted
 
@@ -218,13 +242,33 @@ ERRORS_BY_CODE: dict[grpc.StatusCode, type[ImageServeError]] = {
 }
 
 
-def error_from_status(code: grpc.StatusCode, details: str) -> ImageServeError:
-    """The exception for a status code and its message (INVALID_ARGUMENT naming an image is
-    :class:`InvalidImage`)."""
+def error_from_status(
+    code: grpc.StatusCode, details: str, violations: Iterable[tuple[str, str]] = ()
+) -> ImageServeError:
+    """The exception for a status code, its message and the ``(field, description)`` of its
+    ``BadRequest`` details: INVALID_ARGUMENT on ``images[<index>]`` is :class:`InvalidImage`."""
     cls = ERRORS_BY_CODE.get(code, ImageServeError)
-    if cls is InvalidArgument and _IMAGE_INDEX.match(details):
-        cls = InvalidImage
+    if cls is InvalidArgument:
+        for field, description in violations:
+            if match := _IMAGE_FIELD.fullmatch(field):
+                return InvalidImage(details, code, index=int(match.group(1)), reason=description)
+        if _IMAGE_INDEX.match(details):
+            return InvalidImage(details, code)
     return cls(details, code)
+
+
+def _field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """The ``BadRequest`` field violations in the call's status details (none if it has none)."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details that contradict the status code or message: not to be trusted
+        return []
+    violations: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            violations += [(v.field, v.description) for v in bad_request.field_violations]
+    return violations
 
 
 def error_from_rpc(error: grpc.RpcError) -> ImageServeError:
@@ -233,6 +277,7 @@ def error_from_rpc(error: grpc.RpcError) -> ImageServeError:
     code = error.code() if callable(getattr(error, "code", None)) else None
     details = error.details() if callable(getattr(error, "details", None)) else None
     trailers = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
-    mapped = error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error))
+    violations = _field_violations(error) if code == grpc.StatusCode.INVALID_ARGUMENT and trailers else []
+    mapped = error_from_status(code or grpc.StatusCode.UNKNOWN, details or str(error), violations)
     mapped.request_id = next((value for key, value in trailers or () if key == REQUEST_ID_KEY), None)
     return mapped

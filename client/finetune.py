@@ -42,6 +42,7 @@ from client.operations import (
     Receive,
     Send,
 )
+from client.progress import ProgressOption, job_progress
 from client.results import Dataset, Hyperparameters, JobEvent, JobState, JobStatus, ServerInfo
 from protos.imageserve.v1 import image_service_pb2 as pb
 
@@ -171,9 +172,10 @@ class FineTuneOperations:
             progress.images += 1
             data = encode_image(item.image)
             if convert.upload_message_bytes(item.label, data, item.filename) > limit:
-                raise InvalidImage(
-                    f"image {index}: {item.filename or 'the image'} (label {item.label!r}) is {len(data):,} "
-                    f"bytes encoded; the server accepts messages of at most {limit:,} bytes: downscale it or "
+                raise InvalidImage.at(
+                    index,
+                    f"{item.filename or 'the image'} (label {item.label!r}) is {len(data):,} bytes "
+                    f"encoded; the server accepts messages of at most {limit:,} bytes: downscale it or "
                     "encode it as JPEG",
                     note="refused by the client; the server kept nothing of this upload",
                 )
@@ -285,6 +287,14 @@ class FineTuneOperations:
         # A callback that ignores the events: without one, _follow would emit them.
         follow = on_event if on_event is not None else _ignore
         return self._wait(job_id, self._wait_deadline(timeout), follow, raise_on_failure)
+
+    def wait_job_with_progress(
+        self, job_id: str, timeout: float | None, progress: ProgressOption, raise_on_failure: bool
+    ) -> Operation[JobStatus]:
+        """:meth:`wait_job`, its events drawn as a progress bar (or given to ``progress``, a callable);
+        the bar is closed when the operation ends, however it ends."""
+        with job_progress(progress) as on_event:
+            return (yield from self.wait_job(job_id, timeout, on_event, raise_on_failure))
 
     @staticmethod
     def _wait_deadline(timeout: float | None) -> Deadline:

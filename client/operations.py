@@ -164,8 +164,9 @@ def split(
     for index, data in enumerate(encoded):
         cost = convert.image_bytes_in_request(data)
         if cost > budget:
-            raise InvalidImage(
-                f"image {index}: {len(data):,} bytes encoded; the server accepts requests of at most "
+            raise InvalidImage.at(
+                index,
+                f"{len(data):,} bytes encoded; the server accepts requests of at most "
                 f"{max_request_bytes:,} bytes: downscale the image or encode it as JPEG",
                 note="refused by the client, not sent",
             )

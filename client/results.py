@@ -27,6 +27,7 @@ __all__ = [
     "ModelStatus",
     "ServerInfo",
     "Hyperparameters",
+    "HYPERPARAMETER_DEFAULTS",
     "Dataset",
     "JobState",
     "JobPhase",
@@ -208,39 +209,57 @@ class ServerInfo:
 CLASS_WEIGHTINGS = ("none", "balanced")
 
 
+#: The server's default of each :class:`Hyperparameters` field (what a field left at None becomes)
+#: and the values it accepts: stated here once for the client (the CLI's help reads them).
+HYPERPARAMETER_DEFAULTS: dict[str, tuple[str, str]] = {
+    "hidden_units": ("256", "1..8192"),
+    "dropout": ("0.2", "[0, 1)"),
+    "learning_rate": ("0.001", "(0, 1]"),
+    "epochs": ("50", "1..1000"),
+    "batch_size": ("32", "1..4096"),
+    "validation_fraction": ("0.2", "(0, 1)"),
+    "seed": ("0", "0..2**32-1"),
+    "class_weighting": ("none", "none, balanced"),
+    "early_stopping_patience": ("8", "0..1000"),
+    "min_val_accuracy": ("unset", "[0, 1]"),
+    "augment": ("False", "True, False"),
+    "min_images_per_class": ("5", ">= 2"),
+}
+
+
 @dataclass(frozen=True)
 class Hyperparameters:
     """Training parameters of a fine-tuning job (``FineTuneHyperparameters`` in the API).
 
-    A field left at None is not sent, and the server uses its default (below). The server checks the
-    ranges when the job is started (``InvalidArgument`` naming the field), before any compute. A
-    job's :attr:`JobStatus.hyperparameters` has every field filled in with what the job used.
+    A field left at None is not sent, and the server uses its default (:data:`HYPERPARAMETER_DEFAULTS`
+    lists each field's default and range). The server checks the ranges when the job is started
+    (``InvalidArgument`` naming the field), before any compute. A job's
+    :attr:`JobStatus.hyperparameters` has every field filled in with what the job used.
     """
 
-    #: Units of the hidden Dense(relu) layer of the head. Default 256; 1..8192.
+    #: Units of the hidden Dense(relu) layer of the head.
     hidden_units: int | None = None
-    #: Dropout rate after the hidden layer. Default 0.2; [0, 1).
+    #: Dropout rate after the hidden layer.
     dropout: float | None = None
-    #: Adam learning rate. Default 0.001; (0, 1].
+    #: Adam learning rate.
     learning_rate: float | None = None
-    #: Most epochs; early stopping may end sooner. Default 50; 1..1000.
+    #: Most epochs; early stopping may end sooner.
     epochs: int | None = None
-    #: Batch size. Default 32; 1..4096.
+    #: Batch size.
     batch_size: int | None = None
-    #: Fraction of each class held out for validation (stratified, at least one image). Default 0.2; (0, 1).
+    #: Fraction of each class held out for validation (stratified, at least one image).
     validation_fraction: float | None = None
-    #: Seed of the split, initialisation, shuffling and dropout. Default 0; 0..2**32-1.
+    #: Seed of the split, initialisation, shuffling and dropout.
     seed: int | None = None
-    #: ``"none"`` (every image counts the same) or ``"balanced"`` (n / (classes x n_class)). Default none.
+    #: ``"none"`` (every image counts the same) or ``"balanced"`` (n / (classes x n_class)).
     class_weighting: str | None = None
-    #: Epochs without validation-loss improvement before stopping (the best epoch is kept). Default 8.
+    #: Epochs without validation-loss improvement before stopping (the best epoch is kept).
     early_stopping_patience: int | None = None
-    #: Accuracy gate: below this best validation accuracy the job FAILS and publishes nothing. Default unset.
+    #: Accuracy gate: below this best validation accuracy the job FAILS and publishes nothing.
     min_val_accuracy: float | None = None
     #: Random flips and rotations while training; turns the frozen-feature cache off (much slower).
-    #: Default False.
     augment: bool | None = None
-    #: Fewest images per class the dataset check accepts. Default 5; >= 2.
+    #: Fewest images per class the dataset check accepts.
     min_images_per_class: int | None = None
 
     def __post_init__(self) -> None:

@@ -2,7 +2,9 @@
 
 :func:`grpc_method` wraps every servicer method:
 
-- a :class:`~server.errors.ServingError` becomes its ``code`` with its message unchanged; anything
+- a :class:`~server.errors.ServingError` becomes its ``code`` with its message unchanged (a bad
+  image also carries its index and reason as a ``google.rpc.BadRequest`` in the status details,
+  the ``grpc-status-details-bin`` trailer, for clients to read as data); anything
   else is a server bug, logged with its traceback under an incident id and answered with a generic
   ``INTERNAL`` that names only that id;
 - a request id is taken from the caller's ``x-request-id`` metadata (or made up), put on every log
@@ -23,8 +25,10 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from server.errors import InvalidRequest, ServingError
+from server.errors import InvalidImage, InvalidRequest, ServingError
 from server.logs import request_id
 
 log = logging.getLogger(__name__)
@@ -72,11 +76,24 @@ def _status_of(exc: BaseException) -> str:
     return exc.code if isinstance(exc, ServingError) else "INTERNAL"
 
 
+def _details_trailer(exc: ServingError, code: grpc.StatusCode) -> tuple[tuple[str, bytes], ...]:
+    """The ``grpc-status-details-bin`` trailer of errors that name a field of the request (none else)."""
+    if not isinstance(exc, InvalidImage):
+        return ()
+    status = status_pb2.Status(code=code.value[0], message=str(exc))
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field=f"images[{exc.index}]", description=exc.reason
+    )
+    status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return tuple(rpc_status.to_status(status).trailing_metadata)
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str, rid: str) -> None:
     trailer = ((REQUEST_ID_KEY, rid),)
     if isinstance(exc, ServingError):
         log.debug("%s -> %s: %s", method, exc.code, exc)
-        await context.abort(grpc.StatusCode[exc.code], str(exc), trailing_metadata=trailer)
+        code = grpc.StatusCode[exc.code]
+        await context.abort(code, str(exc), trailing_metadata=trailer + _details_trailer(exc, code))
     incident = uuid.uuid4().hex[:12]
     log.error("%s failed (incident %s)", method, incident, exc_info=exc)
     await context.abort(

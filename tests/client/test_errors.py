@@ -150,3 +150,16 @@ def test_every_status_code_has_its_exception():
     assert isinstance(image, InvalidImage) and (image.index, image.reason) == (12, "empty image (0 bytes)")
     shifted = image.shifted(30)
     assert (shifted.index, shifted.details) == (42, "image 42: empty image (0 bytes)")
+
+
+def test_bad_image_is_read_from_the_status_details_not_the_message():
+    # What a server sends with a BadRequest: the index and reason come from the details even where
+    # the message says something else (or nothing parseable).
+    error = error_from_status(
+        grpc.StatusCode.INVALID_ARGUMENT, "the third image is broken", [("images[2]", "truncated PNG")]
+    )
+    assert isinstance(error, InvalidImage) and (error.index, error.reason) == (2, "truncated PNG")
+    assert error.details == "the third image is broken"
+    # A violation of another field is not an image's.
+    other = error_from_status(grpc.StatusCode.INVALID_ARGUMENT, "bad top_k", [("top_k", "must be >= 1")])
+    assert type(other) is InvalidArgument

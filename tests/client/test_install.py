@@ -2,8 +2,8 @@
 the client's dependencies from the package index (no TensorFlow), and both the CLI and the SDK
 classify through a running server.
 
-Slow (~1 min: a venv and a real pip install of grpcio, protobuf, numpy, Pillow and tqdm); it needs
-the package index, like ``scripts/test``'s own set-up.
+Slow (~1 min: a venv and a real pip install of grpcio, grpcio-status, protobuf, numpy, Pillow and
+tqdm); it needs the package index, like ``scripts/test``'s own set-up.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from server.model import LoadedModel
@@ -54,6 +56,28 @@ def small_png() -> bytes:
 )
 def test_unusable_image_is_invalid_argument_naming_its_index(stub, bad, fragments):
     assert_status(lambda: classify(stub, [small_png(), bad]), INVALID, *fragments)
+
+
+def test_bad_image_index_and_reason_travel_as_status_details(stub):
+    """A client reads the image's index and reason as data (google.rpc.BadRequest), not from the text."""
+    with pytest.raises(grpc.RpcError) as caught:
+        classify(stub, [small_png(), small_png(), b"just some text, not a picture\n"])
+    status = rpc_status.from_call(caught.value)  # checks that code and message match the call's
+    assert status is not None and status.code == INVALID.value[0]
+    assert status.message == caught.value.details()
+    assert status.message.startswith("image 2: text, not an image")
+    (detail,) = status.details
+    bad_request = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad_request)
+    (violation,) = bad_request.field_violations
+    assert violation.field == "images[2]"
+    assert "image 2: " + violation.description == status.message
+
+
+def test_other_errors_carry_no_status_details(stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        classify(stub, [small_png()], top_k=-1)
+    assert rpc_status.from_call(caught.value) is None
 
 
 def test_truncated_png_is_caught_by_the_decoder(stub, photos):
