@@ -1,6 +1,6 @@
 # imageserve: the exporter, the server and the client in one image.
 #   docker build -t imageserve .
-#   docker run -p 8500:8500 -p 8501:8501 -v $PWD/models:/models imageserve
+#   docker run -p 8500:8500 -p 8510:8510 -v $PWD/models:/models imageserve
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     IMAGESERVE_MODEL_ROOT=/models \
     IMAGESERVE_STATE_DIR=/state \
     IMAGESERVE_PORT=8500 \
-    IMAGESERVE_METRICS_PORT=8501
+    IMAGESERVE_METRICS_PORT=8510
 
 RUN groupadd --system --gid 10001 imageserve \
     && useradd --system --uid 10001 --gid imageserve --create-home --home-dir /home/imageserve imageserve
@@ -28,7 +28,7 @@ RUN pip install "./[server]" \
     && chown imageserve:imageserve /models /state
 
 USER 10001:10001
-EXPOSE 8500 8501
+EXPOSE 8500 8510
 VOLUME ["/models", "/state"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-m", "server.healthcheck"]

@@ -28,8 +28,13 @@ from server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
-#: Health service name for one model: "model/<name>" (the empty name is the whole server).
+#: Health service name for one model: "model/<name>" (the empty name is the whole server: SERVING once
+#: the first load pass is done and a model is served, which is what a readiness probe asks).
 MODEL_HEALTH_PREFIX = "model/"
+#: Health service name for liveness probes: SERVING while the event loop answers, whether or not any
+#: model is loaded (a liveness probe on "" would restart a replica whose model root is empty or slow
+#: to load, which cannot help). NOT_SERVING only once shutdown has begun.
+LIVENESS_SERVICE = "liveness"
 
 
 def configure_tensorflow(settings: ServerSettings) -> None:
@@ -67,6 +72,7 @@ class ModelServer:
             settings, self.repository, self.inference, metrics=self.metrics, finetune=self.finetune
         )
         self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
+        self.metrics.track_load(self.repository.load)
         self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
         self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)
         self._server: grpc.aio.Server | None = None
@@ -118,6 +124,7 @@ class ModelServer:
         self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await server.start()
         self._server = server
         log.info(

@@ -102,6 +102,7 @@ class Batcher:
         self._concurrency = concurrency
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_items = 0
+        self._running_items = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dispatch_scheduled = False
         self._window_timer: asyncio.TimerHandle | None = None
@@ -115,7 +116,13 @@ class Batcher:
 
     @property
     def queued_items(self) -> int:
+        """Images waiting in the queue."""
         return self._queued_items
+
+    @property
+    def running_items(self) -> int:
+        """Images in model calls now (taken from the queue, results not yet delivered)."""
+        return self._running_items
 
     async def submit(self, items: Sequence[Any], deadline: float | None = None) -> np.ndarray:
         """Queue ``items`` and wait for their output rows (in order)."""
@@ -185,6 +192,7 @@ class Batcher:
         items = [item for pending in batch for item in pending.items]
         done = self._loop.create_future()
         self._running.add(done)
+        self._running_items += len(items)
         try:
             self._executor.submit(self._call_model, batch, items, done)
         except RuntimeError:  # the executor is shut down: the server is stopping
@@ -217,6 +225,7 @@ class Batcher:
     ) -> None:
         """On the event loop: give each request its rows (or its error), then look at the queue again."""
         self._running.discard(done)
+        self._running_items -= sum(len(pending.items) for pending in batch)
         if not done.done():
             done.set_result(None)
         try:

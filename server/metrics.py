@@ -17,9 +17,14 @@ name                                        type       labels
 ``model_unload_duration_seconds``           histogram  model: includes waiting for in-flight requests
 ``served_versions``                         gauge      model: versions AVAILABLE now
 ``finetune_jobs``                           gauge      state: jobs in the store by state
+``pending_images``                          gauge      model, version, stage (``queued`` / ``running``)
+``inflight_requests``                       gauge      model, version: requests holding the version
 ==========================================  =========  ================================================
 
-Images per second is ``rate(imageserve_images_total[1m])``.
+Images per second is ``rate(imageserve_images_total[1m])``. ``pending_images`` summed over ``stage`` is
+the work a replica has accepted and not answered: what a HorizontalPodAutoscaler scales on. The
+registry also carries prometheus_client's standard ``process_*`` (CPU, memory, open files) and
+``python_*`` (GC, interpreter) series.
 """
 
 from __future__ import annotations
@@ -27,7 +32,16 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger(__name__)
@@ -43,6 +57,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # NOTE: our own registry (one per server, so tests can run several) does not get the default
+        # registry's process_* and python_* collectors; operators' dashboards expect them, so add them.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.requests = Counter(
             "imageserve_requests", "RPCs answered, by status code", ["rpc", "model", "version", "code"], registry=r
         )
@@ -124,6 +142,46 @@ class Metrics:
     def track_finetune_jobs(self, counts_by_state: Callable[[], dict[str, int]]) -> None:
         """Report ``imageserve_finetune_jobs{state}`` from ``counts_by_state()`` at every scrape."""
         self.registry.register(_FinetuneJobsCollector(counts_by_state))
+
+
+    def track_load(self, load: Callable[[], list[tuple[str, int, int, int, int]]]) -> None:
+        """Report ``pending_images`` and ``inflight_requests`` from ``load()`` at every scrape.
+
+        ``load()`` returns (model, version, queued images, running images, requests in flight) rows
+        (:meth:`server.repository.ModelRepository.load`).
+        """
+        self.registry.register(_LoadCollector(load))
+
+
+class _LoadCollector:
+    def __init__(self, load: Callable[[], list[tuple[str, int, int, int, int]]]) -> None:
+        self._load = load
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "imageserve_pending_images",
+                "Images accepted and not yet answered by the model: waiting in the batch queue or in a model call",
+                labels=["model", "version", "stage"],
+            ),
+            GaugeMetricFamily(
+                "imageserve_inflight_requests",
+                "Requests holding a model version (decoding, queued or running)",
+                labels=["model", "version"],
+            ),
+        )
+
+    def describe(self):
+        yield from self._families()
+
+    def collect(self):
+        pending, requests = self._families()
+        for model, version, queued, running, inflight in sorted(self._load()):
+            pending.add_metric([model, str(version), "queued"], queued)
+            pending.add_metric([model, str(version), "running"], running)
+            requests.add_metric([model, str(version)], inflight)
+        yield pending
+        yield requests
 
 
 class _FinetuneJobsCollector:

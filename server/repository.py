@@ -363,6 +363,23 @@ class ModelRepository:
         self._known_names.update(counts)
         return counts
 
+    def load(self) -> list[tuple[str, int, int, int, int]]:
+        """(model, version, queued images, images in model calls, requests in flight) per loaded version.
+
+        NOTE: called from the metrics HTTP thread at scrape time; it only reads (copies of the dicts,
+        plain ints), so a scrape never waits for the event loop and sees a consistent-enough snapshot.
+        """
+        rows = []
+        for name, versions in list(self._models.items()):
+            for version, served in list(versions.items()):
+                batchers = list(served.batchers.values())
+                if not batchers and not served.inflight:
+                    continue  # loading or failed: nothing queued
+                queued = sum(b.queued_items for b in batchers)
+                running = sum(b.running_items for b in batchers)
+                rows.append((name, version, queued, running, served.inflight))
+        return rows
+
     def any_available(self) -> bool:
         return any(self.default_version(name) for name in self._models)
 

@@ -82,7 +82,7 @@ class ServerSettings:
     # --- network
     host: str = _doc("address to listen on", default="[::]")
     port: int = _doc("gRPC port (0 picks a free one and logs it)", default=8500)
-    metrics_port: int = _doc("Prometheus /metrics HTTP port; 0 disables", default=8501)
+    metrics_port: int = _doc("Prometheus /metrics HTTP port; 0 disables", default=8510)
     max_message_bytes: int = _doc("largest request and response message, in bytes", default=64 * MiB)
 
     # --- request limits

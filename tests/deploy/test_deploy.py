@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from server.settings import load_settings
+from server.settings import ServerSettings, load_settings
 from tests.conftest import REPO_ROOT
 from tests.servers import SubprocessServer, copy_version, free_port
 
@@ -33,6 +33,14 @@ def test_dockerfile_runs_as_non_root_from_a_slim_base():
     assert 'CMD ["python", "-m", "server"]' in lines
 
 
+def test_dockerfile_exposes_the_default_ports():
+    lines = [line.strip() for line in (REPO_ROOT / "Dockerfile").read_text().splitlines()]
+    exposed = set(next(line for line in lines if line.startswith("EXPOSE ")).split()[1:])
+    defaults = ServerSettings()
+    assert exposed == {str(defaults.port), str(defaults.metrics_port)}
+    assert f"IMAGESERVE_METRICS_PORT={defaults.metrics_port}" in lines
+
+
 def test_compose_file_matches_the_compose_spec_and_lints_clean():
     dclint = DEPLOY_TOOLS / "node_modules" / ".bin" / "dclint"
     assert dclint.exists(), "run `npm ci --prefix tests/deploy` (scripts/test does it)"
@@ -48,14 +56,15 @@ def test_compose_services_have_what_the_issue_asks():
     assert exporter["restart"] == "no" and "--defaults" in exporter["command"]
     assert server["depends_on"]["exporter"]["condition"] == "service_completed_successfully"
     assert server["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "server.healthcheck"]
-    assert {p.split(":")[-1] for p in server["ports"]} == {"8500", "8501"}
+    defaults = ServerSettings()
+    assert {p.split(":")[-1] for p in server["ports"]} == {str(defaults.port), str(defaults.metrics_port)} == {"8500", "8510"}
     assert {"models:/models"} <= set(exporter["volumes"]) and {"models:/models"} <= set(server["volumes"])
 
 
 def test_every_compose_setting_is_a_real_server_setting():
     environment = COMPOSE["services"]["server"]["environment"]
     settings = load_settings([], environ={k: str(v) for k, v in environment.items()})
-    assert settings.model_root == Path("/models") and settings.port == 8500 and settings.metrics_port == 8501
+    assert settings.model_root == Path("/models") and settings.port == 8500 and settings.metrics_port == 8510
     assert settings.log_format == "json"
 
 

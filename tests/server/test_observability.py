@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.logs import JsonFormatter, RequestIdFilter, request_id
-from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings
+from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings, wait_for
 from tests.conftest import CLASSIFIER, FEATURES
 
 DOCUMENTED_SERIES = (
@@ -29,6 +29,14 @@ DOCUMENTED_SERIES = (
     "imageserve_model_unload_duration_seconds",
     "imageserve_served_versions",
     "imageserve_finetune_jobs",
+    "imageserve_pending_images",
+    "imageserve_inflight_requests",
+    # prometheus_client's standard collectors, which a custom registry lacks unless registered
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "python_info",
+    "python_gc_collections_total",
 )
 
 
@@ -86,6 +94,43 @@ def test_metrics_move_with_traffic(metrics_server, photos):
     assert value(after, "imageserve_model_loads_total", model=CLASSIFIER, result="loaded") == 1
     assert value(after, "imageserve_served_versions", model=CLASSIFIER) == 1
     assert value(after, "imageserve_model_load_duration_seconds_count", model=FEATURES) == 1
+
+
+def pending(samples, model: str) -> tuple[float, float, float]:
+    """(queued images, running images, requests in flight) of the model's version 1."""
+    return (
+        value(samples, "imageserve_pending_images", model=model, version="1", stage="queued"),
+        value(samples, "imageserve_pending_images", model=model, version="1", stage="running"),
+        value(samples, "imageserve_inflight_requests", model=model, version="1"),
+    )
+
+
+def test_pending_images_gauge_follows_load_and_returns_to_zero(metrics_server, photos):
+    """The HPA's metric: under load a scrape sees queued and running images; idle, zeros (not absent)."""
+    idle = scrape(metrics_server)
+    assert (("imageserve_pending_images", (("model", CLASSIFIER), ("stage", "queued"), ("version", "1"))) in idle)
+    assert pending(idle, CLASSIFIER) == (0, 0, 0)
+    request = pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]] * 4)
+    seen = {"queued": 0.0, "running": 0.0, "requests": 0.0}
+    with grpc.insecure_channel(metrics_server.address) as channel:
+        stub = pb_grpc.ImageModelServiceStub(channel)
+
+        def loaded_scrape_sees_work() -> bool:
+            # 24 requests of 4 images against batches of 8 on 2 model threads: most must wait in the queue.
+            calls = [stub.Classify.future(request, timeout=120) for _ in range(24)]
+            try:
+                queued, running, requests = pending(scrape(metrics_server), CLASSIFIER)
+            finally:
+                for call in calls:
+                    assert call.result().results  # every request is answered
+            seen.update(queued=max(seen["queued"], queued), running=max(seen["running"], running),
+                        requests=max(seen["requests"], requests))
+            return seen["queued"] > 0 and seen["running"] > 0
+
+        wait_for(loaded_scrape_sees_work, 120, interval=0, what=f"a scrape under load to see queued and running images: {seen}")
+    assert seen["running"] <= metrics_server.settings.model_threads * metrics_server.settings.max_batch_size
+    assert seen["requests"] >= 1
+    assert pending(scrape(metrics_server), CLASSIFIER) == (0, 0, 0)
 
 
 def test_request_ids_round_trip(stub, photos):

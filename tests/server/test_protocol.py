@@ -54,6 +54,23 @@ def test_health_goes_from_not_serving_to_serving_and_loading_is_unavailable(mode
         server.stop()
 
 
+def test_liveness_does_not_depend_on_models(tmp_path):
+    """A Kubernetes liveness probe on "liveness" passes with no model at all; readiness ("") does not."""
+    from server import healthcheck
+    from server.app import LIVENESS_SERVICE
+
+    (tmp_path / "models").mkdir()
+    server = InProcessServer(test_settings(tmp_path / "models")).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            assert health_status(channel, LIVENESS_SERVICE) == SERVING
+            assert health_status(channel) == NOT_SERVING  # nothing to serve: not ready, but alive
+        assert healthcheck.main(["--address", server.address, "--service", LIVENESS_SERVICE]) == 0
+        assert healthcheck.main(["--address", server.address]) == 1
+    finally:
+        server.stop()
+
+
 def test_reflection_lists_the_service(channel):
     database = ProtoReflectionDescriptorDatabase(channel)
     services = set(database.get_services())
