@@ -16,7 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server import __version__
-from server.api import tfserving
+from server.api import tfserving, v2_grpc
+from server.api.openinference import OpenInference
 from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
 from server.auth import TokenAuthInterceptor, load_tokens, server_credentials
 from server.finetune.manager import FineTuneManager
@@ -69,6 +70,8 @@ class ModelServer:
         self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
         self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
         self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)
+        self.open_inference = OpenInference(self.repository, self.inference, self.ready)
+        self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
@@ -93,6 +96,7 @@ class ModelServer:
                 generic_handler(self.servicer, SERVICE),
                 generic_handler(self.tfserving_prediction, tfserving.PREDICTION_SERVICE),
                 generic_handler(self.tfserving_models, tfserving.MODEL_SERVICE),
+                generic_handler(self.v2_inference, v2_grpc.SERVICE),
             )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -133,6 +137,10 @@ class ModelServer:
         await self.finetune.start()
         return self.port
 
+    def ready(self) -> bool:
+        """Ready for inference: the first load of the model root is done and some model is available."""
+        return self.repository.initial_load_done.is_set() and self.repository.any_available()
+
     def _schedule_health_update(self) -> None:
         task = asyncio.get_running_loop().create_task(self._update_health())
         self._health_tasks.add(task)
@@ -144,7 +152,7 @@ class ModelServer:
         for name in self.repository.model_names():
             available = self.repository.default_version(name) > 0
             await self.health.set(MODEL_HEALTH_PREFIX + name, serving if available else not_serving)
-        ready = self.repository.initial_load_done.is_set() and self.repository.any_available()
+        ready = self.ready()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, serving if ready else not_serving)
 
