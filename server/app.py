@@ -25,6 +25,9 @@ from server.inference import InferenceService
 from server.logs import configure_logging
 from server.metrics import Metrics
 from server.repository import ModelRepository
+from server.rest import tfserving as rest_tfserving
+from server.rest import v2 as rest_v2
+from server.rest.app import RestServer
 from server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class ModelServer:
         self.open_inference = OpenInference(self.repository, self.inference, self.ready)
         self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
+        self.rest: RestServer | None = None
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
@@ -117,6 +121,10 @@ class ModelServer:
             self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not listen on {address}")
+        if self.settings.rest_port:
+            routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(self.settings, self.repository, self.inference)
+            self.rest = RestServer(self.settings, routes, tokens, self.metrics, self.repository.model_names)
+            await self.rest.start()
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
@@ -163,7 +171,7 @@ class ModelServer:
         await self.finetune.stop()  # first: running jobs end FAILED (interrupted) and their watchers end
         if self._server is not None:
             log.info("shutting down: finishing in-flight requests (grace %.1f s)", grace)
-            await self._server.stop(grace)
+            await asyncio.gather(self._server.stop(grace), *([self.rest.stop()] if self.rest is not None else []))
         if self._repository_start is not None and not self._repository_start.done():
             self._repository_start.cancel()
         await self.repository.close()

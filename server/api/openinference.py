@@ -12,8 +12,9 @@ same as Classify's. The transports (``v2_grpc``, ``server.rest.v2``) only turn w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
