@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import __version__
+from server import __version__, tracing
 from server.api import tfserving, v2_grpc
 from server.api.openinference import OpenInference
 from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
@@ -77,6 +77,7 @@ class ModelServer:
         self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
         self.rest: RestServer | None = None
+        self._owns_tracing = False
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
@@ -91,6 +92,10 @@ class ModelServer:
     async def start(self) -> int:
         """Listen, then load the models in the background; returns the bound port."""
         configure_tensorflow(self.settings)
+        try:
+            self._owns_tracing = not tracing.enabled() and tracing.configure_from_environment()
+        except ValueError as exc:  # e.g. an OTEL_TRACES_EXPORTER this server cannot export to
+            raise SettingsError(str(exc)) from None
         tokens = load_tokens(self.settings)
         credentials = server_credentials(self.settings)
         interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
@@ -177,6 +182,8 @@ class ModelServer:
         await self.repository.close()
         self._model_executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
+        if self._owns_tracing:
+            tracing.disable()  # flushes the spans still buffered
         self._stopped.set()
         log.info("stopped")
 

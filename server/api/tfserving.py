@@ -77,6 +77,8 @@ class _Observed:
 
 
 class PredictionServicer(_Observed):
+    rpc_service = PREDICTION_SERVICE.full_name
+
     def __init__(self, repository: ModelRepository, inference: InferenceService, main_servicer) -> None:
         super().__init__(main_servicer)
         self.repository = repository
@@ -108,6 +110,8 @@ class PredictionServicer(_Observed):
 
 
 class ModelServicer(_Observed):
+    rpc_service = MODEL_SERVICE.full_name
+
     def __init__(self, repository: ModelRepository, main_servicer) -> None:
         super().__init__(main_servicer)
         self.repository = repository

@@ -69,6 +69,8 @@ def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
 
 
 class InferenceServicer:
+    rpc_service = SERVICE.full_name
+
     def __init__(self, dataplane: OpenInference, main_servicer) -> None:
         self.dataplane = dataplane
         self._main = main_servicer

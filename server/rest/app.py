@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from server import tracing
 from server.auth import READ, TokenTable
 from server.errors import ServingError
 from server.logs import request_id
@@ -53,6 +54,24 @@ def ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
     return context
 
 
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's response, or the error's JSON response (the one error mapping of REST)."""
+    try:
+        return await handler(request)
+    except ServingError as exc:
+        log.debug("%s %s -> %s: %s", request.method, request.path, exc.code, exc)
+        return serving_error_response(exc)
+    except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
+        if exc.status == 404:
+            message = f"no REST endpoint {request.path!r}; the paths are listed in docs/protocols.md"
+        else:
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, message, allow)
+    except Exception as exc:  # a bug: logged with an incident id, never shown to the caller
+        return internal_error_response(exc, f"{request.method} {request.path}")
+
+
 def _observe(metrics: Metrics | None, model_names: Callable[[], list[str]]):
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -60,20 +79,13 @@ def _observe(metrics: Metrics | None, model_names: Callable[[], list[str]]):
         request_id.set(rid)  # each request runs in its own task: the value dies with it
         started = time.monotonic()
         route = (request.match_info.route.name or "unmatched").split(":")[0]
-        try:
-            response = await handler(request)
-        except ServingError as exc:
-            log.debug("%s %s -> %s: %s", request.method, request.path, exc.code, exc)
-            response = serving_error_response(exc)
-        except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
-            if exc.status == 404:
-                message = f"no REST endpoint {request.path!r}; the paths are listed in docs/protocols.md"
-            else:
-                message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-            response = error_response(exc.status, message, allow)
-        except Exception as exc:  # a bug: logged with an incident id, never shown to the caller
-            response = internal_error_response(exc, f"{request.method} {request.path}")
+        with tracing.server_span(
+            f"{request.method} {route}",
+            lambda: request.headers,
+            {"http.request.method": request.method, "url.path": request.path, "imageserve.request_id": rid},
+        ) as span:
+            response = await _answer(request, handler)
+            tracing.set_outcome(span, code_of_http(response.status), response.status)
         response.headers[REQUEST_ID_HEADER] = rid
         served = request.get(SERVED)
         model = request.get(MODEL) or request.match_info.get("model", "-")
