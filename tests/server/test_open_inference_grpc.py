@@ -13,6 +13,12 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc]
 from tritonclient.utils import InferenceServerException
 
 
+
+@pytest.fixture(scope="module")
+def model_root(live_model_root):
+    """A classifier whose answers depend on the image (see live_classifier_export)."""
+    return live_model_root
+
 @pytest.fixture(scope="module")
 def triton(server):
     client = grpcclient.InferenceServerClient(server.address)
@@ -54,6 +60,7 @@ def test_infer_images_gives_classify_top5(triton, stub, photos):
     response = result.get_response()
     assert response.model_name == CLASSIFIER and response.model_version == "1" and response.id == "r1"
     classified = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=5))
+    assert top5(probabilities[0]) != top5(probabilities[1])  # the answers depend on the image
     for row, expected in zip(probabilities, classified.results):
         assert top5(row) == [p.class_id for p in expected.predictions]
         np.testing.assert_allclose(np.sort(row)[::-1][:5], [p.score for p in expected.predictions], rtol=1e-5)

@@ -17,6 +17,12 @@ from tests.rest_client import http
 from tests.servers import InProcessServer, free_port, test_settings
 
 
+
+@pytest.fixture(scope="module")
+def model_root(live_model_root):
+    """A classifier whose answers depend on the image (see live_classifier_export)."""
+    return live_model_root
+
 @pytest.fixture(scope="module")
 def server(model_root):
     running = InProcessServer(test_settings(model_root, rest_port=free_port())).start()
