@@ -1,4 +1,5 @@
-"""The REST port has the gRPC port's tokens and TLS: same scopes, same certificates."""
+"""The REST port has the gRPC port's tokens and TLS: same scopes, same certificates, client
+certificates required when tls_client_ca is set."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def server(model_root, tokens_file, pki):
         auth_tokens_file=tokens_file,
         tls_cert=pki / "server.crt",
         tls_key=pki / "server.key",
+        tls_client_ca=pki / "ca.crt",
     )
     running = InProcessServer(settings).start()
     yield running
@@ -35,7 +37,10 @@ def base(server) -> str:
 
 @pytest.fixture(scope="module")
 def trusted(pki) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    """Trusts the server's CA and presents a client certificate it signed."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    context.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    return context
 
 
 def predict(base, trusted, photos, token=None):
@@ -62,3 +67,12 @@ def test_tls_is_required_and_verifiable(base, server, photos):
         predict(base, ssl.create_default_context(), photos, READ_TOKEN)
     with pytest.raises((OSError, HTTPException)):  # plaintext HTTP to a TLS port: closed or garbled
         http("GET", f"http://localhost:{server.server.rest.port}/v2/health/live", timeout=10)
+
+
+@pytest.mark.parametrize("client", [None, "stranger"], ids=["no-client-certificate", "untrusted-client-certificate"])
+def test_mutual_tls_needs_a_client_certificate_from_the_ca(base, pki, photos, client):
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if client:
+        context.load_cert_chain(str(pki / f"{client}.crt"), str(pki / f"{client}.key"))
+    with pytest.raises((OSError, HTTPException)):  # the handshake or the first read fails
+        predict(base, context, photos, READ_TOKEN)
