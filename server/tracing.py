@@ -19,7 +19,8 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc,http] is in t
 def calling_it_block() -> str:
     text = (REPO_ROOT / "docs" / "protocols.md").read_text()
     section = text.split("## Calling it", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 

@@ -17,7 +17,6 @@ from tests.rest_client import http
 from tests.servers import InProcessServer, free_port, test_settings
 
 
-
 @pytest.fixture(scope="module")
 def model_root(live_model_root):
     """A classifier whose answers depend on the image (see live_classifier_export)."""
