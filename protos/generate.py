@@ -13,6 +13,13 @@ from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi")
+#: Top-level proto packages under this directory (imports of their modules move under ``protos.``).
+PACKAGES = ("imageserve", "inference")
+#: Packages whose descriptors go to a pool of their own instead of protobuf's default pool.
+# NOTE: the Open Inference Protocol's `inference` package is also compiled into tritonclient and
+# other V2 clients; two files defining `inference.ModelInferRequest` in one default pool make the
+# second import fail ("duplicate symbol"), e.g. a process holding this server and tritonclient.
+PRIVATE_POOL_PACKAGES = ("inference",)
 
 
 def proto_files(root: Path = PROTO_ROOT) -> list[Path]:
@@ -49,7 +56,10 @@ def generate(output_root: Path = PROTO_ROOT) -> list[Path]:
             path = package_dir / f"{stem.name}{suffix}"
             text = path.read_text()
             # `from imageserve.v1 import x_pb2` -> `from protos.imageserve.v1 import x_pb2`
-            text = re.sub(r"^from (imageserve\.\S+) import", r"from protos.\1 import", text, flags=re.M)
+            packages = "|".join(PACKAGES)
+            text = re.sub(rf"^from ((?:{packages})(?:\.\S+)?) import", r"from protos.\1 import", text, flags=re.MULTILINE)
+            if stem.parts[0] in PRIVATE_POOL_PACKAGES and suffix == "_pb2.py":
+                text = text.replace("_descriptor_pool.Default().AddSerializedFile", "_descriptor_pool.DescriptorPool().AddSerializedFile")
             path.write_text(text)
             written.append(path)
     return written

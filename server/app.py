@@ -15,8 +15,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server import __version__
-from server.api import tfserving
+from server import __version__, tracing
+from server.api import tfserving, v2_grpc
+from server.api.openinference import OpenInference
 from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
 from server.auth import TokenAuthInterceptor, load_tokens, server_credentials
 from server.finetune.manager import FineTuneManager
@@ -24,6 +25,9 @@ from server.inference import InferenceService
 from server.logs import configure_logging
 from server.metrics import Metrics
 from server.repository import ModelRepository
+from server.rest import tfserving as rest_tfserving
+from server.rest import v2 as rest_v2
+from server.rest.app import RestServer
 from server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,11 @@ class ModelServer:
         self.metrics.track_load(self.repository.load)
         self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
         self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)
+        self.open_inference = OpenInference(self.repository, self.inference, self.ready)
+        self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
+        self.rest: RestServer | None = None
+        self._owns_tracing = False
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
@@ -90,6 +98,10 @@ class ModelServer:
     async def start(self) -> int:
         """Listen, then load the models in the background; returns the bound port."""
         configure_tensorflow(self.settings)
+        try:
+            self._owns_tracing = not tracing.enabled() and tracing.configure_from_environment()
+        except ValueError as exc:  # e.g. an OTEL_TRACES_EXPORTER this server cannot export to
+            raise SettingsError(str(exc)) from None
         tokens = load_tokens(self.settings)
         credentials = server_credentials(self.settings)
         interceptors = [TokenAuthInterceptor(tokens)] if tokens is not None else []
@@ -99,6 +111,7 @@ class ModelServer:
                 generic_handler(self.servicer, SERVICE),
                 generic_handler(self.tfserving_prediction, tfserving.PREDICTION_SERVICE),
                 generic_handler(self.tfserving_models, tfserving.MODEL_SERVICE),
+                generic_handler(self.v2_inference, v2_grpc.SERVICE),
             )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -119,6 +132,10 @@ class ModelServer:
             self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not listen on {address}")
+        if self.settings.rest_port:
+            routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(self.settings, self.repository, self.inference)
+            self.rest = RestServer(self.settings, routes, tokens, self.metrics, self.repository.model_names)
+            await self.rest.start()
         if self.settings.metrics_port:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
@@ -140,6 +157,10 @@ class ModelServer:
         await self.finetune.start()
         return self.port
 
+    def ready(self) -> bool:
+        """Ready for inference: the first load of the model root is done and some model is available."""
+        return self.repository.initial_load_done.is_set() and self.repository.any_available()
+
     def _schedule_health_update(self) -> None:
         task = asyncio.get_running_loop().create_task(self._update_health())
         self._health_tasks.add(task)
@@ -151,7 +172,7 @@ class ModelServer:
         for name in self.repository.model_names():
             available = self.repository.default_version(name) > 0
             await self.health.set(MODEL_HEALTH_PREFIX + name, serving if available else not_serving)
-        ready = self.repository.initial_load_done.is_set() and self.repository.any_available()
+        ready = self.ready()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, serving if ready else not_serving)
 
@@ -162,12 +183,14 @@ class ModelServer:
         await self.finetune.stop()  # first: running jobs end FAILED (interrupted) and their watchers end
         if self._server is not None:
             log.info("shutting down: finishing in-flight requests (grace %.1f s)", grace)
-            await self._server.stop(grace)
+            await asyncio.gather(self._server.stop(grace), *([self.rest.stop()] if self.rest is not None else []))
         if self._repository_start is not None and not self._repository_start.done():
             self._repository_start.cancel()
         await self.repository.close()
         self._model_executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
+        if self._owns_tracing:
+            tracing.disable()  # flushes the spans still buffered
         self._stopped.set()
         log.info("stopped")
 

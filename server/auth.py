@@ -36,11 +36,13 @@ _FINETUNE_METHODS = {
 }
 #: Services anyone may call: health probes and reflection (the API's shape is public in protos/).
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+#: The Open Inference Protocol's own liveness and readiness probes are as open as the health service.
+_OPEN_METHODS = {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
 
 
 def required_scope(method: str) -> str | None:
     """The scope a full method name (``/package.Service/Method``) needs; None for open services."""
-    if method.startswith(_OPEN_SERVICES):
+    if method.startswith(_OPEN_SERVICES) or method in _OPEN_METHODS:
         return None
     return FINETUNE if method in _FINETUNE_METHODS else READ
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from server import tracing
 from server.errors import DeadlineExpired, InvalidImage, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class _Pending:
     deadline: float | None  # time.monotonic() value, or None for no deadline
     future: asyncio.Future
     enqueued_at: float
+    trace: Any = None  # the caller's trace context (tracing on), parent of its queue and model spans
 
 
 class Batcher:
@@ -133,7 +135,7 @@ class Batcher:
                 f"{self.name}: queue full ({self._queued_items} images waiting, limit {self.max_queued_items}); "
                 "retry with backoff"
             )
-        pending = _Pending(items, deadline, self._loop.create_future(), time.monotonic())
+        pending = _Pending(items, deadline, self._loop.create_future(), time.monotonic(), tracing.current_context())
         self._queue.append(pending)
         self._queued_items += len(items)
         self.stats.requests += 1
@@ -250,6 +252,8 @@ class Batcher:
                     pending.future.set_exception(error or RuntimeError("the model call returned nothing"))
             return
         self._record(items, started - batch[0].enqueued_at, finished - started)
+        if tracing.enabled():
+            tracing.record_batch(self.name, [p.trace for p in batch], [p.enqueued_at for p in batch], started, finished, items)
         offset = 0
         for pending in batch:
             count = len(pending.items)

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from exporter import signatures as sig
+from server import tracing
 from server.errors import InvalidRequest
 from server.images import apply_orientation, inspect_image
 from server.repository import ModelRef, ModelRepository
@@ -80,10 +81,12 @@ class InferenceService:
         if len(images) > limit:
             raise InvalidRequest(f"{len(images)} images in one request; the maximum is {limit}: split the request")
         prepared = list(images)
-        for index, data in enumerate(images):
-            if inspect_image(index, data, self.settings.max_image_pixels).needs_orientation:
-                loop = asyncio.get_running_loop()
-                prepared[index] = await loop.run_in_executor(None, apply_orientation, index, data)
+        # "decode": header checks and EXIF orientation; pixels are decoded inside the model call.
+        with tracing.span("decode", {"imageserve.images": len(images)}):
+            for index, data in enumerate(images):
+                if inspect_image(index, data, self.settings.max_image_pixels).needs_orientation:
+                    loop = asyncio.get_running_loop()
+                    prepared[index] = await loop.run_in_executor(None, apply_orientation, index, data)
         return prepared
 
     async def classify(
@@ -145,9 +148,10 @@ class InferenceService:
             if takes_pixels:
                 loop = asyncio.get_running_loop()
                 try:
-                    outputs = await loop.run_in_executor(
-                        self.repository.model_executor, served.model.call_signature, signature, {expected: value}
-                    )
+                    with tracing.span("model", {"imageserve.batch.size": len(value), "imageserve.signature": signature}):
+                        outputs = await loop.run_in_executor(
+                            self.repository.model_executor, served.model.call_signature, signature, {expected: value}
+                        )
                 except ValueError as exc:
                     raise InvalidRequest(f"input 'pixels': {exc}") from None
             else:

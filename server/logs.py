@@ -10,6 +10,8 @@ import sys
 import time
 import warnings
 
+from server import tracing
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 #: The current gRPC call's request id (set by server.api.errors.grpc_method), ``-`` outside a call.
@@ -17,10 +19,13 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` to every log record."""
+    """Adds ``record.request_id`` to every log record, and with tracing on ``trace_id`` and ``span_id``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        ids = tracing.current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 

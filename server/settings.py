@@ -83,6 +83,11 @@ class ServerSettings:
     host: str = _doc("address to listen on", default="[::]")
     port: int = _doc("gRPC port (0 picks a free one and logs it)", default=8500)
     metrics_port: int = _doc("Prometheus /metrics HTTP port; 0 disables", default=8510)
+    rest_port: int = _doc(
+        "HTTP port of the REST APIs (Open Inference Protocol V2, TF Serving's REST API); 0 disables."
+        " TF Serving clients expect 8501",
+        default=0,
+    )
     max_message_bytes: int = _doc("largest request and response message, in bytes", default=64 * MiB)
 
     # --- request limits
@@ -131,6 +136,12 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.port >= 0, "port must be >= 0"),
+            (self.rest_port >= 0, "rest_port must be >= 0 (0 disables REST)"),
+            (
+                not self.rest_port or self.rest_port not in (self.port, self.metrics_port),
+                f"rest_port {self.rest_port} is already the gRPC port or metrics_port: give each its own port"
+                " (TF Serving's REST port 8501 is free with the default metrics_port 8510)",
+            ),
             (self.max_images_per_request >= 1, "max_images_per_request must be >= 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be >= 1"),
             (self.poll_interval_s > 0, "poll_interval_s must be > 0"),

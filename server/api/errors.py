@@ -10,7 +10,9 @@
 - a request id is taken from the caller's ``x-request-id`` metadata (or made up), put on every log
   line of the call and echoed back in the trailing metadata;
 - the servicer's ``observe_call(rpc, request, response, code, seconds)`` (metrics, debug log) runs
-  once per call, whatever its outcome.
+  once per call, whatever its outcome;
+- with tracing on (:mod:`server.tracing`), unary calls run in a server span named
+  ``<service>/<method>``, child of the caller's ``traceparent`` metadata.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server import tracing
 from server.errors import InvalidImage, InvalidRequest, ServingError
 from server.logs import request_id
 
@@ -154,20 +157,27 @@ def grpc_method(method: Callable) -> Callable:
 
     @functools.wraps(method)
     async def unary(self, request, context):
-        call = _Call(self, name, request, context)
-        try:
-            checked = _checked_stream(request) if streaming_request else _checked(request)
-            call.response = await method(self, checked, context)
-            return call.response
-        except grpc.aio.AbortError:
-            raise
-        except asyncio.CancelledError:  # the caller went away
-            call.code = "CANCELLED"
-            raise
-        except Exception as exc:
-            call.fail(exc)
-            await _abort(context, exc, name, call.rid)
-        finally:
-            call.finish()
+        service = getattr(self, "rpc_service", type(self).__name__)
+        with tracing.server_span(
+            f"{service}/{name}",
+            lambda: dict(context.invocation_metadata() or ()),
+            {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        ) as span:
+            call = _Call(self, name, request, context)
+            try:
+                checked = _checked_stream(request) if streaming_request else _checked(request)
+                call.response = await method(self, checked, context)
+                return call.response
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:  # the caller went away
+                call.code = "CANCELLED"
+                raise
+            except Exception as exc:
+                call.fail(exc)
+                await _abort(context, exc, name, call.rid)
+            finally:
+                call.finish()
+                tracing.set_outcome(span, call.code, request_id=call.rid)
 
     return unary

@@ -32,6 +32,8 @@ class FineTuningDisabled(ServingError):
 
 
 class ImageModelServicer:
+    rpc_service = SERVICE_NAME
+
     def __init__(
         self,
         settings: ServerSettings,

@@ -77,6 +77,8 @@ class _Observed:
 
 
 class PredictionServicer(_Observed):
+    rpc_service = PREDICTION_SERVICE.full_name
+
     def __init__(self, repository: ModelRepository, inference: InferenceService, main_servicer) -> None:
         super().__init__(main_servicer)
         self.repository = repository
@@ -104,18 +106,12 @@ class PredictionServicer(_Observed):
         unsupported = set(request.metadata_field) - {"signature_def"}
         if unsupported or not request.metadata_field:
             raise InvalidRequest("metadata_field must be ['signature_def'] (the only metadata TF Serving defines)")
-        served = self.repository.resolve(model_ref(request.model_spec))
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, definition in served.model.signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(definition)
-        packed = any_pb2.Any()
-        packed.Pack(signature_map)
-        response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=served_spec(served.name, served.version))
-        response.metadata["signature_def"].CopyFrom(packed)
-        return response
+        return model_metadata(self.repository, model_ref(request.model_spec))
 
 
 class ModelServicer(_Observed):
+    rpc_service = MODEL_SERVICE.full_name
+
     def __init__(self, repository: ModelRepository, main_servicer) -> None:
         super().__init__(main_servicer)
         self.repository = repository
@@ -124,17 +120,38 @@ class ModelServicer(_Observed):
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        view = self.repository.view(request.model_spec.name)
         wanted = request.model_spec.version.value if request.model_spec.HasField("version") else None
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for served in view.versions:
-            if wanted is not None and served.version != wanted:
-                continue
-            status = response.model_version_status.add(version=served.version, state=_STATES[served.state])
-            if served.state is VersionState.FAILED:
-                status.status.error_code = _FAILED_PRECONDITION
-                status.status.error_message = served.error
-        if wanted is not None and not response.model_version_status:
-            known = ", ".join(str(v.version) for v in view.versions) or "none"
-            raise NotFound(f"model {view.name!r} has no version {wanted}; versions: {known}")
-        return response
+        return model_status(self.repository, request.model_spec.name, wanted)
+
+
+def model_metadata(repository: ModelRepository, ref: ModelRef) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata's answer (gRPC and REST): every signature of the served version."""
+    served = repository.resolve(ref)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, definition in served.model.signature_defs.items():
+        signature_map.signature_def[name].CopyFrom(definition)
+    packed = any_pb2.Any()
+    packed.Pack(signature_map)
+    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=served_spec(served.name, served.version))
+    response.metadata["signature_def"].CopyFrom(packed)
+    return response
+
+
+def model_status(
+    repository: ModelRepository, name: str, wanted: int | None = None
+) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatus's answer (gRPC and REST): every version, or only ``wanted``."""
+    view = repository.view(name)
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for served in view.versions:
+        if wanted is not None and served.version != wanted:
+            continue
+        status = response.model_version_status.add(version=served.version, state=_STATES[served.state])
+        status.status.SetInParent()  # error_code OK, as TF Serving reports it
+        if served.state is VersionState.FAILED:
+            status.status.error_code = _FAILED_PRECONDITION
+            status.status.error_message = served.error
+    if wanted is not None and not response.model_version_status:
+        known = ", ".join(str(v.version) for v in view.versions) or "none"
+        raise NotFound(f"model {view.name!r} has no version {wanted}; versions: {known}")
+    return response

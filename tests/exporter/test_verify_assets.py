@@ -64,21 +64,28 @@ def test_the_base_variables_alone_make_a_version_with_only_its_labels(classifier
     assert (published.path / "assets" / "labels.txt").read_text() == "a\nb\n"
 
 
-def test_labels_count_must_match_the_classifier(classifier_export):
+@pytest.fixture(scope="module")
+def reloaded(classifier_export):
+    """The published classifier, loaded from where it is (the export's own reload points at staging)."""
+    return classifier_export.path, tf.saved_model.load(str(classifier_export.path))
+
+
+def test_labels_count_must_match_the_classifier(reloaded):
     """A labels file of the wrong length (here the exported 1000 ImageNet labels against a manifest
     that says 10 classes) is refused after the reload."""
-    path = classifier_export.path
+    path, loaded = reloaded
     manifest = {**json.loads((path / "manifest.json").read_text()), "num_classes": 10}
     shapes = {"classify/probabilities": [2, 1000]}
     with pytest.raises(VerificationFailed, match="1000 labels in 'assets/labels.txt', but the manifest says 10"):
-        check_assets(path, manifest, classifier_export.loaded, shapes, None)
+        check_assets(path, manifest, loaded, shapes, None)
 
 
-def test_the_labels_file_must_be_the_one_written(classifier_export, tmp_path):
+def test_the_labels_file_must_be_the_one_written(reloaded, tmp_path):
+    path, loaded = reloaded
     other = tmp_path / "labels.txt"
     write_labels_file(other, ["cat"] * 1000)
-    manifest = json.loads((classifier_export.path / "manifest.json").read_text())
+    manifest = json.loads((path / "manifest.json").read_text())
     shapes = {"classify/probabilities": [2, 1000]}
     with pytest.raises(VerificationFailed, match="is not the labels file the module was given"):
-        check_assets(classifier_export.path, manifest, classifier_export.loaded, shapes, other)
-    check_assets(classifier_export.path, manifest, classifier_export.loaded, shapes, None)  # as exported: fine
+        check_assets(path, manifest, loaded, shapes, other)
+    check_assets(path, manifest, loaded, shapes, None)  # as exported: fine
