@@ -115,6 +115,7 @@ class _Call:
         self.code = "OK"
         self.response: Any = None
         self.started = time.monotonic()
+        self._finished = False
         # NOTE: never reset: each RPC runs in its own task, so the value dies with the call's context,
         # and a streaming call's generator may be closed from another context (reset would raise).
         request_id.set(self.rid)
@@ -124,6 +125,14 @@ class _Call:
         self.code = _status_of(exc)
 
     def finish(self) -> None:
+        """Record the call, once (metrics, debug log).
+
+        NOTE: a failing call records itself before the abort: grpc.aio sends the status inside
+        abort(), so a client that sees the error and then scrapes /metrics must find it counted.
+        """
+        if self._finished:
+            return
+        self._finished = True
         observe = getattr(self.servicer, "observe_call", None)
         if observe is not None:
             observe(self.rpc, self.request, self.response, self.code, time.monotonic() - self.started)
@@ -149,6 +158,7 @@ def grpc_method(method: Callable) -> Callable:
                 raise
             except Exception as exc:
                 call.fail(exc)
+                call.finish()  # before the status goes out (see _Call.finish)
                 await _abort(context, exc, name, call.rid)
             finally:
                 call.finish()
@@ -175,6 +185,7 @@ def grpc_method(method: Callable) -> Callable:
                 raise
             except Exception as exc:
                 call.fail(exc)
+                call.finish()  # before the status goes out (see _Call.finish)
                 await _abort(context, exc, name, call.rid)
             finally:
                 call.finish()
