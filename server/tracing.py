@@ -120,6 +120,30 @@ def server_span(name: str, carrier: Callable[[], Mapping[str, str]], attributes:
     )
 
 
+def start_stream_span(name: str, carrier: Callable[[], Mapping[str, str]], attributes: Mapping[str, Any]):
+    """The span of one server-streaming call, or None when off; end it with :func:`end_span`.
+
+    NOTE: not made current: a streaming handler is an async generator whose frames may be resumed or
+    closed from another context, where detaching a current span would fail.
+    """
+    if _state.tracer is None:
+        return None
+    from opentelemetry import propagate
+    from opentelemetry.trace import SpanKind
+
+    return _state.tracer.start_span(
+        name, context=propagate.extract(carrier()), kind=SpanKind.SERVER, attributes=dict(attributes)
+    )
+
+
+def end_span(span, code: str, request_id: str | None = None) -> None:
+    """Record the outcome on a span from :func:`start_stream_span` and end it (no-op for None)."""
+    if span is None:
+        return
+    set_outcome(span, code, request_id=request_id)
+    span.end()
+
+
 def set_outcome(span, code: str, http_status: int | None = None, request_id: str | None = None) -> None:
     """The call's status code on its span; server faults mark the span as an error."""
     if span is None:

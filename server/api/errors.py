@@ -147,6 +147,12 @@ def grpc_method(method: Callable) -> Callable:
 
         @functools.wraps(method)
         async def streaming(self, request, context):
+            service = getattr(self, "rpc_service", type(self).__name__)
+            span = tracing.start_stream_span(
+                f"{service}/{name}",
+                lambda: dict(context.invocation_metadata() or ()),
+                {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
             call = _Call(self, name, request, context)
             try:
                 async for response in method(self, _checked(request), context):
@@ -162,6 +168,7 @@ def grpc_method(method: Callable) -> Callable:
                 await _abort(context, exc, name, call.rid)
             finally:
                 call.finish()
+                tracing.end_span(span, call.code, request_id=call.rid)
 
         return streaming
 

@@ -76,6 +76,24 @@ def test_grpc_call_traced_under_the_callers_traceparent(server, exporter, photos
     assert root.attributes["rpc.system"] == "grpc" and root.attributes["imageserve.status"] == "OK"
 
 
+def test_server_streaming_call_traced_with_its_outcome(server, exporter):
+    exporter.clear()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.ImageModelServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(
+                stub.WatchFineTuneJob(
+                    pb.WatchFineTuneJobRequest(job_id="ft-0000000000000000"),
+                    metadata=(("traceparent", TRACEPARENT),),
+                    timeout=60,
+                )
+            )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    (root,) = spans_of(exporter, TRACE_ID)["imageserve.v1.ImageModelService/WatchFineTuneJob"]
+    assert f"{root.parent.span_id:016x}" == PARENT_ID
+    assert root.attributes["imageserve.status"] == "NOT_FOUND" and root.attributes["rpc.method"] == "WatchFineTuneJob"
+
+
 def test_rest_call_traced_under_the_callers_traceparent(server, exporter, photos):
     exporter.clear()
     body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
