@@ -89,7 +89,7 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
         }
         extra_files = {}
         if spec.onnx:
-            extra_files = _add_onnx_twin(module, size, manifest, progress)
+            extra_files = add_onnx_twin(module, size, manifest, progress)
         published = save_and_publish(
             module, signatures, Path(spec.output_dir) / spec.name, spec.version, manifest, progress, extra_files
         )
@@ -102,7 +102,7 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
     )
 
 
-def _add_onnx_twin(module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress) -> dict[str, bytes]:
+def add_onnx_twin(module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress) -> dict[str, bytes]:
     """Convert and check the network's ONNX twin; record it (or why there is none) in the manifest.
 
     A network tf2onnx cannot convert is still exported: the server serves it with TensorFlow.

@@ -93,11 +93,15 @@ def new_session(model: bytes | str, threads: int = 1) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types (InvalidGraph, Fail, ...) for bad models
+        reason = (str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
+        raise TwinUnusable(f"ONNX Runtime cannot run the twin: {reason}") from None
 
 
 def run_twin(session: Any, output: str, pixels: np.ndarray) -> np.ndarray:
-    """One output of the twin (ORT computes only the nodes that output needs)."""
+    """One output of the twin on float32 pixels ``[N, S, S, 3]`` in [0, 255]."""
     return session.run([output], {sig.PIXELS_INPUT: np.ascontiguousarray(pixels, np.float32)})[0]
 
 
@@ -111,12 +115,41 @@ def convert(module: Any, size: int) -> bytes:
         raise TwinUnusable("the version has no predict/embed function (exported by an older exporter?)")
     spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=sig.PIXELS_INPUT)
     both = tf.function(lambda pixels: {name: fn(pixels) for name, fn in functions.items()}, input_signature=[spec])
+    captured = {
+        internal.name: external
+        for external, internal in both.get_concrete_function().graph.captures
+        if external.dtype != tf.resource
+    }
     try:
         proto, _ = tf2onnx.convert.from_function(both, input_signature=[spec], opset=OPSET)
     except Exception as exc:  # tf2onnx raises anything from ValueError to KeyError on an unsupported op
         reason = (str(exc) or type(exc).__name__).strip().splitlines()[0][:300]
         raise TwinUnusable(f"tf2onnx cannot convert the network: {type(exc).__name__}: {reason}") from None
+    _freeze_captured_constants(proto, captured)
+    # NOTE: tf2onnx does not fail on an op it cannot convert: it copies the TensorFlow op into the graph,
+    # which ONNX Runtime then refuses. Name those ops here instead.
+    import onnx
+
+    unknown = sorted({node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)})
+    if unknown:
+        raise TwinUnusable(f"tf2onnx cannot convert the TensorFlow op(s) {', '.join(unknown)} of this network")
     return proto.SerializeToString()
+
+
+def _freeze_captured_constants(proto: Any, captured: dict[str, Any]) -> None:
+    """Turn graph inputs that are captured constant tensors into initializers.
+
+    NOTE: tf2onnx freezes captured variables but leaves captured plain tensors (e.g. the mean and
+    variance that Keras' EfficientNet normalises with) as extra graph inputs; the twin must take
+    pixels only, so their values are baked in here.
+    """
+    from onnx import numpy_helper
+
+    for graph_input in [i for i in proto.graph.input if i.name != sig.PIXELS_INPUT]:
+        if graph_input.name not in captured:
+            raise TwinUnusable(f"the converted network has an unexpected input {graph_input.name!r}")
+        proto.graph.initializer.append(numpy_helper.from_array(captured[graph_input.name].numpy(), graph_input.name))
+        proto.graph.input.remove(graph_input)
 
 
 def check_twin(module: Any, session: Any, size: int, pixels: np.ndarray | None = None) -> dict[str, Any]:
