@@ -6,7 +6,7 @@ import datetime as dt
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from exporter import __version__
 from exporter.catalog import CatalogEntry
@@ -46,8 +46,14 @@ def _labels_for(entry: CatalogEntry, spec: ExportSpec, num_classes: int | None) 
     return labels
 
 
-def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportResult:
-    """Build, wrap, write, verify and publish one model version. Raises UserError for user mistakes."""
+def export_model(
+    spec: ExportSpec, progress: Progress | None = None, adjust: Callable[[BuiltNetwork], None] | None = None
+) -> ExportResult:
+    """Build, wrap, write, verify and publish one model version. Raises UserError for user mistakes.
+
+    ``adjust`` is called on the built network before it is wrapped (the runtime tests give random
+    weights varied BatchNorm statistics with it).
+    """
     progress = progress or Progress("exporter")
     entry = resolve_entry(spec)
     size = validate_spec(entry, spec)
@@ -57,6 +63,8 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
             network = build_keras(entry, spec.weights, size, spec.seed, spec.include_top)
         else:
             network = build_hub(entry, size)
+    if adjust is not None:
+        adjust(network)
     for note in network.notes:
         progress.note(f"note: {note}")
     labels = _labels_for(entry, spec, network.num_classes)

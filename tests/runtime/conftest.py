@@ -13,12 +13,12 @@ import pytest
 
 from tests.images import encode, photo
 
-#: name -> what kind of version it is. All but "bessel" must get a twin.
+#: name -> what kind of version it is, and where its twin comes from. All but "bessel" must get one.
 KINDS = {
-    "mobilenet_v2_keras": "Keras catalog model at the user's default size (224)",
-    "efficientnet_b0": "Keras catalog model (EfficientNet-style, small input)",
-    "hubnet": "TF Hub-format model",
-    "tuned": "fine-tuned version (published without a twin: the server converts it)",
+    "mobilenet_v2_keras": "Keras catalog model at the user's default size (224); twin exported with it",
+    "efficientnet_b0": "Keras catalog model (EfficientNet-style, small input); exported without a twin",
+    "hubnet": "TF Hub-format model; twin exported with it",
+    "tuned": "fine-tuned version of hubnet (fine-tuning publishes no twin)",
 }
 UNCONVERTIBLE = "bessel"
 TF_SUFFIX = ".tf"
@@ -63,23 +63,23 @@ def runtime_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runtime-models")
     quiet = Progress("test-export", stream=None)
-    base_path = export_varied(root, "mobilenet_v2_keras", 224, seed=5)
-    export_varied(root, "efficientnet_b0", 32, seed=6)
+    export_varied(root, "mobilenet_v2_keras", 224, seed=5)
+    export_varied(root, "efficientnet_b0", 32, seed=6, onnx=False)
     hub, _classifier, _extractor = save_hub_models(tmp_path_factory.mktemp("hub-varied"), 96, batchnorm_seed=8)
-    export_model(
+    base_path = export_model(
         ExportSpec(name="hubnet", hub_handle=str(hub["classification"]), hub_feature_handle=str(hub["feature_vector"]),
                    input_size=96, output_dir=root),
         quiet,
-    )
+    ).path
     bessel = _save_unconvertible(tmp_path_factory.mktemp("bessel") / "fv")
     export_model(ExportSpec(name=UNCONVERTIBLE, hub_feature_handle=str(bessel), input_size=32, output_dir=root), quiet)
 
-    base = FrozenBase(str(base_path), 224)
+    base = FrozenBase(str(base_path), 96)
     keras.utils.set_random_seed(9)
-    head = keras.Sequential([keras.Input((1280,)), keras.layers.Dense(3, activation="softmax")])
+    head = keras.Sequential([keras.Input((read_manifest(base_path)["feature_dim"],)), keras.layers.Dense(3, activation="softmax")])
     publish_finetuned(
         base, read_manifest(base_path), head, ["ant", "bee", "cat"], root / "tuned",
-        {"base_model": "mobilenet_v2_keras", "base_version": 1, "job_id": "test"}, {}, {},
+        {"base_model": "hubnet", "base_version": 1, "job_id": "test"}, {}, {},
     )
     for name in [*KINDS, UNCONVERTIBLE]:
         shutil.copytree(root / name, root / f"{name}{TF_SUFFIX}")

@@ -71,6 +71,7 @@ def test_version_without_twin_is_converted_at_load_then_cached(runtime_root, run
     from server.runtime import RuntimeOptions, cache_dir_for
 
     assert "converted at load" in status(stub, "tuned").runtime_detail
+    assert "converted at load" in status(stub, "efficientnet_b0").runtime_detail
     assert "exported with the version" in status(stub, "mobilenet_v2_keras").runtime_detail
     root, _base = runtime_root
     cache = cache_dir_for(runtime_server.settings.state_dir)
@@ -84,8 +85,8 @@ def test_fine_tuning_extracts_features_on_the_twin(runtime_root, stub, corpus):
     images = list(corpus.values())
     assert base.runtime == "onnxruntime"
     np.testing.assert_allclose(
-        base.features(images), features(stub, "mobilenet_v2_keras" + TF_SUFFIX, images), rtol=0,
-        atol=FEATURE_TOLERANCE * float(np.abs(features(stub, "mobilenet_v2_keras" + TF_SUFFIX, images)).max()),
+        base.features(images), features(stub, "hubnet" + TF_SUFFIX, images), rtol=0,
+        atol=FEATURE_TOLERANCE * float(np.abs(features(stub, "hubnet" + TF_SUFFIX, images)).max()),
     )
 
 
@@ -110,3 +111,16 @@ def test_runtime_setting_is_checked_and_overridable():
         ModelConfig(runtime="tf")
     settings = ServerSettings(runtime="onnxruntime", models={"a": ModelConfig(runtime="tensorflow")})
     assert (settings.runtime_for("a"), settings.runtime_for("b")) == ("tensorflow", "onnxruntime")
+
+
+def test_exporter_records_the_twin_or_why_there_is_none(runtime_root):
+    from exporter.onnx_twin import sha256_of
+    from exporter.publish import read_manifest
+
+    root, _base = runtime_root
+    version = root / "mobilenet_v2_keras" / "1"
+    record = read_manifest(version)["onnx"]
+    assert record["sha256"] == sha256_of((version / record["file"]).read_bytes())
+    assert record["opset"] == 17 and set(record["tools"]) == {"tf2onnx", "onnx", "onnxruntime", "tensorflow"}
+    assert record["check"]["max_feature_error"] <= FEATURE_TOLERANCE and record["check"]["top5_identical"]
+    assert "BesselI1e" in read_manifest(root / UNCONVERTIBLE / "1")["onnx"]["error"]

@@ -2,7 +2,7 @@
 
 Fresh BatchNorm statistics (mean 0, variance 1) make a random-weight MobileNetV2 output a constant,
 which would hide any difference between runtimes; seeded random statistics make it vary as with
-real weights. Published through the exporter's own publication path, so the versions are real.
+real weights. Exported through the exporter itself (its ``adjust`` hook), so the versions are real.
 """
 
 from __future__ import annotations
@@ -34,21 +34,11 @@ def randomise_batchnorm(model, seed: int) -> int:
 
 def export_varied(root: Path, name: str, size: int, seed: int, onnx: bool = True, **options) -> Path:
     """Export ``name`` with random weights and random BatchNorm statistics into ``root``; its path."""
-    import tempfile
-
-    from exporter.export import ExportSpec, add_onnx_twin, export_model
+    from exporter.export import ExportSpec, export_model
     from exporter.progress import Progress
-    from exporter.publish import save_and_publish
-    from exporter.signatures import ServingModule
 
-    quiet = Progress("test-export", stream=None)
-    with tempfile.TemporaryDirectory(prefix="imageserve-varied-") as scratch:
-        spec = ExportSpec(name=name, weights="random", input_size=size, seed=seed, onnx=False, output_dir=Path(scratch), **options)
-        result = export_model(spec, quiet)
-        network = result.network
-        randomise_batchnorm(network.keras_model, seed)
-        labels = result.manifest.get("labels_file")
-        module = ServingModule(size, network.classify, network.features, str(result.path / labels) if labels else None, network.trackables)
-        manifest = {k: v for k, v in result.manifest.items() if k not in ("version", "onnx")}
-        extra = add_onnx_twin(module, size, manifest, quiet) if onnx else {}
-        return save_and_publish(module, module.signature_map, root / name, None, manifest, quiet, extra).path
+    def vary(network) -> None:
+        assert randomise_batchnorm(network.keras_model, seed) > 0
+
+    spec = ExportSpec(name=name, weights="random", input_size=size, seed=seed, onnx=onnx, output_dir=root, **options)
+    return export_model(spec, Progress("test-export", stream=None), adjust=vary).path
