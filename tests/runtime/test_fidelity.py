@@ -15,6 +15,10 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.runtime.conftest import KINDS, TF_SUFFIX, UNCONVERTIBLE
 
+# The session fixture exports and converts five versions and serves them twice (~2 min alone; much
+# longer on a shared machine), hence the longer timeout of the first test's setup.
+pytestmark = pytest.mark.timeout(1500)
+
 FEATURE_TOLERANCE = 1e-5
 PROBABILITY_TOLERANCE = 1e-5
 
