@@ -34,8 +34,9 @@ def features(stub, name, images) -> np.ndarray:
     return np.array([list(vector.values) for vector in response.features], np.float32)
 
 
-def top5(stub, name, images) -> list[list[tuple[int, float]]]:
-    response = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=name), images=images, top_k=5))
+def top5(stub, name, images, classes: int) -> list[list[tuple[int, float]]]:
+    request = pb.ClassifyRequest(model=pb.ModelSpec(name=name), images=images, top_k=min(5, classes))
+    response = stub.Classify(request)
     return [[(p.class_id, p.score) for p in result.predictions] for result in response.results]
 
 
@@ -55,7 +56,8 @@ def test_onnx_runtime_answers_like_tensorflow(stub, corpus, name):
     assert error.max() <= FEATURE_TOLERANCE, dict(zip(corpus, error))
 
     if served.metadata.num_classes:
-        for image, a, b in zip(corpus, top5(stub, name, images), top5(stub, name + TF_SUFFIX, images)):
+        classes = served.metadata.num_classes
+        for image, a, b in zip(corpus, top5(stub, name, images, classes), top5(stub, name + TF_SUFFIX, images, classes)):
             assert [c for c, _ in a] == [c for c, _ in b], image
             assert np.allclose([s for _, s in a], [s for _, s in b], rtol=0, atol=PROBABILITY_TOLERANCE), image
 
