@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 SWEEP_BATCHES = (1, 2, 4, 8, 16, 32)
 #: Threads calling the signature at once. Concurrent calls can keep both cores busier than one big
 #: call (MobileNetV2 at 224 here: ~37-42 images/s from one thread at its best batch size, ~50-60
@@ -45,7 +47,7 @@ class InProcess:
 
     def _call(self, batch: int, offset: int = 0) -> None:
         images = self._tf.constant([self.photos[(offset + i) % len(self.photos)] for i in range(batch)])
-        self.classify(images=images)["probabilities"].numpy()
+        np.asarray(self.classify(images=images)["probabilities"])  # a tensor (TensorFlow) or an array (ONNX Runtime)
 
     def rate(self, batch: int, seconds: float, callers: int = 1) -> float:
         """Images/s with ``callers`` threads each calling with ``batch`` images, for ``seconds``

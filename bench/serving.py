@@ -15,7 +15,11 @@ smaller size, random weights: the network is offline here, and speed does not de
    concurrency-1 latency is also measured against ``--processes`` server processes, each in rounds
    alternating with its own in-process single-image calls, and in the same rounds against as many
    bare ``grpc.aio`` servers running the same signature (the floor a Python gRPC server reaches here);
-3. the same server with batching off, as the baseline.
+3. the same server with batching off, as the baseline;
+4. the server again with ``--runtime onnxruntime`` (the network on its ONNX twin), whose in-process
+   figures are ONNX Runtime's (same decode + network, best threads x batch), and the issue 20 ratios
+   against the TensorFlow figures of steps 1-2 (:mod:`bench.runtimes`), plus fine-tuning's feature
+   extraction on both runtimes. Steps 1-3 run with ``--runtime tensorflow``.
 
 Then: server RSS after warm-up and after 20 hot swaps under load, and the cold start (process start ->
 SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
@@ -41,6 +45,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from bench import runtimes  # noqa: E402
 from bench.common import ensure_export, machine, median, percentiles, real_jpegs, write_results  # noqa: E402
 
 CONCURRENCY = (1, 4, 16, 64)
@@ -592,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swaps", type=int, help="hot swaps for the RSS check (default 20, quick 3)")
     parser.add_argument("--models", default=",".join(f"{k}:{v}" for k, v in MODELS.items()), help="name:size,...")
     parser.add_argument("--server-flag", action="append", default=[], help="extra flag for python -m server")
+    parser.add_argument("--runtimes", default="tensorflow,onnxruntime",
+                        help="tensorflow (steps 1-3) and/or onnxruntime (step 4), comma-separated")
     parser.add_argument("--processes", type=int, help="server processes, and as many bare-gRPC floor processes, for the c=1 latency (default 3, quick 2)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -608,13 +615,23 @@ def main(argv: list[str] | None = None) -> int:
         from tests.servers import copy_version
 
         copy_version(model_path, root, name, 1)
+        tf_flags = [*args.server_flag, "--runtime", "tensorflow"]
         print(f"[bench] {name}: server, batching on (c=1 latency against {processes} server processes) ...", flush=True)
-        batched = measure_server(root, name, photos, seconds, args.server_flag, c1_servers=processes)
+        batched = measure_server(root, name, photos, seconds, tf_flags, c1_servers=processes)
         print(f"[bench] {name}: server, batching off ...", flush=True)
-        unbatched = measure_server(root, name, photos, seconds, [*args.server_flag, "--no-batching"],
+        unbatched = measure_server(root, name, photos, seconds, [*tf_flags, "--no-batching"],
                                    limit_configs=batched["limit_configs"])
         results["models"][name] = {"input_size": int(size), "in_process_sweep": batched.pop("in_process_sweep"),
                                    "batched": batched, "unbatched": unbatched}
+        if "onnxruntime" in args.runtimes.split(","):
+            print(f"[bench] {name}: server on onnxruntime (c=1 latency against {processes} server processes) ...", flush=True)
+            onnx = measure_server(root, name, photos, seconds, [*args.server_flag, "--runtime", "onnxruntime"],
+                                  c1_servers=processes)
+            print(f"[bench] {name}: fine-tuning feature extraction on both runtimes ...", flush=True)
+            results["models"][name]["onnxruntime"] = {
+                "server": onnx, "ratios": runtimes.compare(batched, onnx),
+                "feature_extraction": runtimes.feature_extraction(model_path, int(size), photos),
+            }
         shutil.rmtree(root, ignore_errors=True)
     first = args.models.split(",")[0].split(":")
     if swaps:
@@ -624,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] cold start with the default models' stand-ins at 224 ...", flush=True)
         results["cold_start"] = measure_cold_start(args.server_flag)
     failures = report(results)
+    for name, result in results["models"].items():
+        if "onnxruntime" in result:
+            onnx = result["onnxruntime"]
+            failures += runtimes.report(name, onnx["ratios"], onnx["feature_extraction"])
     results["targets_missed"] = failures
     print(f"\nwritten: {write_results('serving', results)}")
     print("all targets met" if not failures else "targets missed:\n  " + "\n  ".join(failures))

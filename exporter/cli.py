@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-top", action="store_true", help="export without the classification head (features only)"
     )
+    parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="do not write the ONNX twin of the network (the server then converts it on first load)",
+    )
     parser.add_argument("--hub-handle", help="TF Hub classifier URL or local SavedModel directory")
     parser.add_argument("--hub-feature-handle", help="TF Hub feature-vector twin (URL or local directory)")
     parser.add_argument(
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             hub_feature_handle=args.hub_feature_handle,
             hub_outputs_probabilities=args.hub_outputs_probabilities,
             labels_file=args.labels,
+            onnx=not args.no_onnx,
         )
         for name in names
     ]

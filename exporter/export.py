@@ -6,7 +6,7 @@ import datetime as dt
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from exporter import __version__
 from exporter.catalog import CatalogEntry
@@ -46,8 +46,14 @@ def _labels_for(entry: CatalogEntry, spec: ExportSpec, num_classes: int | None) 
     return labels
 
 
-def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportResult:
-    """Build, wrap, write, verify and publish one model version. Raises UserError for user mistakes."""
+def export_model(
+    spec: ExportSpec, progress: Progress | None = None, adjust: Callable[[BuiltNetwork], None] | None = None
+) -> ExportResult:
+    """Build, wrap, write, verify and publish one model version. Raises UserError for user mistakes.
+
+    ``adjust`` is called on the built network before it is wrapped (the runtime tests give random
+    weights varied BatchNorm statistics with it).
+    """
     progress = progress or Progress("exporter")
     entry = resolve_entry(spec)
     size = validate_spec(entry, spec)
@@ -57,6 +63,8 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
             network = build_keras(entry, spec.weights, size, spec.seed, spec.include_top)
         else:
             network = build_hub(entry, size)
+    if adjust is not None:
+        adjust(network)
     for note in network.notes:
         progress.note(f"note: {note}")
     labels = _labels_for(entry, spec, network.num_classes)
@@ -90,8 +98,11 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
             "tensorflow_version": _tf_version(),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        extra_files = {}
+        if spec.onnx:
+            extra_files = add_onnx_twin(module, size, manifest, progress)
         published = save_and_publish(
-            module, signatures, Path(spec.output_dir) / spec.name, spec.version, manifest, progress
+            module, signatures, Path(spec.output_dir) / spec.name, spec.version, manifest, progress, extra_files
         )
     return ExportResult(
         path=published.path,
@@ -100,6 +111,27 @@ def export_model(spec: ExportSpec, progress: Progress | None = None) -> ExportRe
         network=network,
         loaded=published.loaded,
     )
+
+
+def add_onnx_twin(module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress) -> dict[str, bytes]:
+    """Convert and check the network's ONNX twin; record it (or why there is none) in the manifest.
+
+    A network tf2onnx cannot convert is still exported: the server serves it with TensorFlow.
+    """
+    from exporter import onnx_twin
+
+    with progress.step("converting the network to ONNX and checking it against TensorFlow"):
+        try:
+            model, record, _session = onnx_twin.make_twin(module, size)
+        except onnx_twin.TwinUnusable as exc:
+            manifest["onnx"] = {"error": str(exc)}
+            progress.note(f"note: no ONNX twin ({exc}); the server will use TensorFlow for this version")
+            return {}
+    check = record["check"]
+    figures = ", ".join(f"{key} {value:.1e}" for key, value in check.items() if isinstance(value, float))
+    progress.note(f"  ONNX twin: {len(model) / 1e6:.1f} MB, opset {record['opset']}, {figures}")
+    manifest["onnx"] = record
+    return {onnx_twin.TWIN_FILE: model}
 
 
 def _tf_version() -> str:

@@ -27,6 +27,7 @@ class ExportSpec:
     hub_feature_handle: str | None = None
     hub_outputs_probabilities: bool = False
     labels_file: str | None = None
+    onnx: bool = True  # write the network's checked ONNX twin into the version (exporter/onnx_twin.py)
 
 
 def resolve_entry(spec: ExportSpec) -> CatalogEntry:

@@ -8,7 +8,7 @@ name                                        type       labels
 ``requests_total``                          counter    rpc, model, version, code
 ``request_duration_seconds``                histogram  rpc, model: whole call, as the server sees it
 ``queue_duration_seconds``                  histogram  model, kind: oldest request's wait for its batch
-``model_duration_seconds``                  histogram  model, kind: one model call (a batch)
+``model_duration_seconds``                  histogram  model, kind, runtime: one model call (a batch)
 ``batch_size``                              histogram  model, kind: images per model call
 ``images_total``                            counter    model, version, kind: images through the model
 ``model_loads_total``                       counter    model, result (``loaded`` / ``failed``)
@@ -75,7 +75,7 @@ class Metrics:
             registry=r,
         )
         self.model_duration = Histogram(
-            "imageserve_model_duration_seconds", "Duration of one model call (a batch)", ["model", "kind"],
+            "imageserve_model_duration_seconds", "Duration of one model call (a batch)", ["model", "kind", "runtime"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
@@ -119,10 +119,12 @@ class Metrics:
         self.requests.labels(rpc, model, str(version or ""), code).inc()
         self.request_duration.labels(rpc, model).observe(seconds)
 
-    def record_batch(self, model: str, version: int, kind: str, size: int, queued_s: float, model_s: float) -> None:
+    def record_batch(
+        self, model: str, version: int, kind: str, size: int, queued_s: float, model_s: float, runtime: str = ""
+    ) -> None:
         self.batch_size.labels(model, kind).observe(size)
         self.queue_duration.labels(model, kind).observe(queued_s)
-        self.model_duration.labels(model, kind).observe(model_s)
+        self.model_duration.labels(model, kind, runtime).observe(model_s)
         self.images.labels(model, str(version), kind).inc(size)
 
     def record_lifecycle(self, event: str, model: str, version: int, seconds: float) -> None:

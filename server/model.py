@@ -1,12 +1,14 @@
 """One loaded SavedModel version: its signatures, labels and manifest, and how to run a batch.
 
 Loading is synchronous and slow (seconds); the repository runs it in a loader thread. ``run`` is
-called from model threads (TensorFlow functions are thread-safe) with a batch of encoded images.
+called from model threads (TensorFlow functions and ONNX Runtime sessions are thread-safe) with a
+batch of encoded images. The network runs on the runtime :mod:`server.runtime` picks at load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import io
 import json
 import logging
@@ -19,8 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from exporter import onnx_twin
 from exporter import signatures as sig
 from exporter.publish import MANIFEST_FILE, sample_png
+from server import runtime as rt
 from server.batching import BatchOutcome
 
 log = logging.getLogger(__name__)
@@ -117,17 +121,24 @@ class LoadedModel:
         self.path = path
         self.metadata = metadata
         self.signature_defs: dict[str, Any] = {}
+        self.runtime = rt.TENSORFLOW
+        self.runtime_detail = ""
         self._saved_model = saved_model
         self._functions = {
             kind: saved_model.signatures[signature]
             for kind, (signature, _output) in KINDS.items()
             if signature in saved_model.signatures
         }
+        self._kinds = frozenset(self._functions)
+        self._session: Any = None  # the ONNX twin's session when runtime is onnxruntime
+        self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path) -> LoadedModel:
-        """Load and warm up; raise :class:`LoadError` with a reason a user can act on."""
+    def load(cls, name: str, version: int, path: Path, options: rt.RuntimeOptions | None = None) -> LoadedModel:
+        """Load, warm up and pick the runtime; raise :class:`LoadError` with a reason a user can act on."""
         import tensorflow as tf
+
+        options = options or rt.RuntimeOptions()
 
         if not (path / "saved_model.pb").is_file():
             raise LoadError("no saved_model.pb")
@@ -146,22 +157,60 @@ class LoadedModel:
         model.signature_defs = cls._read_signature_defs(path, metadata.signature_names)
         loaded = time.monotonic()
         model.warm_up()
+        warm = time.monotonic()
+        model._pick_runtime(options)
         log.info(
-            "loaded %s v%d: %.1f s load + %.1f s warm-up (%s)",
+            "loaded %s v%d: %.1f s load + %.1f s warm-up + %.1f s runtime choice (%s) on %s: %s",
             name,
             version,
             loaded - started,
-            time.monotonic() - loaded,
-            ", ".join(sorted(model._functions)),
+            warm - loaded,
+            time.monotonic() - warm,
+            ", ".join(sorted(model._kinds)),
+            model.runtime,
+            model.runtime_detail,
         )
         return model
 
+    def _pick_runtime(self, options: rt.RuntimeOptions) -> None:
+        """Follow ``options.runtime``; with ONNX Runtime, drop TensorFlow's copy of the network."""
+        kind = "classify" if self.has("classify") else "features"
+        batch = [sample_png()] * options.timing_batch
+
+        def load_twin() -> tuple[Any, str]:
+            manifest = json.loads((self.path / MANIFEST_FILE).read_text())
+            return rt.obtain_twin(
+                self._saved_model, self.path, manifest, self.metadata.input_size, options.cache_dir, options.onnx_threads
+            )
+
+        def time_onnx(session: Any) -> float:
+            output = KINDS[kind][1]
+            return rt.best_of(lambda: onnx_twin.run_twin(session, output, self._decode(batch).numpy()))
+
+        choice = rt.choose(
+            options, load_twin, lambda: rt.best_of(lambda: self._run_tensorflow(kind, batch)), time_onnx,
+            f"{self.name} v{self.version}",
+        )
+        self.runtime, self.runtime_detail = choice.runtime, choice.detail
+        if choice.runtime == rt.ONNXRUNTIME:
+            self._session = choice.session
+            self.warm_up()
+            # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
+            # once the twin serves (decode/resize are separate functions), so they are released.
+            self._saved_model = None
+            self._functions = {}
+            gc.collect()
+
     def has(self, kind: str) -> bool:
-        return kind in self._functions
+        return kind in self._kinds
 
     def function(self, kind: str) -> Any:
-        """The signature that serves ``kind`` (what :meth:`run` calls; the benchmark times it directly)."""
-        return self._functions[kind]
+        """A callable ``f(images=<string tensor>) -> {output: tensor or array}`` running ``kind`` on the
+        chosen runtime (what :meth:`run` calls; the benchmark times it directly)."""
+        if self._session is None:
+            return self._functions[kind]
+        output = KINDS[kind][1]
+        return lambda images: {output: self._run_onnx(kind, images)}
 
     @property
     def signature_names(self) -> tuple[str, ...]:
@@ -179,8 +228,16 @@ class LoadedModel:
         """Run any signature on numpy inputs (the TF Serving Predict path for pixel inputs)."""
         import tensorflow as tf
 
-        function = self._saved_model.signatures[signature]
         try:
+            if self._session is not None:
+                kind = self.kind_of(signature)
+                if signature.endswith("_pixels"):
+                    pixels = self._resize(tf.constant(inputs[sig.PIXELS_INPUT])).numpy()
+                else:
+                    pixels = self._decode(tf.constant(inputs[sig.IMAGES_INPUT])).numpy()
+                output = KINDS[kind][1]
+                return {output: onnx_twin.run_twin(self._session, output, pixels)}
+            function = self._saved_model.signatures[signature]
             outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
         except tf.errors.InvalidArgumentError as exc:
             raise ValueError(tf_error_reason(exc)) from None
@@ -200,6 +257,11 @@ class LoadedModel:
 
         image = sample_png()
         pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
+        if self._session is not None:
+            for signature in self.signature_names:
+                takes_pixels = signature.endswith("_pixels")
+                self.call_signature(signature, {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])})
+            return
         for name, function in self._saved_model.signatures.items():
             try:
                 if sig.PIXELS_INPUT in function.structured_input_signature[1]:
@@ -213,10 +275,9 @@ class LoadedModel:
         """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""
         import tensorflow as tf
 
-        function = self._functions[kind]
-        output = KINDS[kind][1]
+        forward = self._run_tensorflow if self._session is None else self._run_onnx
         try:
-            return BatchOutcome(function(images=tf.constant(images, dtype=tf.string))[output].numpy())
+            return BatchOutcome(forward(kind, images))
         except tf.errors.InvalidArgumentError as batch_error:
             if len(images) == 1:
                 return BatchOutcome(np.zeros((1, self._width(kind)), np.float32), {0: f"could not decode: {tf_error_reason(batch_error)}"})
@@ -225,10 +286,21 @@ class LoadedModel:
         errors: dict[int, str] = {}
         for index, image in enumerate(images):
             try:
-                rows[index] = function(images=tf.constant([image], dtype=tf.string))[output].numpy()[0]
+                rows[index] = forward(kind, [image])[0]
             except tf.errors.InvalidArgumentError as exc:
                 errors[index] = f"could not decode: {tf_error_reason(exc)}"
         return BatchOutcome(rows, errors)
+
+    def _run_tensorflow(self, kind: str, images: Any) -> np.ndarray:
+        import tensorflow as tf
+
+        return self._functions[kind](images=tf.constant(images, dtype=tf.string))[KINDS[kind][1]].numpy()
+
+    def _run_onnx(self, kind: str, images: Any) -> np.ndarray:
+        import tensorflow as tf
+
+        pixels = self._decode(tf.constant(images, dtype=tf.string)).numpy()
+        return onnx_twin.run_twin(self._session, KINDS[kind][1], pixels)
 
     def _width(self, kind: str) -> int:
         return self.metadata.num_classes if kind == "classify" else self.metadata.feature_dim

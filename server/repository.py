@@ -36,6 +36,7 @@ from server.batching import Batcher, BatchStats
 from server.discovery import ModelRootScanner, check_model_name, select_versions, version_fingerprint
 from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
+from server.runtime import ONNXRUNTIME, RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, reload_model_configs
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class ModelRepository:
         settings: ServerSettings,
         model_executor: Executor,
         on_change: Callable[[], None] | None = None,
-        on_batch: Callable[[str, int, str, int, float, float], None] | None = None,
+        on_batch: Callable[[str, int, str, int, float, float, str], None] | None = None,
         on_lifecycle: Callable[[str, str, int, float], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -259,7 +260,7 @@ class ModelRepository:
         log.info("loading %s v%d from %s", name, version, path)
         try:
             model = await asyncio.get_running_loop().run_in_executor(
-                self._loader, LoadedModel.load, name, version, path
+                self._loader, LoadedModel.load, name, version, path, self._runtime_options(name)
             )
         except LoadError as exc:
             served.state, served.error = VersionState.FAILED, str(exc)
@@ -271,12 +272,24 @@ class ModelRepository:
             log.exception("failed to load %s v%d", name, version)
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
+        if model.runtime == ONNXRUNTIME:  # TensorFlow's copy of the network was dropped: give it back
+            await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
         served.model = model
         served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
         served.idle.set()
         served.state = VersionState.AVAILABLE
         self._lifecycle("load", name, version, time.monotonic() - started)
         log.info("%s v%d is AVAILABLE (%.1f s)", name, version, time.monotonic() - started)
+
+    def _runtime_options(self, name: str) -> RuntimeOptions:
+        settings = self.settings
+        config = settings.model_config(name)
+        return RuntimeOptions(
+            runtime=settings.runtime_for(name),
+            cache_dir=cache_dir_for(settings.state_dir),
+            onnx_threads=settings.onnx_threads or default_onnx_threads(settings.model_threads),
+            timing_batch=config.max_batch_size or settings.max_batch_size,
+        )
 
     def _make_batcher(self, served: ServedVersion, kind: str) -> Batcher:
         config = self.settings.model_config(served.name)
@@ -286,7 +299,7 @@ class ModelRepository:
             report = self._on_batch
 
             def report_batch(size: int, queued_s: float, model_s: float) -> None:
-                report(served.name, served.version, kind, size, queued_s, model_s)
+                report(served.name, served.version, kind, size, queued_s, model_s, model.runtime)
 
             on_batch = report_batch
 

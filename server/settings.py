@@ -17,6 +17,7 @@ Example ``imageserve.toml``::
     versions = [3, 4]
     version_labels = { stable = 3, canary = 4 }
     max_batch_size = 4
+    runtime = "tensorflow"
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ ENV_PREFIX = "IMAGESERVE_"
 MiB = 1024 * 1024
 
 VERSION_POLICIES = ("latest", "all", "specific")
+RUNTIMES = ("auto", "tensorflow", "onnxruntime")  # server/runtime.py
 
 
 class SettingsError(ValueError):
@@ -56,8 +58,11 @@ class ModelConfig:
     version_labels: Mapping[str, int] = _doc("names for versions, e.g. {stable = 3, canary = 4}", default_factory=dict)
     max_batch_size: int | None = _doc("override of the server's max_batch_size for this model", default=None)
     batch_timeout_ms: float | None = _doc("override of the server's batch_timeout_ms for this model", default=None)
+    runtime: str | None = _doc("override of the server's runtime for this model", default=None)
 
     def __post_init__(self) -> None:
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise SettingsError(f"runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
         if self.version_policy not in VERSION_POLICIES:
             raise SettingsError(f"version_policy {self.version_policy!r}; expected one of {', '.join(VERSION_POLICIES)}")
         if self.latest < 1:
@@ -112,6 +117,17 @@ class ServerSettings:
     tf_intra_op_threads: int = _doc("TensorFlow threads inside one op; 0 lets TensorFlow choose", default=0)
     tf_inter_op_threads: int = _doc("TensorFlow threads running independent ops; 0 lets TensorFlow choose", default=0)
 
+    # --- network runtime (server/runtime.py)
+    runtime: str = _doc(
+        "what runs the network after TensorFlow decodes: auto (ONNX Runtime where its checked twin is"
+        " faster on the warm-up batch), tensorflow or onnxruntime",
+        default="auto",
+    )
+    onnx_threads: int = _doc(
+        "ONNX Runtime threads per model call; 0: cores / model_threads, so concurrent calls fill the cores once",
+        default=0,
+    )
+
     # --- lifecycle and logs
     shutdown_grace_s: float = _doc("on SIGTERM, how long in-flight requests may take to finish", default=10.0)
     log_level: str = _doc("DEBUG logs every request; INFO logs model loads, unloads and jobs", default="INFO")
@@ -149,6 +165,8 @@ class ServerSettings:
             (self.batch_timeout_ms >= 0, "batch_timeout_ms must be >= 0"),
             (self.max_queued_images >= self.max_batch_size, "max_queued_images must be >= max_batch_size"),
             (self.model_threads >= 1, "model_threads must be >= 1"),
+            (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}"),
+            (self.onnx_threads >= 0, "onnx_threads must be >= 0"),
             (self.version_policy in ("latest", "all"), "the default version_policy must be latest or all"),
             (self.latest_versions >= 1, "latest_versions must be >= 1"),
             (self.log_format in ("text", "json"), "log_format must be text or json"),
@@ -165,6 +183,11 @@ class ServerSettings:
         if name in self.models:
             return self.models[name]
         return ModelConfig(version_policy=self.version_policy, latest=self.latest_versions)
+
+    def runtime_for(self, name: str) -> str:
+        """The model's runtime: its ``[models.<name>]`` override, else the server's."""
+        override = self.models[name].runtime if name in self.models else None
+        return override or self.runtime
 
     @property
     def batch_timeout_s(self) -> float:

@@ -13,8 +13,11 @@ from pathlib import Path
 import tensorflow as tf
 
 
-def save_hub_models(directory: Path, size: int, seed: int = 3):
-    """Write ``classification/`` and ``feature_vector/`` under ``directory``; return the Keras twins."""
+def save_hub_models(directory: Path, size: int, seed: int = 3, batchnorm_seed: int | None = None):
+    """Write ``classification/`` and ``feature_vector/`` under ``directory``; return the Keras twins.
+
+    ``batchnorm_seed``: randomise the BatchNorm statistics (tests/runtime/varied.py) so outputs vary.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -24,6 +27,11 @@ def save_hub_models(directory: Path, size: int, seed: int = 3):
     extractor = keras.Model(
         classifier.inputs, keras.layers.GlobalAveragePooling2D()(classifier.get_layer("out_relu").output)
     )
+
+    if batchnorm_seed is not None:
+        from tests.runtime.varied import randomise_batchnorm
+
+        randomise_batchnorm(classifier, batchnorm_seed)
 
     def hub_module(model) -> tf.Module:
         module = tf.Module()

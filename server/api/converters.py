@@ -60,6 +60,9 @@ def _version_status(served: ServedVersion, include_labels: bool) -> pb.ModelVers
         state=pb.ModelVersionStatus.State.Value(served.state.value),
         error=served.error,
     )
+    if served.model is not None:
+        status.runtime = served.model.runtime
+        status.runtime_detail = served.model.runtime_detail
     metadata = served.metadata
     if metadata is not None:
         status.metadata.CopyFrom(

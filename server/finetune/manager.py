@@ -415,6 +415,7 @@ class FineTuneManager:
             threads=self.settings.finetune_threads,
             max_image_pixels=self.settings.max_image_pixels,
             data_root=str(Path(data_root).resolve()) if data_root is not None else None,
+            onnx_cache=str((Path(self.settings.state_dir) / "onnx").resolve()),  # server/runtime.py cache_dir_for
         )
         return spec.__dict__
 

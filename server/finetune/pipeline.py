@@ -60,6 +60,7 @@ class JobSpec:
     threads: int
     max_image_pixels: int
     data_root: str | None = None
+    onnx_cache: str | None = None  # the server's ONNX twin cache (server/runtime.py), for the base's features
 
 
 @dataclass
@@ -202,7 +203,7 @@ def run_job(spec: JobSpec, report: Reporter) -> dict[str, Any]:
         f"running the frozen base {spec.base_model} v{spec.base_version} {cache}",
     )
     try:
-        base = trainer.FrozenBase(spec.base_path, input_size)
+        base = trainer.FrozenBase(spec.base_path, input_size, spec.onnx_cache, spec.threads)
     except (OSError, ValueError) as exc:
         raise JobFailed(
             f"the base model {spec.base_model} v{spec.base_version} cannot be loaded: {exc}"

@@ -14,14 +14,18 @@ shuffling and dropout.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import ClassMetrics, EpochMetrics
+
+log = logging.getLogger(__name__)
 
 EXTRACT_BATCH = 64
 EVAL_BATCH = 512
@@ -86,12 +90,21 @@ class Decoder:
 
 
 class FrozenBase:
-    """An exported model loaded from its version directory, used as a frozen feature extractor."""
+    """An exported model loaded from its version directory, used as a frozen feature extractor.
 
-    def __init__(self, path: str, input_size: int) -> None:
+    Features run on the base's ONNX twin when it has a usable one (3x faster on CPU; checked against the
+    SavedModel first, see :mod:`server.runtime`), else through its own ``features`` signature. Either way
+    decode is the signature's, so training sees what serving computes. ``embed`` (what the fine-tuned
+    version is composed of) stays the SavedModel's.
+    """
+
+    def __init__(self, path: str, input_size: int, twin_cache: str | None = None, threads: int = 1) -> None:
         import tensorflow as tf
 
         from exporter import signatures as sig
+        from exporter.onnx_twin import TwinUnusable
+        from exporter.publish import read_manifest
+        from server import runtime as rt
 
         self.saved_model = tf.saved_model.load(path)
         if not hasattr(self.saved_model, "embed") or sig.FEATURES not in self.saved_model.signatures:
@@ -101,14 +114,25 @@ class FrozenBase:
         self.variables = embed_variables(self.embed)
         self.decode = Decoder(input_size).decode
         self._features = self.saved_model.signatures[sig.FEATURES]
+        self.runtime, self._session = rt.TENSORFLOW, None
+        try:
+            cache = Path(twin_cache) if twin_cache else None
+            self._session, origin = rt.obtain_twin(self.saved_model, Path(path), read_manifest(Path(path)), input_size, cache, threads)
+            self.runtime = rt.ONNXRUNTIME
+            log.info("frozen base features on onnxruntime (twin %s)", origin)
+        except (TwinUnusable, OSError, ValueError) as exc:
+            log.info("frozen base features on tensorflow: %s", exc)
 
     def features(self, images: Sequence[bytes]) -> np.ndarray:
-        """Pooled features through the base's own ``features`` signature: exactly what serving computes."""
+        """Pooled features of the base: exactly what serving computes."""
         import tensorflow as tf
 
         from exporter import signatures as sig
+        from exporter.onnx_twin import run_twin
 
         batch = tf.constant(list(images), dtype=tf.string)
+        if self._session is not None:
+            return run_twin(self._session, sig.FEATURES_OUTPUT, self.decode(batch).numpy())
         return self._features(**{sig.IMAGES_INPUT: batch})[sig.FEATURES_OUTPUT].numpy()
 
 

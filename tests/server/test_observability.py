@@ -68,6 +68,12 @@ def test_documented_series_are_exposed(metrics_server):
         assert f"# HELP {series.removesuffix('_total')}" in text or f"# HELP {series}" in text, series
 
 
+async def _runtime_of(running, name: str) -> str:
+    from server.repository import ModelRef
+
+    return running.server.repository.resolve(ModelRef(name)).model.runtime
+
+
 def test_metrics_move_with_traffic(metrics_server, photos):
     with grpc.insecure_channel(metrics_server.address) as channel:
         stub = pb_grpc.ImageModelServiceStub(channel)
@@ -90,7 +96,8 @@ def test_metrics_move_with_traffic(metrics_server, photos):
     assert delta("imageserve_images_total", model=FEATURES, version="1", kind="features") == 2
     assert delta("imageserve_request_duration_seconds_count", rpc="Classify", model=CLASSIFIER) == 3
     assert delta("imageserve_batch_size_count", model=CLASSIFIER, kind="classify") >= 1
-    assert delta("imageserve_model_duration_seconds_sum", model=CLASSIFIER, kind="classify") > 0
+    runtime = metrics_server.call(_runtime_of(metrics_server, CLASSIFIER))
+    assert delta("imageserve_model_duration_seconds_sum", model=CLASSIFIER, kind="classify", runtime=runtime) > 0
     assert value(after, "imageserve_model_loads_total", model=CLASSIFIER, result="loaded") == 1
     assert value(after, "imageserve_served_versions", model=CLASSIFIER) == 1
     assert value(after, "imageserve_model_load_duration_seconds_count", model=FEATURES) == 1

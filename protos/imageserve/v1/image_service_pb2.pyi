@@ -159,7 +159,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., default_version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ..., version_labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ModelVersionStatus(_message.Message):
-    __slots__ = ("version", "state", "error", "metadata", "stats")
+    __slots__ = ("version", "state", "error", "metadata", "stats", "runtime", "runtime_detail")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[ModelVersionStatus.State]
@@ -177,12 +177,16 @@ class ModelVersionStatus(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_DETAIL_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: ModelVersionStatus.State
     error: str
     metadata: ModelMetadata
     stats: ServingStats
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., stats: _Optional[_Union[ServingStats, _Mapping]] = ...) -> None: ...
+    runtime: str
+    runtime_detail: str
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., stats: _Optional[_Union[ServingStats, _Mapping]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
     __slots__ = ("input_size", "num_classes", "feature_dim", "signature_names", "labels", "preprocessing", "source", "created_at")

@@ -1,0 +1,170 @@
+"""Which runtime runs a version's network: TensorFlow (the SavedModel itself) or ONNX Runtime (its twin).
+
+Decode and resize are always TensorFlow's (:func:`exporter.signatures.decode_images`, the very code
+in the signatures), so both runtimes see the same pixels and answer the same. Only the network
+(normalisation + layers, the SavedModel's ``predict``/``embed``) changes runtime.
+
+Where a version's twin comes from, first found wins:
+
+1. the version directory (the exporter wrote it; its record is in ``manifest.json`` under ``"onnx"``);
+2. the server's cache, ``<state_dir>/onnx/<content key>/`` (keyed by the SavedModel's bytes, so a
+   rewritten version never reuses a stale twin; the model root may be read-only);
+3. a conversion now (seconds), stored in the cache for the next load.
+
+Every twin is checked against the SavedModel on fixed images before it serves
+(:func:`exporter.onnx_twin.check_twin`). A network without a usable twin is served by TensorFlow;
+the reason is logged once and shown in the version's status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from exporter import onnx_twin
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+TENSORFLOW = "tensorflow"
+ONNXRUNTIME = "onnxruntime"
+RUNTIMES = (AUTO, TENSORFLOW, ONNXRUNTIME)
+CACHE_FOLDER = "onnx"
+TIMING_ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How one version picks and runs its runtime (from the settings)."""
+
+    runtime: str = AUTO
+    cache_dir: Path | None = None  # <state_dir>/onnx; None: convert without caching
+    onnx_threads: int = 1  # intra-op threads of the ONNX Runtime session
+    timing_batch: int = 8  # images in the warm-up batch that auto times
+
+
+@dataclass
+class Choice:
+    """The runtime a version runs on and why (shown in its status)."""
+
+    runtime: str
+    detail: str
+    session: Any = None  # the ONNX Runtime session when runtime is onnxruntime
+
+
+def content_key(path: Path) -> str:
+    """A key that changes whenever the SavedModel's graph or weights change."""
+    digest = hashlib.sha256()
+    for relative in ("saved_model.pb", "variables/variables.index"):
+        try:
+            digest.update((path / relative).read_bytes())
+        except OSError:
+            digest.update(relative.encode())
+    return digest.hexdigest()[:32]
+
+
+def cache_dir_for(state_dir: Path) -> Path:
+    return Path(state_dir) / CACHE_FOLDER
+
+
+def obtain_twin(
+    saved_model: Any, path: Path, manifest: dict[str, Any], size: int, cache_dir: Path | None, threads: int = 1
+) -> tuple[Any, str]:
+    """A checked ONNX Runtime session for the version, and where its twin came from.
+
+    Raises :class:`exporter.onnx_twin.TwinUnusable` with the reason when there is none.
+    """
+    exported = manifest.get("onnx") or {}
+    if "sha256" in exported:
+        model = onnx_twin.read_twin(path, exported)
+        session = onnx_twin.new_session(model, threads)
+        onnx_twin.check_twin(saved_model, session, size)  # at load too: a twin is never trusted blindly
+        return session, "exported with the version"
+    cached = cache_dir / content_key(path) if cache_dir is not None else None
+    if cached is not None:
+        record = onnx_twin.read_cached_record(cached)
+        if record is not None:
+            try:
+                model = onnx_twin.read_twin(cached, record)
+                session = onnx_twin.new_session(model, threads)
+                onnx_twin.check_twin(saved_model, session, size)
+                return session, f"from the cache {cached.name}"
+            except onnx_twin.TwinUnusable as exc:
+                log.warning("cached ONNX twin of %s unusable (%s); converting again", path, exc)
+    started = time.monotonic()
+    model, record, session = onnx_twin.make_twin(saved_model, size, threads)
+    where = "converted at load"
+    if cached is not None:
+        try:
+            onnx_twin.write_cached(cached, model, record)
+            where += f" in {time.monotonic() - started:.1f} s, cached as {cached.name}"
+        except OSError as exc:
+            log.warning("could not cache the ONNX twin in %s: %s", cached, exc.strerror)
+    return session, where
+
+
+def best_of(run: Callable[[], Any], rounds: int = TIMING_ROUNDS) -> float:
+    """Fastest of ``rounds`` timed calls after one untimed one, in seconds."""
+    run()
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        run()
+        times.append(time.monotonic() - started)
+    return min(times)
+
+
+def choose(
+    options: RuntimeOptions,
+    load_twin: Callable[[], tuple[Any, str]],
+    time_tensorflow: Callable[[], float],
+    time_onnx: Callable[[Any], float],
+    label: str,
+) -> Choice:
+    """Pick the runtime of one version following ``options.runtime``.
+
+    ``auto`` and ``onnxruntime`` use the twin when one is usable; ``auto`` also times both runtimes on
+    the warm-up batch and keeps the faster (a network ONNX Runtime runs slower stays on TensorFlow).
+    """
+    if options.runtime == TENSORFLOW:
+        return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
+    try:
+        session, origin = load_twin()
+    except onnx_twin.TwinUnusable as exc:
+        log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
+        return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
+    if options.runtime == ONNXRUNTIME:
+        return Choice(ONNXRUNTIME, f"runtime = onnxruntime (setting); twin {origin}", session)
+    onnx_s = time_onnx(session)
+    tensorflow_s = time_tensorflow()
+    timings = (
+        f"warm-up batch of {options.timing_batch}: onnxruntime {onnx_s * 1000:.1f} ms,"
+        f" tensorflow {tensorflow_s * 1000:.1f} ms"
+    )
+    log.info("%s: %s (twin %s)", label, timings, origin)
+    if onnx_s <= tensorflow_s:
+        return Choice(ONNXRUNTIME, f"auto: {timings}; twin {origin}", session)
+    return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
+
+
+def default_onnx_threads(model_threads: int) -> int:
+    """ONNX Runtime threads per session so that ``model_threads`` concurrent batches fill the cores once."""
+    return max(1, (os.cpu_count() or 1) // max(1, model_threads))
+
+
+def tensorflow_preprocessing(size: int) -> tuple[Any, Any]:
+    """(decode, resize) as tf.functions: the signatures' own code for encoded images and for pixels."""
+    import tensorflow as tf
+
+    from exporter import signatures as sig
+
+    decode = tf.function(lambda images: sig.decode_images(images, size), input_signature=[tf.TensorSpec([None], tf.string)])
+    resize = tf.function(
+        lambda pixels: sig.resize_pixels(pixels, size), input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)]
+    )
+    return decode, resize
