@@ -1,5 +1,6 @@
 """EfficientNet-Lite0 with its real ImageNet weights, served: real photos get the right kind of class,
-and the served probabilities are the Keras model's own on the same pixels."""
+and the served probabilities are the Keras model's own on the same pixels, on ONNX Runtime (the
+version's exported twin) and on TensorFlow alike."""
 
 from __future__ import annotations
 
@@ -10,22 +11,26 @@ import tensorflow as tf
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+from server.settings import ModelConfig
 from tests.images import LABELLED_PHOTOS, decode_rgb, encode, labelled_photo
 from tests.servers import InProcessServer, copy_version, test_settings
 
 MODEL = "efficientnet_lite0"
+MODEL_ON_TF = "efficientnet_lite0_tf"  # the same version, served by TensorFlow
 
 
 @pytest.fixture(scope="module")
 def lite_root(tmp_path_factory, lite0_export):
     root = tmp_path_factory.mktemp("lite-root")
     copy_version(lite0_export.path, root, MODEL, 1)
+    copy_version(lite0_export.path, root, MODEL_ON_TF, 1)
     return root
 
 
 @pytest.fixture(scope="module")
 def lite_stub(lite_root):
-    running = InProcessServer(test_settings(lite_root)).start()
+    runtimes = {MODEL: ModelConfig(runtime="onnxruntime"), MODEL_ON_TF: ModelConfig(runtime="tensorflow")}
+    running = InProcessServer(test_settings(lite_root, models=runtimes)).start()
     with grpc.insecure_channel(running.address) as channel:
         yield pb_grpc.ImageModelServiceStub(channel)
     running.stop()
@@ -65,3 +70,19 @@ def test_served_probabilities_are_the_keras_models_own(lite_stub, labelled_pngs,
             served[prediction.class_id] = prediction.score
         np.testing.assert_allclose(served, expected, atol=1e-5)
         assert int(np.argmax(served)) == int(np.argmax(expected))
+
+
+def test_both_runtimes_give_the_same_top5_on_real_photos(lite_stub, labelled_pngs, photos):
+    images = [*labelled_pngs.values(), photos["chelsea.jpg"], photos["coffee.png"]]
+    answers = {}
+    for name in (MODEL, MODEL_ON_TF):
+        status = lite_stub.GetModelStatus(pb.GetModelStatusRequest(name=name), timeout=30)
+        answers[status.versions[0].runtime] = lite_stub.Classify(
+            pb.ClassifyRequest(model=pb.ModelSpec(name=name), images=images, top_k=5), timeout=120
+        )
+    assert set(answers) == {"onnxruntime", "tensorflow"}
+    for on_ort, on_tf in zip(answers["onnxruntime"].results, answers["tensorflow"].results, strict=True):
+        assert [p.class_id for p in on_ort.predictions] == [p.class_id for p in on_tf.predictions]
+        np.testing.assert_allclose(
+            [p.score for p in on_ort.predictions], [p.score for p in on_tf.predictions], atol=1e-5
+        )
