@@ -138,6 +138,13 @@ class _Call:
             observe(self.rpc, self.request, self.response, self.code, time.monotonic() - self.started)
 
 
+def _span_of(servicer: Any, method: str, context: grpc.aio.ServicerContext) -> tuple:
+    """A call's span: its name, the caller's headers (for ``traceparent``) and its attributes."""
+    service = getattr(servicer, "rpc_service", type(servicer).__name__)
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    return f"{service}/{method}", lambda: dict(context.invocation_metadata() or ()), attributes
+
+
 def grpc_method(method: Callable) -> Callable:
     """Apply the error mapping, request ids and call observation to a unary or streaming method."""
     name = method.__name__
@@ -147,12 +154,7 @@ def grpc_method(method: Callable) -> Callable:
 
         @functools.wraps(method)
         async def streaming(self, request, context):
-            service = getattr(self, "rpc_service", type(self).__name__)
-            span = tracing.start_stream_span(
-                f"{service}/{name}",
-                lambda: dict(context.invocation_metadata() or ()),
-                {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            )
+            span = tracing.start_stream_span(*_span_of(self, name, context))
             call = _Call(self, name, request, context)
             try:
                 async for response in method(self, _checked(request), context):
@@ -174,12 +176,7 @@ def grpc_method(method: Callable) -> Callable:
 
     @functools.wraps(method)
     async def unary(self, request, context):
-        service = getattr(self, "rpc_service", type(self).__name__)
-        with tracing.server_span(
-            f"{service}/{name}",
-            lambda: dict(context.invocation_metadata() or ()),
-            {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-        ) as span:
+        with tracing.server_span(*_span_of(self, name, context)) as span:
             call = _Call(self, name, request, context)
             try:
                 checked = _checked_stream(request) if streaming_request else _checked(request)
