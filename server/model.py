@@ -83,7 +83,8 @@ def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
         try:
             labels = tuple((path / manifest["labels_file"]).read_text(encoding="utf-8").splitlines())
         except (OSError, UnicodeDecodeError) as exc:
-            raise LoadError(f"labels file {manifest['labels_file']} unreadable: {exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)  # an OSError's text names the path
+            raise LoadError(f"labels file {manifest['labels_file']} unreadable: {reason}") from None
     num_classes = int(manifest.get("num_classes") or 0)
     if num_classes and len(labels) != num_classes:
         raise LoadError(f"{len(labels)} labels for {num_classes} classes")

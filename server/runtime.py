@@ -138,9 +138,16 @@ def choose(
     except onnx_twin.TwinUnusable as exc:
         log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
         return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
+    except Exception as exc:  # ONNX Runtime's own errors: TensorFlow can still serve the version
+        log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
+        return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
     if options.runtime == ONNXRUNTIME:
         return Choice(ONNXRUNTIME, f"runtime = onnxruntime (setting); twin {origin}", session)
-    onnx_s = time_onnx(session)
+    try:
+        onnx_s = time_onnx(session)
+    except Exception as exc:  # as above: a twin that fails on the warm-up batch is not served
+        log.warning("%s: served by TensorFlow, the ONNX twin failed its warm-up: %s", label, exc, exc_info=True)
+        return Choice(TENSORFLOW, f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}")
     tensorflow_s = time_tensorflow()
     timings = (
         f"warm-up batch of {options.timing_batch}: onnxruntime {onnx_s * 1000:.1f} ms,"

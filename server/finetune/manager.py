@@ -78,7 +78,7 @@ CANCEL_WAIT_S = 15.0
 #: How long a stopping server waits for its workers to end (then they are killed).
 STOP_WAIT_S = 10.0
 #: How long a finished job waits for the repository to load its new version before SUCCEEDED.
-LOAD_WAIT_S = 300.0
+LOAD_WAIT_S = 600.0
 SERVER_STOPPED = "interrupted: the server stopped while the job was running"
 
 
@@ -510,14 +510,19 @@ class FineTuneManager:
             log.exception("reloading the model root after publishing %s v%d failed", job.output_model, version)
             loaded = LoadOutcome(False, error="the server's reload of the model root failed (see the server log)")
         if loaded.failed:
-            moved = await asyncio.to_thread(
-                quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
-            )
-            await self.repository.reconcile()  # forget the failed entry of the moved version
-            where = f"moved aside to {moved}" if moved else "could not be moved aside (see the server log)"
+            where = "it stays in place"
+            if loaded.broken:
+                moved = await asyncio.to_thread(
+                    quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
+                )
+                where = f"it was moved aside to {moved}" if moved else "it could not be moved aside (see the server log)"
+                try:
+                    await self.repository.reconcile()  # forget the failed entry of the moved version
+                except Exception:  # the job's outcome stands; the next poll tries again
+                    log.exception("reloading the model root after moving %s v%d aside failed", job.output_model, version)
             reason = (
                 f"the server could not load the new version {job.output_model} v{version}: {loaded.error}; "
-                f"it is not served and was {where}"
+                f"it is not served ({where})"
             )
             log.error("job %s: %s", job.job_id, reason)
             self._finish(job.job_id, JobState.FAILED, reason, error=reason, metrics=metrics)

@@ -7,8 +7,10 @@ reads the outcome:
 - not loaded because the model's version policy does not select it (``specific`` without this
   version, or ``latest`` with newer versions): SUCCEEDED, and the message names the policy and how
   to serve the version (:func:`policy_note`).
-- the load failed or did not finish in time: the job is FAILED with the load error and the version
-  is moved aside (:func:`quarantine`) so that it can never shadow a good version.
+- the load failed: the job is FAILED with the load error and the version is moved aside
+  (:func:`quarantine`) so that it can never shadow a good version.
+- anything else (the load did not finish in time, the reload itself failed): the job is FAILED and
+  the version stays in place (it may be fine; the repository serves it if its load succeeds).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter.publish import existing_versions
+from server.discovery import select_versions
 from server.errors import NotFound
 from server.repository import ModelRepository, VersionState
 from server.settings import ModelConfig
@@ -32,11 +36,12 @@ REJECTED_PREFIX = ".rejected-"
 
 @dataclass(frozen=True)
 class LoadOutcome:
-    """What became of a published version: served, deliberately not served, or not loadable."""
+    """What became of a published version: served, deliberately not served, or not served."""
 
     served: bool
     not_served_note: str = ""  # served is False and the version is fine: why the policy skips it
-    error: str = ""  # the version could not be loaded (or not in time)
+    error: str = ""  # not served, and not because of the policy
+    broken: bool = False  # the version itself failed to load: move it aside
 
     @property
     def failed(self) -> bool:
@@ -44,11 +49,18 @@ class LoadOutcome:
 
 
 async def load_published(repository: ModelRepository, name: str, version: int, timeout_s: float) -> LoadOutcome:
-    """Reconcile the model root now and report the new version's state."""
+    """Reconcile the model root now and report the new version's state.
+
+    NOTE: the reconcile is shielded: a timeout here must not cancel a load half-way (it would leave
+    the version LOADING for good); the load goes on and serves the version if it succeeds.
+    """
+    reconcile = asyncio.ensure_future(repository.reconcile())
     try:
-        await asyncio.wait_for(repository.reconcile(), timeout_s)
+        await asyncio.wait_for(asyncio.shield(reconcile), timeout_s)
     except asyncio.TimeoutError:
-        return LoadOutcome(False, error=f"it did not finish loading within {timeout_s:.0f} s")
+        return LoadOutcome(
+            False, error=f"it was not loaded within {timeout_s:.0f} s (the load goes on: it is served if it succeeds)"
+        )
     try:
         versions = repository.view(name).versions
     except NotFound:
@@ -57,9 +69,15 @@ async def load_published(repository: ModelRepository, name: str, version: int, t
     if served is not None and served.state is VersionState.AVAILABLE:
         return LoadOutcome(True)
     if served is not None and served.state is VersionState.FAILED:
-        return LoadOutcome(False, error=served.error or "it failed to load")
+        return LoadOutcome(False, error=served.error or "it failed to load", broken=True)
+    config = repository.settings.model_config(name)
+    failed = {sv.version for sv in versions if sv.state is VersionState.FAILED}
+    loadable = [v for v in existing_versions(Path(repository.settings.model_root) / name) if v not in failed]
+    if version in select_versions(config, loadable):
+        state = served.state.value if served is not None else "not known to the server"
+        return LoadOutcome(False, error=f"it is {state} after the reload")
     available = sorted(sv.version for sv in versions if sv.state is VersionState.AVAILABLE)
-    return LoadOutcome(False, not_served_note=policy_note(repository.settings.model_config(name), name, version, available))
+    return LoadOutcome(False, not_served_note=policy_note(config, name, version, available))
 
 
 def policy_note(config: ModelConfig, name: str, version: int, available: list[int]) -> str:
@@ -71,12 +89,10 @@ def policy_note(config: ModelConfig, name: str, version: int, available: list[in
             f"not served: model {name!r} has version_policy 'specific' with versions [{listed}] ({serving}); "
             f"add {version} to versions in [models.{name}] of the server's config file to serve it"
         )
-    if config.version_policy == "latest":
-        return (
-            f"not served: model {name!r} has version_policy 'latest' with latest = {config.latest} and newer "
-            f"versions exist ({serving}); raise latest in [models.{name}] of the server's config file to serve it too"
-        )
-    return f"not served ({serving}); see the model's status"
+    return (
+        f"not served: model {name!r} has version_policy 'latest' with latest = {config.latest} and newer "
+        f"versions exist ({serving}); raise latest in [models.{name}] of the server's config file to serve it too"
+    )
 
 
 def quarantine(model_root: Path, name: str, version: int, job_id: str) -> str:

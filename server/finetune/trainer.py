@@ -122,6 +122,8 @@ class FrozenBase:
             log.info("frozen base features on onnxruntime (twin %s)", origin)
         except (TwinUnusable, OSError, ValueError) as exc:
             log.info("frozen base features on tensorflow: %s", exc)
+        except Exception as exc:  # ONNX Runtime's own errors: the base's SavedModel still works
+            log.warning("frozen base features on tensorflow, the ONNX twin failed: %s", exc, exc_info=True)
 
     def features(self, images: Sequence[bytes]) -> np.ndarray:
         """Pooled features of the base: exactly what serving computes."""
