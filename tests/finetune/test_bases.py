@@ -147,10 +147,10 @@ def test_a_version_the_server_cannot_load_fails_the_job_and_is_moved_aside(
 
     load = LoadedModel.load.__func__
 
-    def refuse_unloadable(cls, name, version, path):
+    def refuse_unloadable(cls, name, version, path, *args, **kwargs):
         if name == "unloadable" and version == 2:
             raise LoadError("simulated: the runtime refused this version")
-        return load(cls, name, version, path)
+        return load(cls, name, version, path, *args, **kwargs)
 
     monkeypatch.setattr(LoadedModel, "load", classmethod(refuse_unloadable))
     job = fine_tune(stub, "keras_headless", "unloadable", dataset.dataset_id)
