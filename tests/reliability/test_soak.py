@@ -26,6 +26,8 @@ INVALID_EVERY = 10  # 10% invalid images
 # The new version is copied in mid-soak, early enough that loading it (~5 s) ends well before the
 # last request: at 10% of a short soak, about 1,000 requests before the middle of a long one.
 SWAP_AT = max(REQUESTS // 2 - 1000, REQUESTS // 10)
+#: After REQUESTS, how long the soak may go on waiting for the new version to answer.
+SWAP_WAIT_S = 300.0
 
 
 def rss_mib(pid: int) -> float:
@@ -54,9 +56,17 @@ async def soak(address: str, on_swap) -> dict:
     next_index = 0
     async with AsyncModelClient(address, timeout=120, retries=0) as client:
 
+        def go_on() -> bool:
+            # NOTE: at least REQUESTS, and on until the new version has answered (bounded): how long a
+            # hot swap's load takes varies with the runtime's checks and this machine's load.
+            if next_index < REQUESTS:
+                return True
+            swapped = any(version == 2 for _, version, _ in outcomes["ok"])
+            return not swapped and time.monotonic() - started < SWAP_WAIT_S
+
         async def worker() -> None:
             nonlocal next_index
-            while next_index < REQUESTS:
+            while go_on():
                 index = next_index
                 next_index += 1
                 if index == SWAP_AT:
@@ -80,6 +90,7 @@ async def soak(address: str, on_swap) -> dict:
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         outcomes["seconds"] = time.monotonic() - started
+        outcomes["requests"] = next_index
     return outcomes
 
 
@@ -109,15 +120,17 @@ def test_soak_with_invalid_images_and_a_hot_swap(tmp_path, classifier_export, cl
     answered_by = {version for _, version, _ in outcomes["ok"]}
     wrong = [(i, v, c) for i, v, c in outcomes["ok"] if c != expected[v][i]]
     growth = rss_end / rss_warm - 1
+    sent = outcomes["requests"]
     print(
-        f"\nsoak: {REQUESTS} requests at concurrency {CONCURRENCY} in {outcomes['seconds']:.1f} s "
-        f"({REQUESTS / outcomes['seconds']:.0f}/s); {len(outcomes['ok'])} answered (versions {sorted(answered_by)}), "
+        f"\nsoak: {sent} requests at concurrency {CONCURRENCY} in {outcomes['seconds']:.1f} s "
+        f"({sent / outcomes['seconds']:.0f}/s); {len(outcomes['ok'])} answered (versions {sorted(answered_by)}), "
         f"{outcomes['invalid_refused']} invalid refused, {len(outcomes['unexpected'])} unexpected, {len(wrong)} wrong; "
         f"RSS {rss_warm:.0f} -> {rss_end:.0f} MiB ({growth:+.1%})"
     )
     assert outcomes["unexpected"] == []
-    assert outcomes["invalid_refused"] == REQUESTS // INVALID_EVERY
-    assert len(outcomes["ok"]) == REQUESTS - REQUESTS // INVALID_EVERY
+    assert sent >= REQUESTS
+    assert outcomes["invalid_refused"] == sent // INVALID_EVERY
+    assert len(outcomes["ok"]) == sent - sent // INVALID_EVERY
     assert wrong == []
     assert answered_by == {1, 2}, "the hot swap did not happen during the soak"
     assert growth <= 0.15
