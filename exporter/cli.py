@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow_quietly()
     from exporter.export import export_model
-    from exporter.publish import PublishFailed, existing_versions
+    from exporter.publish import PublishFailed
+    from model_format.layout import existing_versions
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     try:
