@@ -104,10 +104,13 @@ class HostedServer:
             raise
 
     def _spawn(self, args: list[str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+        # Kept open until stop(): the process writes its log there.
+        log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.hosted", *args],
-            cwd=REPO_ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            cwd=REPO_ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+            text=True,
         )  # fmt: skip
         self.port = self._answer()["port"]
         #: The limits' configurations (threads calling at once, batch size), found by :meth:`sweep`.

