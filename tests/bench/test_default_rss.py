@@ -17,7 +17,10 @@ def test_a_plain_server_serves_a_short_load_and_reports_each_models_runtime(mode
     server = Server(model_root, "--runtime", "onnxruntime", timeout=300)
     try:
         assert server.cold_start_s > 0 and server.rss_mib() > 100
-        assert asyncio.run(_short_load(server.address, [CLASSIFIER], real_jpegs(), requests=12, concurrency=3)) == 0
+        errors = asyncio.run(
+            _short_load(server.address, [CLASSIFIER], real_jpegs(), requests=12, concurrency=3)
+        )
+        assert errors == 0
         runtimes = _runtimes(server.address)
     finally:
         server.stop()
