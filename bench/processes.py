@@ -38,17 +38,6 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def copy_version(source: Path, root: Path, name: str, version: int) -> Path:
-    """Place an exported version directory at ``root/name/version`` atomically, as the exporter does:
-    a server polling the root must never see half a version."""
-    target = root / name / str(version)
-    staging = root / name / f".copy-{version}-{os.getpid()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, staging)
-    os.rename(staging, target)
-    return target
-
-
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))

@@ -46,9 +46,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench import runtime_models, runtimes
 from bench.common import ensure_export, machine, real_jpegs, write_results
-from bench.processes import REPO_ROOT, copy_version
+from bench.processes import REPO_ROOT
 from bench.report import report
 from bench.scenarios import measure_cold_start, measure_default_rss, measure_server, measure_swaps
+from model_format.layout import copy_version
 
 MODELS = {"mobilenet_v2_keras": 224, "vgg16": 112}
 

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 STAGING_PREFIX = ".staging-"
@@ -32,3 +34,14 @@ def existing_versions(model_dir: Path) -> list[int]:
         return []
     versions = (parse_version(child.name) for child in model_dir.iterdir() if child.is_dir())
     return sorted(v for v in versions if v is not None)
+
+
+def copy_version(source: Path, root: Path, name: str, version: int) -> Path:
+    """Copy an exported version directory to ``root/name/version`` atomically (copied beside it under
+    a staging name, then renamed): a server polling the root never sees half a version."""
+    target = Path(root) / name / str(version)
+    staging = Path(root) / name / f"{STAGING_PREFIX}copy-{version}-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, staging)
+    os.rename(staging, target)
+    return target
