@@ -1,6 +1,6 @@
 """The training worker process, seen from the server: spawn it, read its messages, end it, clean up.
 
-See :mod:`server.finetune.worker` for the protocol. A worker killed mid-publish may leave its
+See :mod:`server.finetune.worker_main` for the protocol. A worker killed mid-publish may leave its
 ``.staging-<version>-<pid>-*`` directory in the output model's directory (never a version: the
 publish is an atomic rename). :func:`remove_staging_of` removes it when the worker has ended (or, for
 a job interrupted by a server crash, when the server starts again: the store keeps the worker's
@@ -19,12 +19,14 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import server
 from exporter.publish import STAGING_PREFIX, existing_versions, read_manifest
-from server.finetune.worker import PARENT_PID_ENV
+from server.finetune.messages import WorkerMessage, decode
+from server.finetune.worker_main import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ _SOURCE_ROOT = str(Path(server.__file__).resolve().parent.parent)
 
 
 class WorkerProcess:
-    """One running ``python -m server.finetune.worker``. Use :meth:`spawn`."""
+    """One running ``python -m server.finetune.worker_main``. Use :meth:`spawn`."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -60,7 +62,7 @@ class WorkerProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.finetune.worker",
+            "server.finetune.worker_main",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
@@ -72,7 +74,7 @@ class WorkerProcess:
         await process.stdin.drain()
         return cls(process)
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncIterator[WorkerMessage]:
         """Protocol messages until the worker closes its stdout (it exited)."""
         assert self.process.stdout is not None
         while True:
@@ -84,14 +86,11 @@ class WorkerProcess:
             if not line:
                 return
             try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning(
-                    "worker %d: ignored a line that is not a protocol message: %.200r", self.pid, line
-                )
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: ignored a line that is not a protocol message (%s): %.200r", self.pid, exc, line)
                 continue
-            if isinstance(message, dict):
-                yield message
+            yield message
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -115,7 +114,7 @@ class WorkerProcess:
         """The exit status (negative: killed by that signal); SIGKILL after ``timeout`` seconds."""
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("worker %d did not exit within %.0f s; killing it", self.pid, timeout)
             self.kill()
             return await asyncio.wait_for(self.process.wait(), timeout)
