@@ -397,7 +397,8 @@ class FineTuneManager:
             job = self._store.claim_next(self.owner, self.settings.finetune_lease_s)
             if job is None:
                 return
-            runner = JobRunner(job, self.settings, self.repository, self.journal, self.intake)
+            replica = self.owner if self._store.shared else ""
+            runner = JobRunner(job, self.settings, self.repository, self.journal, self.intake, replica)
             self._runners[job.job_id] = runner
             task = asyncio.get_running_loop().create_task(self._run(runner), name=f"finetune-{job.job_id}")
             self._tasks[job.job_id] = task

@@ -44,8 +44,11 @@ class JobRunner:
         repository: ModelRepository,
         journal: Journal,
         intake: DatasetIntake,
+        replica: str = "",
     ) -> None:
+        """``replica``: this server's id among replicas sharing the store (empty when it is alone)."""
         self.job = job
+        self.replica = replica
         self.settings = settings
         self.repository = repository
         self.journal = journal
@@ -111,11 +114,12 @@ class JobRunner:
             return
         self.worker = worker
         store.update_job(job.job_id, worker_pid=worker.pid)
+        where = f" on replica {self.replica}" if self.replica else ""
         journal.event(
             job.job_id,
             JobState.RUNNING,
             job.phase,
-            f"training worker started (pid {worker.pid}, {threads} threads)",
+            f"training worker started (pid {worker.pid}, {threads} threads){where}",
         )
         log.info("job %s: worker pid %d started", job.job_id, worker.pid)
         if self.cancelled or self.stopping or self.lease_lost:

@@ -167,6 +167,11 @@ def test_writes_are_announced_to_other_servers(postgres_url):
 
 
 def test_the_url_is_logged_without_its_password():
-    assert redact("postgresql://jobs:s3cret@db.internal:5433/imageserve") == "postgresql://db.internal:5433/imageserve"
-    with pytest.raises(ConnectionError, match="cannot reach the fine-tuning job store postgresql://127.0.0.1:1/x"):
+    assert (
+        redact("postgresql://jobs:s3cret@db.internal:5433/imageserve")
+        == "postgresql://db.internal:5433/imageserve"
+    )
+    with pytest.raises(
+        ConnectionError, match="cannot reach the fine-tuning job store postgresql://127.0.0.1:1/x"
+    ):
         PostgresJobStore("postgresql://u:s3cret@127.0.0.1:1/x")
