@@ -1,6 +1,6 @@
 """Fine-tuning as a service: jobs that train a classification head on a frozen served model.
 
-A job runs in its own worker process (``python -m server.finetune.worker_main``), never in the server:
+A job runs in its own worker process (``python -m server.finetune.worker``), never in the server:
 
 - :mod:`~server.finetune.jobs` the plain values (job, event, metrics, states and phases);
 - :mod:`~server.finetune.hyperparameters` training parameters, their defaults and checks;
@@ -12,7 +12,7 @@ A job runs in its own worker process (``python -m server.finetune.worker_main``)
 - :mod:`~server.finetune.journal` every job change: to the store, then watchers woken;
 - :mod:`~server.finetune.runner` one claimed job in a worker: its messages, its outcome;
 - :mod:`~server.finetune.worker_process` the worker process seen from the server (spawn, read, end);
-- :mod:`~server.finetune.worker_main` the worker process itself (protocol, parent watch);
+- :mod:`~server.finetune.worker` the worker process itself (protocol, parent watch);
 - :mod:`~server.finetune.messages` the typed messages a worker sends;
 - :mod:`~server.finetune.pipeline` what a job does there: validate, extract, train, gate, export;
 - :mod:`~server.finetune.trainer` the training recipe (cached features, head, metrics);

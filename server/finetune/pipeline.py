@@ -1,4 +1,4 @@
-"""One fine-tuning job, step by step, inside the worker process (see :mod:`server.finetune.worker_main`).
+"""One fine-tuning job, step by step, inside the worker process (see :mod:`server.finetune.worker`).
 
 Phases: VALIDATING (counts, every image read and decoded by the serving decoder), EXTRACTING_FEATURES
 (the frozen base once per image), TRAINING (the head, one event per epoch), the accuracy gate, and

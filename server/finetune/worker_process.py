@@ -1,6 +1,6 @@
 """The training worker process, seen from the server: spawn it, read its messages, end it, clean up.
 
-See :mod:`server.finetune.worker_main` for the protocol. A worker killed mid-publish may leave its
+See :mod:`server.finetune.worker` for the protocol. A worker killed mid-publish may leave its
 ``.staging-<version>-<pid>-*`` directory in the output model's directory (never a version: the
 publish is an atomic rename). :func:`remove_staging_of` removes it when the worker has ended (or, for
 a job interrupted by a server crash, when the server starts again: the store keeps the worker's
@@ -26,7 +26,7 @@ from typing import Any
 import server
 from exporter.publish import STAGING_PREFIX, existing_versions, read_manifest
 from server.finetune.messages import WorkerMessage, decode
-from server.finetune.worker_main import PARENT_PID_ENV
+from server.finetune.worker import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _SOURCE_ROOT = str(Path(server.__file__).resolve().parent.parent)
 
 
 class WorkerProcess:
-    """One running ``python -m server.finetune.worker_main``. Use :meth:`spawn`."""
+    """One running ``python -m server.finetune.worker``. Use :meth:`spawn`."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -62,7 +62,7 @@ class WorkerProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "server.finetune.worker_main",
+            "server.finetune.worker",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,

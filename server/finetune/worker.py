@@ -1,4 +1,4 @@
-"""``python -m server.finetune.worker_main``: one fine-tuning job, in a process of its own.
+"""``python -m server.finetune.worker``: one fine-tuning job, in a process of its own.
 
 Protocol (the server's side is :mod:`server.finetune.worker_process`):
 
