@@ -48,10 +48,10 @@ from server.finetune.jobs import (
     UploadInfo,
 )
 from server.finetune.journal import Journal
-from server.finetune.runner import SERVER_STOPPED, JobRunner
+from server.finetune.runner import JobRunner, end_orphan
 from server.finetune.store import JobStore, open_store
 from server.finetune.store_sqlite import DATABASE_FILE
-from server.finetune.worker_process import published_version, remove_staging_of, remove_stale_staging
+from server.finetune.worker_process import remove_stale_staging
 from server.repository import ModelRef, ModelRepository
 from server.settings import ServerSettings
 
@@ -75,6 +75,14 @@ STALE_UPLOAD_AGE_S = 3600.0
 def replica_id() -> str:
     """This server among replicas sharing a store: the host (the pod's name on Kubernetes) and pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    """From the store's listener thread: run ``callback`` on the loop, unless the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the server stopped; nothing waits for the notice any more
+        pass
 
 
 class FineTuneManager:
@@ -141,7 +149,7 @@ class FineTuneManager:
                     msg = "the server restarted; the job is queued again"
                     self.journal.event(job.job_id, JobState.QUEUED, job.phase, msg)
             loop = asyncio.get_running_loop()
-            store.listen(lambda kind, job_id: loop.call_soon_threadsafe(self._on_store_notice, kind, job_id))
+            store.listen(lambda kind, job_id: _call_soon(loop, self._on_store_notice, kind, job_id))
             self._heartbeat = loop.create_task(self._beat(), name="finetune-heartbeat")
         return self._store
 
@@ -160,28 +168,7 @@ class FineTuneManager:
                 job.job_id, self.owner, owner, self.settings.finetune_lease_s
             ):
                 continue
-            model_dir = Path(self.settings.model_root) / job.output_model
-            pid = store.worker_pid(job.job_id)
-            if pid and owner in (None, self.owner):  # the pid means something on this host only
-                for name in remove_staging_of(model_dir, pid):
-                    log.info(
-                        "job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name
-                    )
-            version = published_version(model_dir, job.job_id)
-            if version is not None:  # it published just before its server died
-                msg = f"published {job.output_model} v{version}"
-                self.journal.finish(job.job_id, JobState.SUCCEEDED, msg, output_version=version)
-            elif owner in (None, self.owner):
-                self.journal.finish(job.job_id, JobState.FAILED, SERVER_STOPPED)
-            else:
-                reason = f"interrupted: replica {owner} stopped (its lease expired); nothing was published"
-                self.journal.finish(job.job_id, JobState.FAILED, reason)
-            log.info(
-                "job %s was RUNNING when its server (%s) stopped: now %s",
-                job.job_id,
-                owner or "unknown",
-                store.get_job(job.job_id).state.value,
-            )
+            end_orphan(job, owner, self.owner, self.journal, Path(self.settings.model_root))
 
     async def _beat(self) -> None:
         """Renew this server's leases, see cancels asked elsewhere, end orphans, claim queued jobs."""

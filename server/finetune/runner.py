@@ -8,6 +8,10 @@ How a job ends, by what happened to the worker:
 - it was cancelled: CANCELLED; it reported a failure: FAILED with its reason;
 - the server is stopping: FAILED ("interrupted: the server stopped ..."); it died: FAILED with how;
 - another server took the job over (this one lost its lease): that server's outcome stands.
+
+A job whose runner is gone (its server died; :func:`end_orphan`) is SUCCEEDED if it had published,
+otherwise FAILED: "interrupted: the server stopped ..." on its own server's restart, "interrupted:
+replica X stopped" on another replica once the lease expired.
 """
 
 from __future__ import annotations
@@ -235,3 +239,29 @@ class JobRunner:
             output_version=version,
             metrics=metrics,
         )
+
+
+def end_orphan(job: Job, owner: str | None, me: str, journal: Journal, model_root: Path) -> None:
+    """End a RUNNING job whose runner is gone, after ``me`` took it over from ``owner``."""
+    store = journal.store
+    model_dir = model_root / job.output_model
+    pid = store.worker_pid(job.job_id)
+    own = owner in (None, me)
+    if pid and own:  # a pid means something on this host only
+        for name in remove_staging_of(model_dir, pid):
+            log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
+    version = published_version(model_dir, job.job_id)
+    if version is not None:  # it published just before its server died
+        msg = f"published {job.output_model} v{version}"
+        journal.finish(job.job_id, JobState.SUCCEEDED, msg, output_version=version)
+    elif own:
+        journal.finish(job.job_id, JobState.FAILED, SERVER_STOPPED)
+    else:
+        reason = f"interrupted: replica {owner} stopped (its lease expired); nothing was published"
+        journal.finish(job.job_id, JobState.FAILED, reason)
+    log.info(
+        "job %s was RUNNING when its server (%s) stopped: now %s",
+        job.job_id,
+        owner or "unknown",
+        store.get_job(job.job_id).state.value,
+    )
