@@ -142,6 +142,7 @@ class ServerSettings:
         "where jobs, events and datasets are recorded: empty for SQLite in state_dir (one server), or a"
         " postgresql://user@host/db URL shared by replicas (state_dir must then be a shared volume)",
         default="",
+        repr=False,  # the URL may hold a password
     )
     finetune_lease_s: float = _doc(
         "with a shared finetune_store: a running job's lease, renewed every third of it; a replica"

@@ -4,7 +4,8 @@ A job runs in its own worker process (``python -m server.finetune.worker``), nev
 
 - :mod:`~server.finetune.jobs` the plain values (job, event, metrics, states and phases);
 - :mod:`~server.finetune.hyperparameters` training parameters, their defaults and checks;
-- :mod:`~server.finetune.store` the persistent job, event and dataset store: one interface, with
+- :mod:`~server.finetune.store` the persistent job, event and dataset store: one interface (tables in
+  :mod:`~server.finetune.store_rows`), with
   :mod:`~server.finetune.store_sqlite` (embedded) and :mod:`~server.finetune.store_postgres` (shared);
 - :mod:`~server.finetune.datasets` uploads, data-root directories and dataset validation;
 - :mod:`~server.finetune.intake` dataset intake: uploads and directories become stored datasets;

@@ -54,6 +54,12 @@ class Journal:
         self.event(job_id, state, job.phase, message, progress=1.0 if state is JobState.SUCCEEDED else 0.0)
         return job
 
+    def requeue(self, job_id: str, owner: str, message: str) -> bool:
+        """Back to the queue for another replica (see :meth:`JobStore.requeue`)."""
+        requeued = self.store.requeue(job_id, owner, message)
+        self.notify()
+        return requeued
+
     def notify(self) -> None:
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()

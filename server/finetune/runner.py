@@ -6,7 +6,8 @@ How a job ends, by what happened to the worker:
 - it reported success: SUCCEEDED once the server serves the version (FAILED if it cannot load it);
 - it published but was killed before saying so (the manifests tell): SUCCEEDED all the same;
 - it was cancelled: CANCELLED; it reported a failure: FAILED with its reason;
-- the server is stopping: FAILED ("interrupted: the server stopped ..."); it died: FAILED with how;
+- the server is stopping: QUEUED again for another replica when the store is shared, else FAILED
+  ("interrupted: the server stopped ..."); it died: FAILED with how;
 - another server took the job over (this one lost its lease): that server's outcome stands.
 
 A job whose runner is gone (its server died; :func:`end_orphan`) is SUCCEEDED if it had published,
@@ -178,11 +179,15 @@ class JobRunner:
             journal.finish(
                 job.job_id, JobState.FAILED, outcome.error, error=outcome.error, metrics=outcome.metrics
             )
-        elif self.stopping:
-            journal.finish(job.job_id, JobState.FAILED, SERVER_STOPPED, error=SERVER_STOPPED)
+        elif self.stopping:  # with a shared store, another replica runs it again from the start
+            if not (self.replica and journal.requeue(job.job_id, self.replica, self._requeued())):
+                journal.finish(job.job_id, JobState.FAILED, SERVER_STOPPED, error=SERVER_STOPPED)
         else:
             reason = f"interrupted: {describe_exit(returncode)}; nothing was published"
             journal.finish(job.job_id, JobState.FAILED, reason, error=reason)
+
+    def _requeued(self) -> str:
+        return f"replica {self.replica} stopped; the job is queued again for another replica"
 
     async def _succeeded(self, outcome: Succeeded) -> None:
         """The worker published a version: SUCCEEDED once the server serves it (or its version

@@ -10,18 +10,7 @@
 The queries are written once, here, with ``?`` placeholders; an implementation supplies a connection,
 its schema, its clock expression and how rows are locked. Every call is one short transaction. A job's
 events survive restarts, so that a watch can resume from any ``event_id``.
-
-Schema (times are wall-clock seconds since the epoch)::
-
-    datasets(dataset_id PK, name, kind 'upload'|'directory', source, num_images,
-             images_per_class JSON, created_at)
-    jobs(seq PK, job_id UNIQUE, request_id UNIQUE NULL, request_fingerprint,
-         state, phase, base_model, base_version, base_path, output_model, output_version,
-         dataset_id -> datasets, hyperparameters JSON, metrics JSON NULL, artifacts JSON, error,
-         created_at, started_at, finished_at, worker_pid NULL,
-         owner NULL, lease_expires_at NULL, cancel_requested 0|1)
-    events(job_id, event_id, time, state, phase, message, progress, eta_seconds, epoch JSON NULL,
-           PRIMARY KEY (job_id, event_id))
+The tables and the mapping between rows and values are in :mod:`server.finetune.store_rows`.
 """
 
 from __future__ import annotations
@@ -29,46 +18,27 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from server.finetune.hyperparameters import Hyperparameters
-from server.finetune.jobs import (
-    DatasetSummary,
-    EpochMetrics,
-    FineTuneMetrics,
-    Job,
-    JobEvent,
-    JobPhase,
-    JobState,
+from server.finetune.jobs import DatasetSummary, EpochMetrics, Job, JobEvent, JobPhase, JobState
+from server.finetune.store_rows import (
+    JOB_COLUMNS,
+    Row,
+    dataset_from_row,
+    encode_changes,
+    event_from_row,
+    job_from_row,
 )
 
-Row = Mapping[str, Any]
 #: Runs one statement inside a transaction and returns its rows (none for a statement without).
 Run = Callable[[str, Sequence[Any]], list[Row]]
 #: Called (from any thread) with ``(kind, job_id)`` when another server wrote: "event", "queued", "cancel".
 Listener = Callable[[str, str], None]
 
-_JOB_COLUMNS = (
-    "job_id, request_id, state, phase, base_model, base_version, output_model, output_version, "
-    "dataset_id, hyperparameters, metrics, artifacts, error, created_at, started_at, finished_at, owner"
-)
 _RUNNING = f"'{JobState.RUNNING.value}'"
-
-#: Job fields that :meth:`JobStore.update_job` may change.
-_UPDATABLE = {
-    "state",
-    "phase",
-    "output_version",
-    "metrics",
-    "artifacts",
-    "error",
-    "started_at",
-    "finished_at",
-    "worker_pid",
-}
 
 
 @dataclass(frozen=True)
@@ -139,7 +109,7 @@ class JobStore(abc.ABC):
 
     def get_dataset(self, dataset_id: str) -> DatasetSummary | None:
         row = self._one("SELECT * FROM datasets WHERE dataset_id = ?", (dataset_id,))
-        return _dataset(row) if row else None
+        return dataset_from_row(row) if row else None
 
     def dataset_kind(self, dataset_id: str) -> str | None:
         row = self._one("SELECT kind FROM datasets WHERE dataset_id = ?", (dataset_id,))
@@ -171,7 +141,7 @@ class JobStore(abc.ABC):
             self._announce(run, "queued", job.job_id)
 
     def get_job(self, job_id: str) -> Job | None:
-        row = self._one(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
+        row = self._one(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
         return self._job(row) if row else None
 
     def job_owner(self, job_id: str) -> str | None:
@@ -182,7 +152,7 @@ class JobStore(abc.ABC):
     def job_for_request(self, request_id: str) -> tuple[Job, str] | None:
         """The job started with ``request_id`` and the fingerprint of that request."""
         row = self._one(
-            f"SELECT {_JOB_COLUMNS}, request_fingerprint FROM jobs WHERE request_id = ?", (request_id,)
+            f"SELECT {JOB_COLUMNS}, request_fingerprint FROM jobs WHERE request_id = ?", (request_id,)
         )
         return (self._job(row), row["request_fingerprint"]) if row else None
 
@@ -201,7 +171,7 @@ class JobStore(abc.ABC):
         where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
         order = "ASC" if oldest_first else "DESC"
         rows = self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY seq {order} LIMIT ?", (*states, limit)
+            f"SELECT {JOB_COLUMNS} FROM jobs {where} ORDER BY seq {order} LIMIT ?", (*states, limit)
         )
         return [self._job(row) for row in rows]
 
@@ -212,18 +182,7 @@ class JobStore(abc.ABC):
     def update_job(self, job_id: str, only_if: Iterable[JobState] = (), **changes: Any) -> Job | None:
         """Change the job's fields; with ``only_if``, only while the job is in one of those states
         (None otherwise: e.g. another server ended or claimed it first)."""
-        unknown = set(changes) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update {sorted(unknown)}")
-        encoded = {}
-        for key, value in changes.items():
-            if isinstance(value, (JobState, JobPhase)):
-                value = value.value
-            elif key == "metrics":
-                value = json.dumps(value.to_dict()) if value is not None else None
-            elif key == "artifacts":
-                value = json.dumps(list(value))
-            encoded[key] = value
+        encoded = encode_changes(changes)
         assignments = ", ".join(f"{key} = ?" for key in encoded)
         only_if = [s.value for s in only_if]
         condition = f" AND state IN ({', '.join('?' * len(only_if))})" if only_if else ""
@@ -263,7 +222,7 @@ class JobStore(abc.ABC):
         restart), with their owner: their runner is gone."""
         own = "owner IS NULL OR owner = ? OR " if including_own else ""
         rows = self._all(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = {_RUNNING} "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE state = {_RUNNING} "
             f"AND ({own}lease_expires_at < {self.NOW_SQL}) ORDER BY seq",
             (owner,) if including_own else (),
         )
@@ -296,26 +255,25 @@ class JobStore(abc.ABC):
                 self._announce(run, "cancel", job_id)
         return bool(rows)
 
+    def requeue(self, job_id: str, owner: str, message: str) -> bool:
+        """Put ``owner``'s RUNNING job back in the queue for another server, with its QUEUED event
+        (one transaction, so the next runner's events follow it); False if it is not ``owner``'s or a
+        cancel was requested."""
+        queued = JobState.QUEUED.value
+        with self._transaction() as run:
+            rows = run(
+                f"UPDATE jobs SET state = '{queued}', phase = '{JobPhase.UNSPECIFIED.value}', owner = NULL, "
+                "lease_expires_at = NULL, started_at = NULL, worker_pid = NULL "
+                f"WHERE job_id = ? AND owner = ? AND state = {_RUNNING} AND cancel_requested = 0 RETURNING job_id",
+                (job_id, owner),
+            )
+            if rows:
+                self._append_event(run, job_id, JobState.QUEUED, JobPhase.UNSPECIFIED, message)
+                self._announce(run, "queued", job_id)
+        return bool(rows)
+
     def _job(self, row: Row) -> Job:
-        dataset = self.get_dataset(row["dataset_id"])
-        return Job(
-            job_id=row["job_id"],
-            request_id=row["request_id"] or "",
-            state=JobState(row["state"]),
-            phase=JobPhase(row["phase"]),
-            base_model=row["base_model"],
-            base_version=row["base_version"],
-            output_model=row["output_model"],
-            output_version=row["output_version"],
-            dataset=dataset or DatasetSummary(row["dataset_id"], "(deleted)", 0, {}),
-            hyperparameters=Hyperparameters.from_dict(json.loads(row["hyperparameters"])),
-            metrics=FineTuneMetrics.from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
-            artifacts=tuple(json.loads(row["artifacts"])),
-            error=row["error"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-        )
+        return job_from_row(row, self.get_dataset(row["dataset_id"]))
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -329,30 +287,43 @@ class JobStore(abc.ABC):
         eta_seconds: float = 0.0,
         epoch: EpochMetrics | None = None,
     ) -> JobEvent:
-        event_time = time.time()
         with self._transaction() as run:
-            # The job's row lock orders appenders on different servers (the next id is MAX + 1).
-            run(f"SELECT seq FROM jobs WHERE job_id = ?{self.FOR_UPDATE}", (job_id,))
-            (last,) = run("SELECT COALESCE(MAX(event_id), 0) AS last FROM events WHERE job_id = ?", (job_id,))
-            event = JobEvent(
-                job_id, last["last"] + 1, event_time, state, phase, message, progress, eta_seconds, epoch
-            )
-            run(
-                "INSERT INTO events (job_id, event_id, time, state, phase, message, progress, eta_seconds, "
-                "epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    event.event_id,
-                    event.time,
-                    state.value,
-                    phase.value,
-                    message,
-                    progress,
-                    eta_seconds,
-                    json.dumps(epoch.__dict__) if epoch else None,
-                ),
-            )
+            event = self._append_event(run, job_id, state, phase, message, progress, eta_seconds, epoch)
             self._announce(run, "event", job_id)
+        return event
+
+    def _append_event(
+        self,
+        run: Run,
+        job_id: str,
+        state: JobState,
+        phase: JobPhase,
+        message: str,
+        progress: float = 0.0,
+        eta_seconds: float = 0.0,
+        epoch: EpochMetrics | None = None,
+    ) -> JobEvent:
+        # The job's row lock orders appenders on different servers (the next id is MAX + 1).
+        run(f"SELECT seq FROM jobs WHERE job_id = ?{self.FOR_UPDATE}", (job_id,))
+        (last,) = run("SELECT COALESCE(MAX(event_id), 0) AS last FROM events WHERE job_id = ?", (job_id,))
+        event = JobEvent(
+            job_id, last["last"] + 1, time.time(), state, phase, message, progress, eta_seconds, epoch
+        )
+        run(
+            "INSERT INTO events (job_id, event_id, time, state, phase, message, progress, eta_seconds, "
+            "epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                event.event_id,
+                event.time,
+                state.value,
+                phase.value,
+                message,
+                progress,
+                eta_seconds,
+                json.dumps(epoch.__dict__) if epoch else None,
+            ),
+        )
         return event
 
     def events_after(self, job_id: str, after_event_id: int, limit: int = 1000) -> list[JobEvent]:
@@ -360,30 +331,7 @@ class JobStore(abc.ABC):
             "SELECT * FROM events WHERE job_id = ? AND event_id > ? ORDER BY event_id LIMIT ?",
             (job_id, after_event_id, limit),
         )
-        return [
-            JobEvent(
-                job_id=row["job_id"],
-                event_id=row["event_id"],
-                time=row["time"],
-                state=JobState(row["state"]),
-                phase=JobPhase(row["phase"]),
-                message=row["message"],
-                progress=row["progress"],
-                eta_seconds=row["eta_seconds"],
-                epoch=EpochMetrics(**json.loads(row["epoch"])) if row["epoch"] else None,
-            )
-            for row in rows
-        ]
-
-
-def _dataset(row: Row) -> DatasetSummary:
-    return DatasetSummary(
-        dataset_id=row["dataset_id"],
-        name=row["name"],
-        num_images=row["num_images"],
-        images_per_class=json.loads(row["images_per_class"]),
-        created_at=row["created_at"],
-    )
+        return [event_from_row(row) for row in rows]
 
 
 def open_store(url: str, state_dir) -> JobStore:

@@ -23,7 +23,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from server.finetune.store import JobStore, Listener, Row, Run
+from server.finetune.store import JobStore, Listener, Run
+from server.finetune.store_rows import Row, schema
 
 log = logging.getLogger(__name__)
 
@@ -32,55 +33,6 @@ CONNECT_TIMEOUT_S = 10
 #: How long the listener waits before opening a lost connection again.
 RECONNECT_S = 1.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS datasets (
-    dataset_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    source TEXT NOT NULL,
-    num_images INTEGER NOT NULL,
-    images_per_class TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    job_id TEXT NOT NULL UNIQUE,
-    request_id TEXT UNIQUE,
-    request_fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    base_model TEXT NOT NULL,
-    base_version INTEGER NOT NULL,
-    base_path TEXT NOT NULL,
-    output_model TEXT NOT NULL,
-    output_version INTEGER NOT NULL DEFAULT 0,
-    dataset_id TEXT NOT NULL REFERENCES datasets(dataset_id),
-    hyperparameters TEXT NOT NULL,
-    metrics TEXT,
-    artifacts TEXT NOT NULL DEFAULT '[]',
-    error TEXT NOT NULL DEFAULT '',
-    created_at DOUBLE PRECISION NOT NULL,
-    started_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    worker_pid INTEGER,
-    owner TEXT,
-    lease_expires_at DOUBLE PRECISION,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    time DOUBLE PRECISION NOT NULL,
-    state TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    message TEXT NOT NULL,
-    progress DOUBLE PRECISION NOT NULL,
-    eta_seconds DOUBLE PRECISION NOT NULL,
-    epoch TEXT,
-    PRIMARY KEY (job_id, event_id)
-);
-"""
 #: Replicas starting together create the schema one at a time (an arbitrary, fixed lock key).
 _SCHEMA_LOCK = 0x1_3A6E_5E7E
 
@@ -112,7 +64,8 @@ class PostgresJobStore(JobStore):
         self._listener: threading.Thread | None = None
         with self._transaction() as run:
             run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            ddl = schema(real="DOUBLE PRECISION", seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+            for statement in filter(str.strip, ddl.split(";")):
                 run(statement, ())
 
     def _connect(self) -> psycopg.Connection:

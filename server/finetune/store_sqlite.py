@@ -13,56 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from server.finetune.store import JobStore, Row, Run
+from server.finetune.store import JobStore, Run
+from server.finetune.store_rows import Row, schema
 
 DATABASE_FILE = "finetune.sqlite3"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS datasets (
-    dataset_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    source TEXT NOT NULL,
-    num_images INTEGER NOT NULL,
-    images_per_class TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL UNIQUE,
-    request_id TEXT UNIQUE,
-    request_fingerprint TEXT NOT NULL,
-    state TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    base_model TEXT NOT NULL,
-    base_version INTEGER NOT NULL,
-    base_path TEXT NOT NULL,
-    output_model TEXT NOT NULL,
-    output_version INTEGER NOT NULL DEFAULT 0,
-    dataset_id TEXT NOT NULL REFERENCES datasets(dataset_id),
-    hyperparameters TEXT NOT NULL,
-    metrics TEXT,
-    artifacts TEXT NOT NULL DEFAULT '[]',
-    error TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    worker_pid INTEGER
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    time REAL NOT NULL,
-    state TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    message TEXT NOT NULL,
-    progress REAL NOT NULL,
-    eta_seconds REAL NOT NULL,
-    epoch TEXT,
-    PRIMARY KEY (job_id, event_id)
-);
-"""
 
 #: Columns added after the first release; a file written before gets them on open.
 _ADDED_COLUMNS = {
@@ -92,7 +47,7 @@ class SQLiteJobStore(JobStore):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(schema(real="REAL", seq="INTEGER PRIMARY KEY AUTOINCREMENT"))
             present = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
             for column, declaration in _ADDED_COLUMNS.items():
                 if column not in present:

@@ -1,6 +1,7 @@
 """Two ``python -m server`` replicas sharing one PostgreSQL job store, one state directory and one
 model root: any replica answers for any job, one replica runs each job, a cancel reaches the runner
-wherever it is, and a replica killed mid-job has its job FAILED by the other once its lease expires."""
+wherever it is, a replica stopped mid-job hands its job to the other, and a replica killed mid-job
+has its job FAILED by the other once its lease expires."""
 
 from __future__ import annotations
 
@@ -54,11 +55,15 @@ def dataset(stubs):
     return upload(stubs[0], images, labels, name="shared")
 
 
-def runner_of(stub, job_id: str) -> tuple[int, str]:
-    """The (worker pid, replica id) that runs the job, from its 'training worker started' event."""
-    event = wait_event(stub, job_id, lambda e: "training worker started" in e.message)
+def runner_of(stub, job_id: str, after: int = 0) -> tuple[int, str, int]:
+    """The (worker pid, replica id, event id) of the first 'training worker started' event after ``after``."""
+    event = wait_event(stub, job_id, lambda e: "training worker started" in e.message, after=after)
     pid, replica = STARTED.search(event.message).groups()
-    return int(pid), replica
+    return int(pid), replica, event.event_id
+
+
+def first_epoch(stub, job_id: str, after: int = 0) -> pb.FineTuneEvent:
+    return wait_event(stub, job_id, lambda e: e.HasField("epoch"), after=after)
 
 
 def replica_of(servers, replica: str) -> int:
@@ -71,12 +76,12 @@ def test_jobs_are_shared_run_once_and_cancelled_from_any_replica(replicas, stubs
     # Both started on A; each replica runs one job at a time, so B claims the second (NOTIFY wakes it).
     first = start(a, "shared-one", dataset_id=dataset.dataset_id, **FOREVER)
     second = start(a, "shared-two", dataset_id=dataset.dataset_id, **FOREVER)
-    runners = {job.job_id: runner_of(b, job.job_id) for job in (first, second)}
+    runners = {job.job_id: runner_of(b, job.job_id)[:2] for job in (first, second)}
     assert {replica_of(replicas, replica) for _pid, replica in runners.values()} == {0, 1}
 
     # B watches and gets the job A runs (and the other way round), live, with its epochs.
     for stub, job in ((b, first), (a, second)):
-        epoch = wait_event(stub, job.job_id, lambda e: e.HasField("epoch"))
+        epoch = first_epoch(stub, job.job_id)
         assert epoch.state == pb.RUNNING and epoch.phase == pb.TRAINING
         got = stub.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id), timeout=30)
         assert got.state == pb.RUNNING and got.dataset.dataset_id == dataset.dataset_id
@@ -99,21 +104,38 @@ def test_jobs_are_shared_run_once_and_cancelled_from_any_replica(replicas, stubs
         assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
 
 
-def test_a_replica_killed_mid_job_has_its_job_failed_by_the_other(replicas, stubs, dataset):
-    job = start(stubs[0], "orphaned", dataset_id=dataset.dataset_id, **FOREVER)
-    pid, replica = runner_of(stubs[0], job.job_id)
-    runner = replica_of(replicas, replica)
-    survivor = stubs[1 - runner]
-    wait_event(survivor, job.job_id, lambda e: e.HasField("epoch"))
-    stream = watch(survivor, job.job_id, timeout=120)  # a watch open on the survivor while its peer dies
-    replicas[runner].kill()  # SIGKILL: no chance to hand the job over
-    killed_at = time.monotonic()
-    history = list(stream)
-    took = time.monotonic() - killed_at
-    wait_for(lambda: process_gone(pid), 30, what="the worker to die with its replica")
-    reason = f"interrupted: replica {replica} stopped (its lease expired); nothing was published"
-    assert history[-1].state == pb.FAILED and history[-1].message == reason
-    assert took < LEASE_S + 10, f"the survivor took {took:.1f} s to notice"
-    got = survivor.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id), timeout=30)
-    assert got.state == pb.FAILED and got.error == reason
-    assert "Traceback" not in replicas[1 - runner].log_text(), replicas[1 - runner].log_text()[-3000:]
+def test_a_stopped_replica_hands_its_job_over_and_a_killed_one_has_its_job_failed(replicas, stubs, dataset):
+    job = start(stubs[0], "handed-over", dataset_id=dataset.dataset_id, **FOREVER)
+    _pid, first_runner, _ = runner_of(stubs[0], job.job_id)
+    stopping = replica_of(replicas, first_runner)
+    survivor = stubs[1 - stopping]
+    first_epoch(survivor, job.job_id)
+
+    # SIGTERM (a rolling update): the job goes back to the queue and the other replica runs it.
+    assert replicas[stopping].terminate() == 0
+    requeued = f"replica {first_runner} stopped; the job is queued again for another replica"
+    queued = wait_event(survivor, job.job_id, lambda e: e.state == pb.QUEUED and e.message == requeued, 60)
+    pid, second_runner, started = runner_of(survivor, job.job_id, after=queued.event_id)
+    assert replica_of(replicas, second_runner) == 1 - stopping
+    first_epoch(survivor, job.job_id, after=started)
+
+    # A new replica takes the stopped one's place; then the runner is SIGKILLed mid-job.
+    replicas[stopping] = SubprocessServer(replicas[stopping].args, env=replicas[stopping].env).start()
+    replicas[stopping].wait_serving()
+    with grpc.insecure_channel(replicas[stopping].address) as channel:
+        newcomer = pb_grpc.ImageModelServiceStub(channel)
+        stream = watch(newcomer, job.job_id, timeout=120)  # open on the newcomer while its peer dies
+        next(stream)
+        replicas[1 - stopping].kill()  # SIGKILL: no chance to hand the job over
+        killed_at = time.monotonic()
+        history = list(stream)
+        took = time.monotonic() - killed_at
+        wait_for(lambda: process_gone(pid), 30, what="the worker to die with its replica")
+        reason = f"interrupted: replica {second_runner} stopped (its lease expired); nothing was published"
+        assert history[-1].state == pb.FAILED and history[-1].message == reason
+        assert took < LEASE_S + 10, f"the newcomer took {took:.1f} s to notice"
+        got = newcomer.GetFineTuneJob(pb.GetFineTuneJobRequest(job_id=job.job_id), timeout=30)
+        assert got.state == pb.FAILED and got.error == reason
+        everything = list(watch(newcomer, job.job_id, timeout=30))
+        assert sum("training worker started" in e.message for e in everything) == 2, "one run per replica"
+    assert "Traceback" not in replicas[stopping].log_text(), replicas[stopping].log_text()[-3000:]

@@ -175,3 +175,41 @@ def test_the_url_is_logged_without_its_password():
         ConnectionError, match="cannot reach the fine-tuning job store postgresql://127.0.0.1:1/x"
     ):
         PostgresJobStore("postgresql://u:s3cret@127.0.0.1:1/x")
+
+
+def test_a_file_written_before_leases_opens_and_its_running_job_is_recovered(tmp_path):
+    import sqlite3
+
+    from server.finetune.store_rows import schema
+
+    old = [line for line in schema(real="REAL", seq="INTEGER PRIMARY KEY AUTOINCREMENT").splitlines()
+           if not line.strip().startswith(("owner", "lease_expires_at", "cancel_requested"))]  # fmt: skip
+    old_ddl = "\n".join(old).replace("worker_pid INTEGER,", "worker_pid INTEGER")
+    path = tmp_path / "finetune.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(old_ddl)
+    store = SQLiteJobStore(path)
+    try:
+        (job_id,) = add_jobs(store, 1)
+        store.update_job(job_id, state=JobState.RUNNING)  # what a server that died left, without an owner
+        assert [(job.job_id, owner) for job, owner in store.orphaned_jobs("local", including_own=True)] == [
+            (job_id, None)
+        ]
+        assert store.take_over(job_id, "local", None, 30.0)
+    finally:
+        store.close()
+
+
+def test_a_stopping_runner_requeues_its_job_for_another_server(open_store):
+    runner, other = open_store(), open_store()
+    kept, cancelled = add_jobs(runner, 2)
+    runner.claim_next("replica-a", 30.0)
+    runner.claim_next("replica-a", 30.0)
+    other.request_cancel(cancelled)
+    assert not other.requeue(kept, "replica-b", "not mine"), "only the runner requeues"
+    assert not runner.requeue(cancelled, "replica-a", "cancel asked"), "a cancel request wins"
+    assert runner.requeue(kept, "replica-a", "replica-a stopped; the job is queued again")
+    assert runner.get_job(kept).state is JobState.QUEUED and runner.job_owner(kept) is None
+    (event,) = other.events_after(kept, 0)
+    assert (event.state, event.message) == (JobState.QUEUED, "replica-a stopped; the job is queued again")
+    assert other.claim_next("replica-b", 30.0).job_id == kept
