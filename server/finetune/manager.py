@@ -17,7 +17,8 @@ Lifecycle of a job::
   requested on another replica is seen there too), and FAILS the RUNNING jobs of others whose lease
   has expired ("interrupted: replica X stopped"). With the embedded store the only server is this one.
 - A job this server was running when it stopped or died is FAILED ("interrupted") when it next
-  starts; QUEUED jobs stay queued and run. The embedded store is opened at start if it exists,
+  starts (with a shared store, a stopping replica puts its jobs back in the queue instead, and a dead
+  one's are FAILED by another once the lease expires); QUEUED jobs stay queued and run. The embedded store is opened at start if it exists,
   otherwise on the first fine-tuning call, so a server that never fine-tunes writes nothing.
 
 Everything runs on the server's event loop; store calls are short and synchronous.
@@ -116,7 +117,8 @@ class FineTuneManager:
             self._schedule()
 
     async def stop(self) -> None:
-        """End running workers (their jobs FAIL as interrupted) and wake every watcher."""
+        """End running workers and wake every watcher. Their jobs FAIL as interrupted, or, with a
+        shared store, go back to the queue for another replica."""
         self._stopping = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
