@@ -272,8 +272,9 @@ class FineTuneManager:
             f"{len(dataset.images_per_class)} classes), {ahead} job(s) ahead",
         )
         log.info("job %s queued: %s v%d -> %s", job.job_id, served.name, served.version, request.output_model)
-        self._schedule()
-        return store.get_job(job.job_id)
+        queued = store.get_job(job.job_id)
+        self._schedule()  # may claim it at once (RUNNING); the answer says what was created: QUEUED
+        return queued
 
     def _job_for_request(self, store: JobStore, request: StartRequest) -> Job | None:
         found = store.job_for_request(request.request_id)
