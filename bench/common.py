@@ -38,7 +38,7 @@ def ensure_export(name: str, input_size: int, seed: int = 0, root: Path = MODELS
     """The newest version of ``name`` under ``root``; exported with random weights if there is none."""
     from exporter.export import ExportSpec, export_model
     from exporter.progress import Progress
-    from exporter.publish import existing_versions
+    from model_format.layout import existing_versions
 
     versions = existing_versions(root / name)
     if versions:

@@ -12,6 +12,7 @@ from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
 from exporter.progress import Progress
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
+from exporter.tensorflow_import import import_tensorflow_quietly
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
 #: 3 weights or a Hub handle could not be downloaded (no network); 4 writing failed (disk full,
@@ -103,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ logs (CUDA probing on a CPU machine) are noise here; set 0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    import_tensorflow_quietly()
     from exporter.export import export_model
-    from exporter.publish import PublishFailed, existing_versions
+    from exporter.publish import PublishFailed
+    from model_format.layout import existing_versions
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     try:

@@ -21,17 +21,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.publish import existing_versions
+from model_format.layout import REJECTED_PREFIX, existing_versions
 from server.discovery import select_versions
 from server.errors import NotFound
 from server.repository import ModelRepository, VersionState
 from server.settings import ModelConfig
 
 log = logging.getLogger("server.finetune.manager")
-
-#: Prefix of a version directory moved aside because the server could not load it. The scanner
-#: ignores names that are not version numbers, so it is never served; it is kept for inspection.
-REJECTED_PREFIX = ".rejected-"
 
 
 @dataclass(frozen=True)
