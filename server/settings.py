@@ -81,7 +81,7 @@ class ServerSettings:
     # --- where things are
     model_root: Path = _doc("directory holding <name>/<version>/ SavedModels", default=Path("models"))
     config: Path | None = _doc("optional TOML config file (these settings plus [models.<name>] tables)", default=None)
-    state_dir: Path = _doc("where fine-tuning jobs (SQLite) and uploaded datasets are kept", default=Path("state"))
+    state_dir: Path = _doc("where fine-tuning jobs (SQLite, unless finetune_store) and uploaded datasets are kept", default=Path("state"))
     data_root: Path | None = _doc("directory under which StartFineTune may read data_dir datasets; unset: none", default=None)
 
     # --- network
@@ -138,6 +138,17 @@ class ServerSettings:
     finetune_threads: int = _doc("CPU threads of each training worker process", default=2)
     max_upload_bytes: int = _doc("largest dataset upload, in bytes", default=512 * MiB)
     max_upload_images: int = _doc("most images in one dataset", default=50_000)
+    finetune_store: str = _doc(
+        "where jobs, events and datasets are recorded: empty for SQLite in state_dir (one server), or a"
+        " postgresql://user@host/db URL shared by replicas (state_dir must then be a shared volume)",
+        default="",
+        repr=False,  # the URL may hold a password
+    )
+    finetune_lease_s: float = _doc(
+        "with a shared finetune_store: a running job's lease, renewed every third of it; a replica"
+        " silent this long has its job FAILED by another",
+        default=30.0,
+    )
 
     # --- security
     tls_cert: Path | None = _doc("PEM server certificate; with tls_key, the server speaks TLS", default=None)
@@ -173,6 +184,11 @@ class ServerSettings:
             ((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"),
             (self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs tls_cert and tls_key"),
             (self.finetune_workers >= 1, "finetune_workers must be >= 1"),
+            (
+                not self.finetune_store or self.finetune_store.startswith(("postgresql://", "postgres://")),
+                "finetune_store must be empty (SQLite in state_dir) or a postgresql://user@host:port/database URL",
+            ),
+            (self.finetune_lease_s >= 1, "finetune_lease_s must be >= 1 (seconds)"),
         ]
         for ok, message in checks:
             if not ok:

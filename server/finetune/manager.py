@@ -1,4 +1,4 @@
-"""Fine-tuning jobs: the queue, the workers, cancellation, watchers and recovery after a restart.
+"""Fine-tuning jobs: the queue, claims and leases, cancellation, watchers and recovery.
 
 Lifecycle of a job::
 
@@ -7,43 +7,39 @@ Lifecycle of a job::
 
 - StartFineTune checks everything that needs no compute (base model, output name, hyperparameters,
   dataset counts, data-root containment) and answers with an error, or creates a QUEUED job.
-- At most ``finetune_workers`` jobs run at a time, oldest first, each in its own worker process
-  (:mod:`server.finetune.workers`); the worker's messages become the job's events.
-- The job's record and every event are in the SQLite store (:mod:`server.finetune.store`) before
-  watchers are woken, so a watch can resume from any event id, also after a restart.
-- A job that was RUNNING when the server stopped or died is FAILED ("interrupted") when the server
-  next starts; QUEUED jobs stay queued and run. The store is opened at start if it exists, otherwise
-  on the first fine-tuning call, so a server that never fine-tunes writes nothing.
+  Datasets come in through :mod:`server.finetune.intake`.
+- At most ``finetune_workers`` jobs run at a time on a server, oldest first: a server *claims* a
+  QUEUED job (:meth:`~server.finetune.store.JobStore.claim_next`), which makes it RUNNING under this
+  server's lease, and runs it in a worker process (:mod:`server.finetune.runner`).
+- A job's record and every event are in the store before watchers are woken, so a watch can resume
+  from any event id, also after a restart, and on any replica sharing the store.
+- Leases: every ``finetune_lease_s / 3`` the server renews the leases of the jobs it runs (a cancel
+  requested on another replica is seen there too), and FAILS the RUNNING jobs of others whose lease
+  has expired ("interrupted: replica X stopped"). With the embedded store the only server is this one.
+- A job this server was running when it stopped or died is FAILED ("interrupted") when it next
+  starts (with a shared store, a stopping replica puts its jobs back in the queue instead, and a dead
+  one's are FAILED by another once the lease expires); QUEUED jobs stay queued and run. The embedded store is opened at start if it exists,
+  otherwise on the first fine-tuning call, so a server that never fine-tunes writes nothing.
 
-Everything runs on the server's event loop; SQLite calls are short and synchronous.
+Everything runs on the server's event loop; store calls are short and synchronous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
+import os
+import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import AsyncIterator, Iterable
 
+from server.discovery import check_model_name
 from server.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound, Unavailable
-from server.finetune.datasets import (
-    DIRECTORY,
-    UPLOAD,
-    UploadWriter,
-    check_counts,
-    index_path,
-    new_id,
-    save_directory_index,
-    scan_data_dir,
-    summarize,
-)
+from server.finetune.datasets import DIRECTORY, UPLOAD, new_id
+from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import (
     DatasetSummary,
-    EpochMetrics,
-    FineTuneMetrics,
     Job,
     JobEvent,
     JobPhase,
@@ -52,17 +48,11 @@ from server.finetune.jobs import (
     UploadedImage,
     UploadInfo,
 )
-from server.finetune.pipeline import JobSpec
-from server.finetune.publication import LoadOutcome, load_published, quarantine
-from server.finetune.store import DATABASE_FILE, JobStore
-from server.finetune.workers import (
-    WorkerProcess,
-    describe_exit,
-    published_version,
-    remove_staging_of,
-    remove_stale_staging,
-)
-from server.discovery import check_model_name
+from server.finetune.journal import Journal
+from server.finetune.runner import JobRunner, end_orphan
+from server.finetune.store import JobStore, open_store
+from server.finetune.store_sqlite import DATABASE_FILE
+from server.finetune.worker_process import remove_stale_staging
 from server.repository import ModelRef, ModelRepository
 from server.settings import ServerSettings
 
@@ -77,9 +67,23 @@ WATCH_POLL_S = 5.0
 CANCEL_WAIT_S = 15.0
 #: How long a stopping server waits for its workers to end (then they are killed).
 STOP_WAIT_S = 10.0
-#: How long a finished job waits for the repository to load its new version before SUCCEEDED.
-LOAD_WAIT_S = 600.0
-SERVER_STOPPED = "interrupted: the server stopped while the job was running"
+#: The owner id of jobs in the embedded store: there is one server, whatever its pid.
+LOCAL_OWNER = "local"
+#: Unfinished uploads older than this are removed at start when the state directory is shared.
+STALE_UPLOAD_AGE_S = 3600.0
+
+
+def replica_id() -> str:
+    """This server among replicas sharing a store: the host (the pod's name on Kubernetes) and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
+    """From the store's listener thread: run ``callback`` on the loop, unless the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the server stopped; nothing waits for the notice any more
+        pass
 
 
 class FineTuneManager:
@@ -89,13 +93,17 @@ class FineTuneManager:
         self.settings = settings
         self.repository = repository
         self.state_dir = Path(settings.state_dir)
-        self.datasets_dir = self.state_dir / "datasets"
-        self._store: JobStore | None = None
-        self._runners: dict[str, asyncio.Task] = {}
-        self._workers: dict[str, WorkerProcess] = {}
-        self._cancel_requested: set[str] = set()
-        self._changed = asyncio.Event()
+        self.intake = DatasetIntake(settings)
+        self.journal = Journal()
+        self.owner = replica_id() if settings.finetune_store else LOCAL_OWNER
+        self._runners: dict[str, JobRunner] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._heartbeat: asyncio.Task | None = None
         self._stopping = False
+
+    @property
+    def _store(self) -> JobStore | None:
+        return self.journal.store
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -104,34 +112,47 @@ class FineTuneManager:
         removed = await asyncio.to_thread(remove_stale_staging, Path(self.settings.model_root))
         for name in removed:
             log.info("removed a staging directory left by a dead process: %s", name)
-        if (self.state_dir / DATABASE_FILE).exists():
+        if self.settings.finetune_store or (self.state_dir / DATABASE_FILE).exists():
             self._open()
             self._schedule()
 
     async def stop(self) -> None:
-        """End running workers (their jobs FAIL as interrupted) and wake every watcher."""
+        """End running workers and wake every watcher. Their jobs FAIL as interrupted, or, with a
+        shared store, go back to the queue for another replica."""
         self._stopping = True
-        for worker in list(self._workers.values()):
-            worker.close_stdin()
-            worker.terminate()
-        runners = list(self._runners.values())
-        if runners:
-            _done, pending = await asyncio.wait(runners, timeout=STOP_WAIT_S)
-            for worker in list(self._workers.values()):
-                worker.kill()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for runner in list(self._runners.values()):
+            runner.stop()
+        tasks = list(self._tasks.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+            for runner in list(self._runners.values()):
+                if runner.worker is not None:
+                    runner.worker.kill()
             if pending:
                 await asyncio.wait(pending, timeout=STOP_WAIT_S)
-        self._notify()
+        self.journal.notify()
         if self._store is not None:
             self._store.close()
-            self._store = None
+            self.journal.store = None
 
     def _open(self) -> JobStore:
         if self._stopping:
             raise Unavailable("the server is shutting down; retry on its next start")
         if self._store is None:
-            self._store = JobStore(self.state_dir / DATABASE_FILE)
-            self._recover(self._store)
+            store = open_store(self.settings.finetune_store, self.state_dir)
+            self.journal.store = store
+            log.info("fine-tuning job store: %s (this server is %r)", store.describe(), self.owner)
+            self.intake.remove_unfinished_uploads(STALE_UPLOAD_AGE_S if store.shared else 0.0)
+            self._recover(including_own=True)
+            if not store.shared:
+                for job in store.list_jobs([JobState.QUEUED], limit=10**9, oldest_first=True):
+                    msg = "the server restarted; the job is queued again"
+                    self.journal.event(job.job_id, JobState.QUEUED, job.phase, msg)
+            loop = asyncio.get_running_loop()
+            store.listen(lambda kind, job_id: _call_soon(loop, self._on_store_notice, kind, job_id))
+            self._heartbeat = loop.create_task(self._beat(), name="finetune-heartbeat")
         return self._store
 
     def _existing_store(self) -> JobStore | None:
@@ -140,82 +161,57 @@ class FineTuneManager:
             return self._open()
         return self._store
 
-    def _recover(self, store: JobStore) -> None:
-        for unfinished in self.datasets_dir.glob(".upload-*"):  # uploads do not survive a restart
-            shutil.rmtree(unfinished, ignore_errors=True)
-            log.info("removed the unfinished upload %s", unfinished.name)
-        for job in store.list_jobs([JobState.RUNNING], limit=10**9, oldest_first=True):
-            model_dir = Path(self.settings.model_root) / job.output_model
-            pid = store.worker_pid(job.job_id)
-            for name in remove_staging_of(model_dir, pid) if pid else []:
-                log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
-            version = published_version(model_dir, job.job_id)
-            if version is not None:  # it published just before the server died
-                self._finish(
-                    job.job_id,
-                    JobState.SUCCEEDED,
-                    f"published {job.output_model} v{version}",
-                    output_version=version,
-                )
-            else:
-                self._finish(job.job_id, JobState.FAILED, SERVER_STOPPED, error=SERVER_STOPPED)
-            log.info(
-                "job %s was RUNNING when the server stopped: now %s",
-                job.job_id,
-                store.get_job(job.job_id).state.value,
-            )
-        for job in store.list_jobs([JobState.QUEUED], limit=10**9, oldest_first=True):
-            self._event(
-                job.job_id, JobState.QUEUED, job.phase, "the server restarted; the job is queued again"
-            )
+    def _recover(self, including_own: bool) -> None:
+        """End the RUNNING jobs whose runner is gone: this server's own from before a restart (at
+        start), and those whose lease expired; each is taken over first, so only one server ends it."""
+        store = self._store
+        for job, owner in store.orphaned_jobs(self.owner, including_own):
+            if job.job_id in self._runners or not store.take_over(
+                job.job_id, self.owner, owner, self.settings.finetune_lease_s
+            ):
+                continue
+            end_orphan(job, owner, self.owner, self.journal, Path(self.settings.model_root))
+
+    async def _beat(self) -> None:
+        """Renew this server's leases, see cancels asked elsewhere, end orphans, claim queued jobs."""
+        interval = self.settings.finetune_lease_s / 3
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                self._renew()
+                self._recover(including_own=False)
+                self._schedule()
+            except Exception:  # e.g. the database is unreachable for a moment: try again next beat
+                log.exception("fine-tuning heartbeat failed; retrying in %.1f s", interval)
+
+    def _renew(self) -> None:
+        leases = self._store.renew_leases(self.owner, self.settings.finetune_lease_s)
+        for job_id, runner in list(self._runners.items()):
+            # Not held and no longer ours: another server found the lease expired and ended the job.
+            if (
+                job_id not in leases.held
+                and not runner.lease_lost
+                and self._store.job_owner(job_id) != self.owner
+            ):
+                runner.lose_lease()
+            if job_id in leases.cancel_requested:
+                runner.cancel()
+
+    def _on_store_notice(self, kind: str, job_id: str) -> None:
+        """Another replica wrote: wake watchers; claim a new job; pass a cancel to our runner."""
+        if self._stopping or self._store is None:
+            return
+        self.journal.notify()
+        if kind == "cancel" and job_id in self._runners:
+            self._runners[job_id].cancel()
+        elif kind in ("queued", "reconnected"):
+            self._schedule()
 
     # --- datasets --------------------------------------------------------------------------------
 
     async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> DatasetSummary:
         """Store an upload as a dataset; nothing is kept if any image or limit is refused."""
-        store = self._open()
-        writer = UploadWriter(
-            self.datasets_dir,
-            self.settings.max_upload_bytes,
-            self.settings.max_upload_images,
-            self.settings.max_image_pixels,
-        )
-        # NOTE: one thread per upload runs its file work in order, so that when the call is cancelled
-        # (the client went away) the clean-up runs after the write in progress, not beside it.
-        files = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload")
-        loop = asyncio.get_running_loop()
-        try:
-            async for item in items:
-                if isinstance(item, UploadInfo):
-                    writer.set_name(item.name)
-                else:
-                    await loop.run_in_executor(files, writer.add, item)
-            summary = await loop.run_in_executor(files, writer.finish)
-        except BaseException:
-            await asyncio.shield(loop.run_in_executor(files, writer.abort))
-            raise
-        finally:
-            files.shutdown(wait=False)
-        store.add_dataset(summary, UPLOAD, source="")
-        log.info(
-            "dataset %s uploaded: %d images, %d classes",
-            summary.dataset_id,
-            summary.num_images,
-            len(summary.images_per_class),
-        )
-        return summary
-
-    async def _directory_dataset(self, store: JobStore, data_dir: str, min_per_class: int) -> DatasetSummary:
-        entries, skipped = await asyncio.to_thread(
-            scan_data_dir, self.settings.data_root, data_dir, self.settings.max_upload_images
-        )
-        summary = summarize(new_id("ds"), data_dir, entries)
-        check_counts(summary.images_per_class, min_per_class)
-        await asyncio.to_thread(
-            save_directory_index, self.datasets_dir, summary.dataset_id, data_dir, entries, skipped
-        )
-        store.add_dataset(summary, DIRECTORY, source=data_dir)
-        return summary
+        return await self.intake.upload(self._open(), items)
 
     # --- jobs ------------------------------------------------------------------------------------
 
@@ -241,13 +237,10 @@ class FineTuneManager:
                 "use a model exported by python -m exporter"
             )
         if request.dataset_id:
-            dataset = store.get_dataset(request.dataset_id)
-            if dataset is None or not index_path(self.datasets_dir, request.dataset_id).is_file():
-                raise NotFound(f"unknown dataset {request.dataset_id!r}; upload one with UploadDataset first")
-            check_counts(dataset.images_per_class, hp.min_images_per_class)
+            dataset = self.intake.uploaded(store, request.dataset_id, hp.min_images_per_class)
             kind = UPLOAD
         elif request.data_dir:
-            dataset = await self._directory_dataset(store, request.data_dir, hp.min_images_per_class)
+            dataset = await self.intake.from_directory(store, request.data_dir, hp.min_images_per_class)
             kind = DIRECTORY
         else:
             raise InvalidRequest(
@@ -271,7 +264,7 @@ class FineTuneManager:
         )
         store.add_job(job, str(served.path), request.fingerprint())
         ahead = len(store.list_jobs([JobState.QUEUED, JobState.RUNNING], limit=10**9)) - 1
-        self._event(
+        self.journal.event(
             job.job_id,
             JobState.QUEUED,
             JobPhase.UNSPECIFIED,
@@ -279,8 +272,9 @@ class FineTuneManager:
             f"{len(dataset.images_per_class)} classes), {ahead} job(s) ahead",
         )
         log.info("job %s queued: %s v%d -> %s", job.job_id, served.name, served.version, request.output_model)
-        self._schedule()
-        return store.get_job(job.job_id)
+        queued = store.get_job(job.job_id)
+        self._schedule()  # may claim it at once (RUNNING); the answer says what was created: QUEUED
+        return queued
 
     def _job_for_request(self, store: JobStore, request: StartRequest) -> Job | None:
         found = store.job_for_request(request.request_id)
@@ -318,7 +312,8 @@ class FineTuneManager:
         return {state.value: counts.get(state.value, 0) for state in JobState}
 
     async def cancel(self, job_id: str) -> Job:
-        """QUEUED: CANCELLED at once. RUNNING: the worker is terminated, then CANCELLED. Nothing is published."""
+        """QUEUED: CANCELLED at once. RUNNING (on any replica): its worker is terminated, then
+        CANCELLED. Nothing is published."""
         job = self.get(job_id)
         if job.state is JobState.CANCELLED:
             return job
@@ -330,16 +325,33 @@ class FineTuneManager:
                 f"job {job_id} already {job.state.value}{published}; "
                 "only QUEUED or RUNNING jobs can be cancelled"
             )
+        if job.state is JobState.QUEUED:
+            cancelled = self._store.update_job(
+                job_id, only_if=[JobState.QUEUED], state=JobState.CANCELLED, finished_at=time.time()
+            )
+            if cancelled is not None:
+                msg = "cancelled while queued; nothing was published"
+                self.journal.event(job_id, JobState.CANCELLED, cancelled.phase, msg)
+                return cancelled
         runner = self._runners.get(job_id)
-        if runner is None:
-            return self._finish(job_id, JobState.CANCELLED, "cancelled while queued; nothing was published")
-        self._cancel_requested.add(job_id)
-        worker = self._workers.get(job_id)
-        if worker is not None:
-            log.info("job %s: cancelling, terminating worker %d", job_id, worker.pid)
-            worker.terminate()
-        await asyncio.wait([runner], timeout=CANCEL_WAIT_S)
+        if runner is not None:
+            runner.cancel()
+            await asyncio.wait([self._tasks[job_id]], timeout=CANCEL_WAIT_S)
+        else:  # it runs on another replica (or was claimed just now): its heartbeat passes the request on
+            self._store.request_cancel(job_id)
+            await self._until_ended(job_id, CANCEL_WAIT_S)
         return self.get(job_id)
+
+    async def _until_ended(self, job_id: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stopping:
+            changed = self.journal.changed
+            if self._store.get_job(job_id).state.terminal:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), min(1.0, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
 
     async def watch(self, job_id: str, after_event_id: int = 0) -> AsyncIterator[JobEvent]:
         """The job's events after ``after_event_id``, live, until the job has ended."""
@@ -348,7 +360,7 @@ class FineTuneManager:
         self.get(job_id)
         last = after_event_id
         while True:
-            changed = self._changed  # taken before reading, so a change after the read wakes us
+            changed = self.journal.changed  # taken before reading, so a change after the read wakes us
             store = self._existing_store()
             if store is None:
                 return
@@ -363,7 +375,7 @@ class FineTuneManager:
                 return
             try:
                 await asyncio.wait_for(changed.wait(), WATCH_POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- running ---------------------------------------------------------------------------------
@@ -371,188 +383,26 @@ class FineTuneManager:
     def _schedule(self) -> None:
         if self._stopping or self._store is None:
             return
-        free = self.settings.finetune_workers - len(self._runners)
-        if free <= 0:
-            return
-        for job in self._store.list_jobs(
-            [JobState.QUEUED], limit=free + len(self._runners), oldest_first=True
-        ):
-            if free <= 0:
-                break
-            if job.job_id in self._runners:
-                continue
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"finetune-{job.job_id}")
-            self._runners[job.job_id] = task
-            free -= 1
+        while len(self._runners) < self.settings.finetune_workers:
+            job = self._store.claim_next(self.owner, self.settings.finetune_lease_s)
+            if job is None:
+                return
+            replica = self.owner if self._store.shared else ""
+            runner = JobRunner(job, self.settings, self.repository, self.journal, self.intake, replica)
+            self._runners[job.job_id] = runner
+            task = asyncio.get_running_loop().create_task(self._run(runner), name=f"finetune-{job.job_id}")
+            self._tasks[job.job_id] = task
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, runner: JobRunner) -> None:
+        job_id = runner.job.job_id
         try:
-            await self._run_worker(job)
+            await runner.run()
         except Exception:  # a bug here must not leave the job RUNNING forever
-            log.exception("job %s: the server side of the job failed", job.job_id)
-            if not self._store.get_job(job.job_id).state.terminal:
-                self._finish(
-                    job.job_id, JobState.FAILED, "internal server error; details are in the server log"
-                )
+            log.exception("job %s: the server side of the job failed", job_id)
+            if not self._store.get_job(job_id).state.terminal:
+                msg = "internal server error; details are in the server log"
+                self.journal.finish(job_id, JobState.FAILED, msg)
         finally:
-            self._runners.pop(job.job_id, None)
-            self._workers.pop(job.job_id, None)
-            self._cancel_requested.discard(job.job_id)
+            self._runners.pop(job_id, None)
+            self._tasks.pop(job_id, None)
             self._schedule()
-
-    def _spec(self, job: Job) -> dict:
-        data_root = self.settings.data_root
-        spec = JobSpec(
-            job_id=job.job_id,
-            base_model=job.base_model,
-            base_version=job.base_version,
-            base_path=self._store.base_path(job.job_id),
-            output_model=job.output_model,
-            model_root=str(Path(self.settings.model_root).resolve()),
-            dataset_index=str(index_path(self.datasets_dir, job.dataset.dataset_id).resolve()),
-            dataset_kind=self._store.dataset_kind(job.dataset.dataset_id) or UPLOAD,
-            hyperparameters=job.hyperparameters.to_dict(),
-            threads=self.settings.finetune_threads,
-            max_image_pixels=self.settings.max_image_pixels,
-            data_root=str(Path(data_root).resolve()) if data_root is not None else None,
-            onnx_cache=str((Path(self.settings.state_dir) / "onnx").resolve()),  # server/runtime.py cache_dir_for
-        )
-        return spec.__dict__
-
-    async def _run_worker(self, job: Job) -> None:
-        store = self._store
-        threads = self.settings.finetune_threads
-        try:
-            worker = await WorkerProcess.spawn(self._spec(job), threads, self.settings.log_level)
-        except OSError as exc:
-            self._finish(job.job_id, JobState.FAILED, f"could not start a training worker: {exc.strerror}")
-            return
-        self._workers[job.job_id] = worker
-        store.update_job(job.job_id, state=JobState.RUNNING, started_at=time.time(), worker_pid=worker.pid)
-        self._event(
-            job.job_id,
-            JobState.RUNNING,
-            job.phase,
-            f"training worker started (pid {worker.pid}, {threads} threads)",
-        )
-        log.info("job %s: worker pid %d started", job.job_id, worker.pid)
-        if job.job_id in self._cancel_requested or self._stopping:
-            worker.terminate()
-        outcome = None
-        phase = job.phase
-        async for message in worker.messages():
-            kind = message.get("kind")
-            if kind == "event":
-                if message["phase"] != phase.value:
-                    phase = JobPhase(message["phase"])
-                    store.update_job(job.job_id, phase=phase)
-                epoch = message.get("epoch")
-                self._event(
-                    job.job_id,
-                    JobState.RUNNING,
-                    phase,
-                    message.get("message", ""),
-                    progress=float(message.get("progress", 0.0)),
-                    eta_seconds=float(message.get("eta_seconds", 0.0)),
-                    epoch=EpochMetrics(**epoch) if epoch else None,
-                )
-            elif kind in ("succeeded", "failed"):
-                outcome = message
-        returncode = await worker.wait()
-        model_dir = Path(self.settings.model_root) / job.output_model
-        if outcome is not None and outcome["kind"] == "succeeded":
-            await self._succeeded(job, outcome)
-            return
-        for name in await asyncio.to_thread(remove_staging_of, model_dir, worker.pid):
-            log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
-        metrics = (
-            FineTuneMetrics.from_dict(outcome["metrics"]) if outcome and outcome.get("metrics") else None
-        )
-        version = published_version(model_dir, job.job_id)
-        if version is not None:  # killed between the atomic rename and its report: it did publish
-            await self._succeeded(job, {"output_version": version, "metrics": None, "artifacts": []})
-        elif job.job_id in self._cancel_requested:
-            self._finish(
-                job.job_id, JobState.CANCELLED, "cancelled; the worker was stopped and nothing was published"
-            )
-        elif outcome is not None:
-            self._finish(
-                job.job_id, JobState.FAILED, outcome["error"], error=outcome["error"], metrics=metrics
-            )
-        elif self._stopping:
-            self._finish(job.job_id, JobState.FAILED, SERVER_STOPPED, error=SERVER_STOPPED)
-        else:
-            reason = f"interrupted: {describe_exit(returncode)}; nothing was published"
-            self._finish(job.job_id, JobState.FAILED, reason, error=reason)
-        log.info(
-            "job %s ended %s (worker exit status %s)",
-            job.job_id,
-            self._store.get_job(job.job_id).state.value,
-            returncode,
-        )
-
-    async def _succeeded(self, job: Job, outcome: dict) -> None:
-        """The worker published a version: SUCCEEDED once the server serves it (or its version
-        policy deliberately does not); FAILED, with the version moved aside, if it cannot load."""
-        version = int(outcome["output_version"])
-        metrics = FineTuneMetrics.from_dict(outcome["metrics"]) if outcome.get("metrics") else None
-        self._store.update_job(job.job_id, output_version=version, artifacts=outcome.get("artifacts") or [])
-        self._event(
-            job.job_id,
-            JobState.RUNNING,
-            JobPhase.EXPORTING,
-            f"loading {job.output_model} v{version}",
-            progress=1.0,
-        )
-        try:
-            loaded = await load_published(self.repository, job.output_model, version, LOAD_WAIT_S)
-        except Exception:  # the repository's own failure: say so rather than leave the job RUNNING
-            log.exception("reloading the model root after publishing %s v%d failed", job.output_model, version)
-            loaded = LoadOutcome(False, error="the server's reload of the model root failed (see the server log)")
-        if loaded.failed:
-            where = "it stays in place"
-            if loaded.broken:
-                moved = await asyncio.to_thread(
-                    quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
-                )
-                where = f"it was moved aside to {moved}" if moved else "it could not be moved aside (see the server log)"
-                try:
-                    await self.repository.reconcile()  # forget the failed entry of the moved version
-                except Exception:  # the job's outcome stands; the next poll tries again
-                    log.exception("reloading the model root after moving %s v%d aside failed", job.output_model, version)
-            reason = (
-                f"the server could not load the new version {job.output_model} v{version}: {loaded.error}; "
-                f"it is not served ({where})"
-            )
-            log.error("job %s: %s", job.job_id, reason)
-            self._finish(job.job_id, JobState.FAILED, reason, error=reason, metrics=metrics)
-            return
-        note = "now served" if loaded.served else f"published, {loaded.not_served_note}"
-        accuracy = f"; validation accuracy {metrics.val_accuracy:.4f}" if metrics else ""
-        self._finish(
-            job.job_id,
-            JobState.SUCCEEDED,
-            f"{job.output_model} v{version} {note}{accuracy}",
-            output_version=version,
-            metrics=metrics,
-        )
-
-    # --- records and wake-ups --------------------------------------------------------------------
-
-    def _finish(self, job_id: str, state: JobState, message: str, **changes) -> Job:
-        if changes.get("metrics") is None:
-            changes.pop("metrics", None)
-        if state is JobState.FAILED:
-            changes.setdefault("error", message)  # a FAILED job always says why
-        job = self._store.update_job(job_id, state=state, finished_at=time.time(), **changes)
-        self._event(job_id, state, job.phase, message, progress=1.0 if state is JobState.SUCCEEDED else 0.0)
-        return job
-
-    def _event(self, job_id: str, state: JobState, phase: JobPhase, message: str, **fields) -> JobEvent:
-        event = self._store.append_event(job_id, state, phase, message, **fields)
-        self._notify()
-        return event
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()

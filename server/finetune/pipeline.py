@@ -8,7 +8,6 @@ a :class:`Reporter` as protocol events; a reason the user can act on ends the jo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from server.finetune.datasets import (
 )
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase
+from server.finetune.messages import Progress, Succeeded, WorkerMessage, encode
 from server.images import inspect_image
 
 log = logging.getLogger("server.finetune.worker")
@@ -71,8 +71,8 @@ class Reporter:
     phase: JobPhase = JobPhase.UNSPECIFIED
     _last_progress: float = field(default=0.0)
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(message) + "\n")
+    def send(self, message: WorkerMessage) -> None:
+        self.stream.write(encode(message))
         self.stream.flush()
 
     def event(
@@ -88,16 +88,7 @@ class Reporter:
         if throttle and phase is self.phase and now - self._last_progress < PROGRESS_INTERVAL_S:
             return
         self.phase, self._last_progress = phase, now
-        self.send(
-            {
-                "kind": "event",
-                "phase": phase.value,
-                "message": message,
-                "progress": round(float(progress), 4),
-                "eta_seconds": round(float(eta_seconds), 1),
-                "epoch": epoch.__dict__ if epoch else None,
-            }
-        )
+        self.send(Progress(phase, message, progress, eta_seconds, epoch))
 
 
 def _read(entry: Entry) -> bytes:
@@ -179,7 +170,7 @@ def _base_manifest(spec: JobSpec) -> dict[str, Any]:
         ) from None
 
 
-def run_job(spec: JobSpec, report: Reporter) -> dict[str, Any]:
+def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
     """Validate, extract, train, gate, export. Returns the ``succeeded`` message; raises JobFailed."""
     import numpy as np
 
@@ -328,9 +319,8 @@ def run_job(spec: JobSpec, report: Reporter) -> dict[str, Any]:
             "nothing was published. Details are in the server log"
         ) from None
     report.event(JobPhase.EXPORTING, f"published {spec.output_model} v{version}", 1.0)
-    return {
-        "kind": "succeeded",
-        "output_version": version,
-        "metrics": metrics.to_dict(),
-        "artifacts": [f"{spec.output_model}/{version}/{name}" for name in files.ARTIFACTS],
-    }
+    return Succeeded(
+        output_version=version,
+        metrics=metrics,
+        artifacts=tuple(f"{spec.output_model}/{version}/{name}" for name in files.ARTIFACTS),
+    )

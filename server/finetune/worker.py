@@ -1,15 +1,14 @@
 """``python -m server.finetune.worker``: one fine-tuning job, in a process of its own.
 
-Protocol (the server's side is :mod:`server.finetune.workers`):
+Protocol (the server's side is :mod:`server.finetune.worker_process`):
 
 - stdin: the job spec as one JSON line (:class:`~server.finetune.pipeline.JobSpec`); then stdin stays
   open. When it closes, the server is gone and the worker exits at once. The worker also asks the
   kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), so a server killed with SIGKILL
   takes its worker along.
-- stdout: one JSON object per line (anything a library prints goes to stderr instead):
-  ``{"kind": "event", "phase", "message", "progress", "eta_seconds", "epoch"}`` while it works, then
-  exactly one ``{"kind": "succeeded", "output_version", "metrics", "artifacts"}`` or
-  ``{"kind": "failed", "error", "metrics"}``. A worker that exits without either was killed or crashed.
+- stdout: the typed messages of :mod:`server.finetune.messages`, one JSON object per line (anything
+  a library prints goes to stderr instead): progress while it works, then exactly one outcome
+  (succeeded or failed). A worker that exits without one was killed or crashed.
 - stderr: log lines (and tracebacks of bugs), inherited from the server.
 
 What the job does is :mod:`server.finetune.pipeline`.
@@ -26,6 +25,7 @@ import sys
 import threading
 from typing import TextIO
 
+from server.finetune.messages import Failed
 from server.finetune.pipeline import JobFailed, JobSpec, Reporter, run_job
 
 log = logging.getLogger("server.finetune.worker")
@@ -88,20 +88,12 @@ def main() -> int:
         outcome = run_job(spec, report)
     except JobFailed as exc:
         log.info("job %s failed: %s", spec.job_id, exc)
-        report.send(
-            {"kind": "failed", "error": str(exc), "metrics": exc.metrics.to_dict() if exc.metrics else None}
-        )
+        report.send(Failed(str(exc), exc.metrics))
         return 0
     except Exception as exc:  # a bug: the traceback goes to the server log, the user gets a generic reason
         log.exception("job %s: training worker error", spec.job_id)
-        report.send(
-            {
-                "kind": "failed",
-                "error": f"internal error in the training worker ({type(exc).__name__}); "
-                "details are in the server log",
-                "metrics": None,
-            }
-        )
+        reason = f"internal error in the training worker ({type(exc).__name__}); details are in the server log"
+        report.send(Failed(reason))
         return 1
     report.send(outcome)
     return 0

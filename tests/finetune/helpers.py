@@ -113,10 +113,14 @@ def wait_done(
 
 
 def wait_event(
-    stub, job_id: str, matches: Callable[[pb.FineTuneEvent], bool], timeout: float = JOB_TIMEOUT_S
+    stub,
+    job_id: str,
+    matches: Callable[[pb.FineTuneEvent], bool],
+    timeout: float = JOB_TIMEOUT_S,
+    after: int = 0,
 ):
-    """The first event that ``matches`` (the watch is cancelled then); fails if the job ends first."""
-    stream = watch(stub, job_id, timeout=timeout)
+    """The first event after ``after`` that ``matches`` (the watch is cancelled then); fails if the job ends first."""
+    stream = watch(stub, job_id, after=after, timeout=timeout)
     try:
         for event in stream:
             if matches(event):

@@ -42,6 +42,8 @@ def test_flags_beat_environment_beat_file(tmp_path):
         ([], {"IMAGESERVE_BATCHING": "maybe"}, "batching (from environment): not a boolean"),
         (["--max-batch-size", "0"], {}, "max_batch_size must be >= 1"),
         (["--tls-cert", "cert.pem"], {}, "tls_cert and tls_key go together"),
+        ([], {"IMAGESERVE_FINETUNE_STORE": "mysql://db/jobs"}, "finetune_store must be empty (SQLite in"),
+        (["--finetune-lease-s", "0.5"], {}, "finetune_lease_s must be >= 1"),
     ],
 )
 def test_bad_values_name_the_setting(argv, environ, message):

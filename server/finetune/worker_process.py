@@ -19,12 +19,14 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import server
 from model_format.layout import STAGING_PREFIX, existing_versions
 from model_format.manifest import read_manifest
+from server.finetune.messages import WorkerMessage, decode
 from server.finetune.worker import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ class WorkerProcess:
         await process.stdin.drain()
         return cls(process)
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncIterator[WorkerMessage]:
         """Protocol messages until the worker closes its stdout (it exited)."""
         assert self.process.stdout is not None
         while True:
@@ -85,14 +87,11 @@ class WorkerProcess:
             if not line:
                 return
             try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning(
-                    "worker %d: ignored a line that is not a protocol message: %.200r", self.pid, line
-                )
+                message = decode(line)
+            except ValueError as exc:
+                log.warning("worker %d: ignored a line that is not a protocol message (%s): %.200r", self.pid, exc, line)
                 continue
-            if isinstance(message, dict):
-                yield message
+            yield message
 
     def terminate(self) -> None:
         self._signal(signal.SIGTERM)
@@ -116,7 +115,7 @@ class WorkerProcess:
         """The exit status (negative: killed by that signal); SIGKILL after ``timeout`` seconds."""
         try:
             return await asyncio.wait_for(self.process.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("worker %d did not exit within %.0f s; killing it", self.pid, timeout)
             self.kill()
             return await asyncio.wait_for(self.process.wait(), timeout)

@@ -1,0 +1,64 @@
+"""A real PostgreSQL server for tests: ``initdb`` into a fresh directory, ``pg_ctl start`` on a free
+loopback port, removed at the end. Needs ``initdb`` and ``pg_ctl`` (Debian: postgresql) on the PATH."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.servers import free_port
+
+USER = "imageserve"
+
+
+class PostgresServer:
+    """One throw-away cluster; :attr:`url` connects to its ``postgres`` database without a password."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="imageserve-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        # initdb refuses to run as root: run the server as the postgres account then.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PostgresServer:
+        self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off"
+        self._run("pg_ctl", "start", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.dir / "log"),
+                  "-o", options)  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def fresh_database(self, name: str) -> str:
+        """A new empty database on this server; returns its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run([*self._as, *command], check=False, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = (self.dir / "log").read_text() if (self.dir / "log").exists() else ""
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}\n{log}")
+
+
+def available() -> bool:
+    return shutil.which("initdb") is not None and shutil.which("pg_ctl") is not None
