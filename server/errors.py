@@ -46,6 +46,12 @@ class QueueFull(ServingError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class LimitExceeded(ServingError):
+    """A dataset is larger than the server accepts (``max_upload_bytes``, ``max_upload_images``)."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class DeadlineExpired(ServingError):
     """The request's deadline passed while it waited in the queue; it was dropped unrun."""
 

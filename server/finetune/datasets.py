@@ -30,9 +30,9 @@ from server.errors import (
     FailedPrecondition,
     InvalidImage,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     PermissionDenied,
-    ServingError,
 )
 from server.finetune.jobs import DatasetSummary, UploadedImage
 from server.images import inspect_image
@@ -44,12 +44,6 @@ INDEX_FILE = "index.json"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 UPLOAD = "upload"
 DIRECTORY = "directory"
-
-
-class LimitExceeded(ServingError):
-    """A dataset is larger than the server accepts (``max_upload_bytes``, ``max_upload_images``)."""
-
-    code = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from server.errors import FailedPrecondition
-from server.finetune.datasets import LimitExceeded, UploadWriter, resolve_data_dir
+from server.errors import FailedPrecondition, LimitExceeded
+from server.finetune.datasets import UploadWriter, resolve_data_dir
 from server.finetune.jobs import UploadedImage
 from tests.finetune.helpers import (
     assert_status,
