@@ -10,6 +10,7 @@ from pathlib import Path
 
 from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
+from exporter.roots import as_root
 from exporter.progress import Progress
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
 
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="imagenet (download, default), random (with --seed) or a path to a weights file",
     )
-    parser.add_argument("--output", type=Path, default=Path("models"), help="model root (default: models/)")
+    parser.add_argument(
+        "--output",
+        type=as_root,
+        default=Path("models"),
+        help="model root: a directory, or an object store URL such as s3://bucket/prefix (default: models/)",
+    )
     parser.add_argument("--version", type=int, help="version number (default: next after the highest existing)")
     parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
@@ -104,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
     from exporter.export import export_model
-    from exporter.publish import PublishFailed, existing_versions
+    from exporter.object_store import existing_versions_at
+    from exporter.roots import join
+    from exporter.publish import PublishFailed
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     try:
         for spec in specs:
-            if args.defaults and existing_versions(args.output / spec.name):
-                progress.note(f"{spec.name}: a version already exists under {args.output / spec.name}, skipping")
+            if args.defaults and existing_versions_at(args.output, spec.name):
+                progress.note(f"{spec.name}: a version already exists under {join(args.output, spec.name)}, skipping")
                 continue
             result = export_model(spec, progress)
             print(result.path)

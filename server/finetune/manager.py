@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Iterable
 
+from exporter.roots import absolute
 from server.errors import AlreadyExists, FailedPrecondition, InvalidRequest, NotFound, Unavailable
 from server.finetune.datasets import (
     DIRECTORY,
@@ -408,7 +409,7 @@ class FineTuneManager:
             base_version=job.base_version,
             base_path=self._store.base_path(job.job_id),
             output_model=job.output_model,
-            model_root=str(Path(self.settings.model_root).resolve()),
+            model_root=absolute(self.settings.model_root),
             dataset_index=str(index_path(self.datasets_dir, job.dataset.dataset_id).resolve()),
             dataset_kind=self._store.dataset_kind(job.dataset.dataset_id) or UPLOAD,
             hyperparameters=job.hyperparameters.to_dict(),
@@ -513,7 +514,7 @@ class FineTuneManager:
             where = "it stays in place"
             if loaded.broken:
                 moved = await asyncio.to_thread(
-                    quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
+                    quarantine, self.settings.model_root, job.output_model, version, job.job_id
                 )
                 where = f"it was moved aside to {moved}" if moved else "it could not be moved aside (see the server log)"
                 try:
