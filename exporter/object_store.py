@@ -31,7 +31,8 @@ def open_root(url: str) -> tuple[Any, str]:
     import fsspec
 
     try:
-        return fsspec.core.url_to_fs(url)
+        # NOTE: no listings cache: it would hide versions published or deleted since the last look.
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
     except ImportError as exc:
         scheme = url.split("://", 1)[0]
         needed = _PACKAGES.get(scheme, f"the fsspec implementation of {scheme}://")
@@ -43,7 +44,6 @@ def open_root(url: str) -> tuple[Any, str]:
 def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]:
     """Version numbers under ``<root>/<name>/``; all of them (a half-uploaded one is taken too) or
     only those with their completion marker."""
-    fs.invalidate_cache(model_path)
     try:
         children = fs.ls(model_path, detail=False)
     except FileNotFoundError:
@@ -77,7 +77,6 @@ def upload_version(local_dir: Path, url: str, name: str, version: int) -> str:
     """
     fs, base = open_root(url)
     target = f"{base}/{name}/{version}"
-    fs.invalidate_cache(target)
     if fs.exists(target) and fs.find(target):
         raise VersionExists(f"{url}/{name}/{version} already exists; versions are never overwritten")
     files = {}

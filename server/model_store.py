@@ -76,7 +76,6 @@ class RemoteModelRoot:
 
     def scan(self) -> dict[str, dict[int, RemoteVersion]]:
         """Published versions by model name and version (versions without their marker are ignored)."""
-        self._fs.invalidate_cache(self._base)
         try:
             listing = self._fs.find(self._base, detail=True)
         except FileNotFoundError:
