@@ -51,7 +51,9 @@ def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]
     versions = []
     for child in children:
         version = parse_version(child.rstrip("/").rsplit("/", 1)[-1])
-        if version is not None and (not published_only or fs.exists(f"{child.rstrip('/')}/{PUBLISHED_MARKER}")):
+        if version is not None and (
+            not published_only or fs.exists(f"{child.rstrip('/')}/{PUBLISHED_MARKER}")
+        ):
             versions.append(version)
     return sorted(versions)
 
@@ -89,7 +91,9 @@ def upload_version(local_dir: Path, url: str, name: str, version: int) -> str:
         _remove_quietly(fs, target)  # without its marker it is never served; this frees the number
         raise
     marker = {"files": files, "published_at": time.time()}
-    fs.pipe_file(f"{target}/{PUBLISHED_MARKER}", (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
+    fs.pipe_file(
+        f"{target}/{PUBLISHED_MARKER}", (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
+    )
     return f"{url}/{name}/{version}"
 
 

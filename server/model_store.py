@@ -81,12 +81,16 @@ class RemoteModelRoot:
         except FileNotFoundError:
             listing = {}
         if not listing:
-            self._log_ignored_once(f"root:{self.root}", "model root %s is empty or does not exist (yet)", self.root)
+            self._log_ignored_once(
+                f"root:{self.root}", "model root %s is empty or does not exist (yet)", self.root
+            )
         by_version: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
         for key, info in listing.items():
             parts = key[len(self._base) :].strip("/").split("/", 2)
             if len(parts) == 3 and not parts[0].startswith("."):
-                by_version.setdefault((parts[0], parts[1]), []).append((parts[2], int(info.get("size") or 0), _etag(info)))
+                by_version.setdefault((parts[0], parts[1]), []).append(
+                    (parts[2], int(info.get("size") or 0), _etag(info))
+                )
         found: dict[str, dict[int, RemoteVersion]] = {}
         for (name, directory), files in sorted(by_version.items()):
             where = f"{name}/{directory}"
@@ -94,10 +98,14 @@ class RemoteModelRoot:
             if not MODEL_NAME_PATTERN.match(name) or version is None:
                 self._log_ignored_once(where, "ignoring %s: not <model name>/<version number>", where)
             elif not any(path == PUBLISHED_MARKER for path, _size, _etag in files):
-                self._log_ignored_once(where, "ignoring %s: no %s marker (upload unfinished?)", where, PUBLISHED_MARKER)
+                self._log_ignored_once(
+                    where, "ignoring %s: no %s marker (upload unfinished?)", where, PUBLISHED_MARKER
+                )
             else:
                 path = f"{self._base}/{where}"
-                found.setdefault(name, {})[version] = RemoteVersion(f"{self.root}/{where}", path, tuple(sorted(files)))
+                found.setdefault(name, {})[version] = RemoteVersion(
+                    f"{self.root}/{where}", path, tuple(sorted(files))
+                )
         return found
 
     def fingerprint(self, ref: RemoteVersion) -> tuple:
@@ -143,17 +151,22 @@ class RemoteModelRoot:
     def _download(self, ref: RemoteVersion, scratch: Path) -> int:
         """Copy every file of the version into ``scratch`` and check it against the marker's list."""
         try:
-            marker = json.loads(self._fs.cat_file(f"{ref.path}/{PUBLISHED_MARKER}"))
+            raw = self._fs.cat_file(f"{ref.path}/{PUBLISHED_MARKER}")
+            marker = json.loads(raw) if raw.strip() else {}  # an empty marker (other tools): no file list
             listed = {path: size for path, size, _etag in ref.files if path != PUBLISHED_MARKER}
             missing = sorted(set(marker.get("files", {})) - set(listed))
             if missing:
-                raise LoadError(f"{ref.url} is incomplete: {PUBLISHED_MARKER} lists {missing[:3]}, which are missing")
-            for path in listed:
+                raise LoadError(
+                    f"{ref.url} is incomplete: {PUBLISHED_MARKER} lists {missing[:3]}, which are missing"
+                )
+            for path, size in listed.items():
                 local = scratch / path
                 local.parent.mkdir(parents=True, exist_ok=True)
                 self._fs.get_file(f"{ref.path}/{path}", str(local))
-                if local.stat().st_size != listed[path]:
-                    raise LoadError(f"{ref.url}/{path} changed during the download; it is retried when the version changes")
+                if local.stat().st_size != size:
+                    raise LoadError(
+                        f"{ref.url}/{path} changed during the download; it is retried when the version changes"
+                    )
         except (OSError, ValueError) as exc:
             raise LoadError(f"could not download {ref.url}: {exc}") from None
         (scratch / CACHE_RECORD).write_text(json.dumps({"source": ref.url, "files": ref.files}))
@@ -167,7 +180,9 @@ def _intact(target: Path, ref: RemoteVersion) -> bool:
         if [tuple(entry) for entry in record["files"]] != list(ref.files):
             return False
         return all(
-            (target / path).stat().st_size == size for path, size, _etag in ref.files if path != PUBLISHED_MARKER
+            (target / path).stat().st_size == size
+            for path, size, _etag in ref.files
+            if path != PUBLISHED_MARKER
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -68,7 +68,7 @@ class ServedVersion:
 
     name: str
     version: int
-    path: Path
+    path: Path  # in a bucket: its RemoteVersion until the copy to the local cache (server/model_store.py)
     fingerprint: tuple
     state: VersionState = VersionState.LOADING
     error: str = ""

@@ -12,18 +12,22 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from exporter.publish import PUBLISHED_MARKER
 from tests.servers import SubprocessServer, free_port, wait_for
 
-pytest.importorskip("s3fs", reason="the object-store model root needs the s3 extra: pip install 'imageserve[s3]'")
+pytest.importorskip(
+    "s3fs", reason="the object-store model root needs the s3 extra: pip install 'imageserve[s3]'"
+)
 pytest.importorskip("moto", reason="tests/storage needs moto[server] (the test extra) for a loopback S3 API")
 
 _buckets = itertools.count(1)
 
 #: A small classifier for these tests (MobileNetV2 at 32x32, random weights, no ONNX twin: seconds to export).
-SMALL_CLASSIFIER = dict(name="mobilenet_v2_keras", weights="random", input_size=32, onnx=False)
+SMALL_CLASSIFIER = {"name": "mobilenet_v2_keras", "weights": "random", "input_size": 32, "onnx": False}
 
 
 def export_small(export_cache, seed: int, **options):
@@ -32,9 +36,23 @@ def export_small(export_cache, seed: int, **options):
 
 
 @pytest.fixture(scope="session")
-def small_v1(export_cache):
-    """Version 1 of the small classifier, exported to a local directory."""
-    return export_small(export_cache, seed=1)
+def exported_to_bucket(s3_endpoint, export_cache):
+    """The exporter's own publish to a bucket: version 1 of the small classifier (its result)."""
+    return export_small(export_cache, seed=1, output_dir=new_bucket())
+
+
+@pytest.fixture(scope="session")
+def small_v1(exported_to_bucket, tmp_path_factory):
+    """That version as a local directory (downloaded, without its marker), to publish to other buckets."""
+    local = tmp_path_factory.mktemp("small-v1")
+    fs = s3()
+    source = bucket_path(exported_to_bucket.path)
+    for key in fs.find(source):
+        relative = key.removeprefix(source + "/")
+        if relative != PUBLISHED_MARKER:
+            (local / relative).parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(key, str(local / relative))
+    return SimpleNamespace(path=local)
 
 
 @pytest.fixture(scope="session")
@@ -80,11 +98,8 @@ def bucket_url(s3_endpoint) -> str:
 
 
 def new_bucket() -> str:
-    import fsspec
-
     name = f"imageserve-test-{next(_buckets)}"
-    fs = fsspec.filesystem("s3")
-    fs.mkdir(name)
+    s3().mkdir(name)
     return f"s3://{name}/models"
 
 
@@ -106,12 +121,17 @@ def publish_version(local: Path, url: str, name: str, version: int) -> str:
     return upload_version(Path(local), url, name, version)
 
 
-def serve(url: str, state_dir: Path, *extra: str) -> SubprocessServer:
-    """``python -m server --model-root s3://...`` on a free port, serving once a version is loaded.
+def start_server(url: str, state_dir: Path, *extra: str) -> SubprocessServer:
+    """``python -m server --model-root s3://...`` on a free port (listening; models may still load).
     TensorFlow runs the network: an ONNX twin made at load would add seconds that test nothing here."""
-    server = SubprocessServer(
+    return SubprocessServer(
         ["--model-root", url, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
          "--poll-interval-s", "0.3", "--state-dir", str(state_dir), "--runtime", "tensorflow", *extra]
     ).start()  # fmt: skip
+
+
+def serve(url: str, state_dir: Path, *extra: str) -> SubprocessServer:
+    """:func:`start_server`, once a version is loaded."""
+    server = start_server(url, state_dir, *extra)
     server.wait_serving()
     return server

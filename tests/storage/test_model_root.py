@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 
 import grpc
 import pytest
@@ -12,19 +12,18 @@ import pytest
 from exporter.publish import PUBLISHED_MARKER
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from server.model_store import CACHE_DIR
+from server.model_store import CACHE_DIR, RemoteModelRoot
 from tests.servers import wait_for
-from tests.storage.conftest import bucket_path, export_small, new_bucket, publish_version, s3, serve
+from tests.storage.conftest import bucket_path, publish_version, s3, serve
 
 NAME = "mobilenet_v2_keras"
 
 
 @pytest.fixture(scope="module")
-def root_url(s3_endpoint, export_cache) -> str:
+def root_url(exported_to_bucket) -> str:
     """A bucket the exporter published version 1 of the small classifier to (tests/storage/conftest.py)."""
-    url = new_bucket()
-    result = export_small(export_cache, seed=1, output_dir=url)
-    assert result.path == f"{url}/{NAME}/1"
+    url = exported_to_bucket.path.removesuffix(f"/{NAME}/1")
+    assert exported_to_bucket.path == f"{url}/{NAME}/1"
     return url
 
 
@@ -86,7 +85,9 @@ def test_a_half_uploaded_version_is_ignored_until_its_marker(stub, photos, serve
     version_dir = f"{bucket_path(root_url)}/{NAME}/2"
     for path in sorted(p for p in small_v2.path.rglob("*") if p.is_file()):
         fs.put_file(str(path), f"{version_dir}/{path.relative_to(small_v2.path).as_posix()}")
-    wait_for(lambda: f"ignoring {NAME}/2: no {PUBLISHED_MARKER} marker" in server.log_text(), 30, what="a scan")
+    wait_for(
+        lambda: f"ignoring {NAME}/2: no {PUBLISHED_MARKER} marker" in server.log_text(), 30, what="a scan"
+    )
     assert served_version(stub, photos) == 1
     fs.rm(version_dir, recursive=True)
     publish_version(small_v2.path, root_url, NAME, 2)  # the same files, and now the marker
@@ -99,12 +100,14 @@ def test_a_deleted_version_stops_being_served(stub, photos, server, root_url):
     wait_version(stub, photos, server, 1, "version 1 once version 2 is deleted")
 
     def versions() -> list[int]:
-        return [v.version for v in stub.GetModelStatus(pb.GetModelStatusRequest(name=NAME), timeout=30).versions]
+        return [
+            v.version for v in stub.GetModelStatus(pb.GetModelStatusRequest(name=NAME), timeout=30).versions
+        ]
 
     wait_for(lambda: versions() == [1], 60, 0.2, "version 2 to be unloaded")
 
 
-def test_the_cache_is_reused_after_a_restart_and_refreshed_when_it_is_damaged(server, root_url, state_dir, photos):
+def test_the_cache_is_reused_after_a_restart(server, root_url, state_dir, photos):
     assert server.terminate() == 0
     cached = state_dir / CACHE_DIR / NAME
     (copy,) = [path for path in cached.iterdir() if path.name.startswith("1-")]
@@ -118,13 +121,22 @@ def test_the_cache_is_reused_after_a_restart_and_refreshed_when_it_is_damaged(se
         assert {path: path.stat().st_mtime_ns for path in copy.rglob("*")} == mtimes
     finally:
         assert restarted.terminate() == 0
-    with open(copy / "saved_model.pb", "r+b") as damaged:  # a truncated copy must not be loaded
+
+
+def test_a_damaged_or_unfinished_copy_is_never_loaded(root_url, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="server.repository")
+    store = RemoteModelRoot(root_url, tmp_path / CACHE_DIR)
+    version = store.scan()[NAME][1]
+    (tmp_path / CACHE_DIR / NAME).mkdir(parents=True)
+    (tmp_path / CACHE_DIR / NAME / ".download-1-dead").mkdir()  # a download that died half-way
+    copy = store.materialize(NAME, 1, version)
+    assert copy.parent == tmp_path / CACHE_DIR / NAME and not copy.name.startswith(".")
+    size = (copy / "saved_model.pb").stat().st_size
+    with open(copy / "saved_model.pb", "r+b") as damaged:
         damaged.truncate(10)
-    os.utime(copy)
-    again = serve(root_url, state_dir)
-    try:
-        with grpc.insecure_channel(again.address) as channel:
-            assert served_version(pb_grpc.ImageModelServiceStub(channel), photos) == 1
-        assert f"{NAME} v1: downloaded" in again.log_text()
-    finally:
-        assert again.terminate() == 0
+    caplog.clear()
+    assert store.materialize(NAME, 1, version) == copy
+    assert f"{NAME} v1: downloaded" in caplog.text and (copy / "saved_model.pb").stat().st_size == size
+    caplog.clear()
+    assert store.materialize(NAME, 1, version) == copy
+    assert f"{NAME} v1: using the cached copy" in caplog.text
