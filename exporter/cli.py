@@ -10,8 +10,8 @@ from pathlib import Path
 
 from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
-from exporter.roots import as_root
 from exporter.progress import Progress
+from exporter.roots import as_root, is_url, join, storage_problem
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_usage(sys.stderr)
         print("error: give a model NAME, --defaults or --list", file=sys.stderr)
         return EXIT_USER_ERROR
+    if is_url(args.output) and (problem := storage_problem(args.output)):
+        print(f"error: --output {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
     names = list(DEFAULT_MODELS) if args.defaults else [args.name]
     specs = [
         ExportSpec(
@@ -111,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)
     from exporter.export import export_model
     from exporter.object_store import existing_versions_at
-    from exporter.roots import join
     from exporter.publish import PublishFailed
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)

@@ -12,9 +12,9 @@ from exporter import __version__
 from exporter.catalog import CatalogEntry
 from exporter.errors import UserError
 from exporter.labels import default_labels_for, load_label_set, read_labels_file, write_labels_file
-from exporter.roots import join
 from exporter.progress import Progress
 from exporter.publish import save_and_publish
+from exporter.roots import join
 from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec

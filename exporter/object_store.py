@@ -20,10 +20,7 @@ from typing import Any
 
 from exporter.errors import UserError
 from exporter.publish import PUBLISHED_MARKER, VersionExists, parse_version
-from exporter.roots import is_url
-
-#: The fsspec implementation each scheme needs, for the message when it is not installed.
-_PACKAGES = {"s3": "s3fs (pip install 'imageserve[s3]')", "gs": "gcsfs (pip install gcsfs)", "gcs": "gcsfs"}
+from exporter.roots import is_url, storage_problem
 
 
 def open_root(url: str) -> tuple[Any, str]:
@@ -33,12 +30,8 @@ def open_root(url: str) -> tuple[Any, str]:
     try:
         # NOTE: no listings cache: it would hide versions published or deleted since the last look.
         return fsspec.core.url_to_fs(url, use_listings_cache=False)
-    except ImportError as exc:
-        scheme = url.split("://", 1)[0]
-        needed = _PACKAGES.get(scheme, f"the fsspec implementation of {scheme}://")
-        raise UserError(f"model root {url}: install {needed} to read or publish there ({exc})") from None
-    except ValueError as exc:
-        raise UserError(f"model root {url}: {exc}") from None
+    except (ImportError, ValueError) as exc:
+        raise UserError(f"model root {storage_problem(url) or f'{url}: {exc}'}") from None
 
 
 def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]:

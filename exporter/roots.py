@@ -36,9 +36,8 @@ def storage_problem(url: str) -> str | None:
 
         fsspec.get_filesystem_class(scheme)
     except ImportError as exc:
-        hint = (
-            "pip install 'imageserve[s3]'" if scheme in ("s3", "s3a") else "install its fsspec implementation"
-        )
+        hints = {"s3": "pip install 'imageserve[s3]'", "gs": "pip install gcsfs", "gcs": "pip install gcsfs"}
+        hint = hints.get(scheme, "install its fsspec implementation")
         return f"{url}: {scheme}:// needs a library that is not installed ({hint}): {exc}"
     except ValueError:
         return f"{url}: fsspec knows no {scheme}:// storage (s3://, gs://, az://, ... are known)"

@@ -32,3 +32,12 @@ def test_the_exporter_takes_a_bucket_as_its_output():
         build_parser().parse_args(["vgg16", "--output", "s3://bucket/prefix"]).output == "s3://bucket/prefix"
     )
     assert build_parser().parse_args(["vgg16", "--output", "out"]).output == Path("out")
+
+
+def test_the_exporter_refuses_an_unreadable_bucket_before_building_anything(capsys):
+    from exporter.cli import main
+
+    assert main(["vgg16", "--weights", "random", "--output", "nosuch://bucket/prefix"]) == 2
+    assert (
+        "error: --output nosuch://bucket/prefix: fsspec knows no nosuch:// storage" in capsys.readouterr().err
+    )
