@@ -15,6 +15,8 @@ from PIL import Image
 
 BENCH_DIR = Path(__file__).resolve().parent
 MODELS_DIR = BENCH_DIR / "models"
+#: The default models' offline stand-ins at 224 (cold start, the defaults' RSS, the runtime comparison).
+MODELS_224_DIR = BENCH_DIR / "models-224"
 RESULTS_DIR = BENCH_DIR / "results"
 PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "camera")
 
@@ -34,16 +36,21 @@ def real_jpegs(quality: int = 90) -> list[bytes]:
     return photos
 
 
-def ensure_export(name: str, input_size: int, seed: int = 0, root: Path = MODELS_DIR, **options) -> Path:
-    """The newest version of ``name`` under ``root``; exported with random weights if there is none."""
+def ensure_export(
+    name: str, input_size: int, seed: int = 0, root: Path = MODELS_DIR, weights: str = "random", **options
+) -> Path:
+    """The newest version of ``name`` under ``root``; exported with ``weights`` (random unless told) if
+    there is none. A root holds one kind of export per name: what is there is reused as it is."""
     from exporter.export import ExportSpec, export_model
     from exporter.progress import Progress
-    from exporter.publish import existing_versions
+    from model_format.layout import existing_versions
 
     versions = existing_versions(root / name)
     if versions:
         return root / name / str(versions[-1])
-    spec = ExportSpec(name=name, weights="random", input_size=input_size, seed=seed, output_dir=root, **options)
+    spec = ExportSpec(
+        name=name, weights=weights, input_size=input_size, seed=seed, output_dir=root, **options
+    )
     return export_model(spec, Progress("bench-export")).path
 
 

@@ -36,18 +36,20 @@ SWEEP_CALLERS = (1, 2, 4)
 
 
 class InProcess:
-    """A ``classify`` signature (encoded images in, probabilities out) called directly in this process."""
+    """A ``classify`` signature (encoded images in, probabilities out) called directly in this process;
+    or any function of encoded images with another ``output`` (a headless model's ``features``)."""
 
-    def __init__(self, classify: Any, photos: list[bytes]) -> None:
+    def __init__(self, classify: Any, photos: list[bytes], output: str = "probabilities") -> None:
         import tensorflow as tf
 
         self._tf = tf
         self.classify = classify
         self.photos = photos
+        self.output = output
 
     def _call(self, batch: int, offset: int = 0) -> None:
         images = self._tf.constant([self.photos[(offset + i) % len(self.photos)] for i in range(batch)])
-        np.asarray(self.classify(images=images)["probabilities"])  # a tensor (TensorFlow) or an array (ONNX Runtime)
+        np.asarray(self.classify(images=images)[self.output])  # a tensor (TensorFlow) or an array (ONNX Runtime)
 
     def rate(self, batch: int, seconds: float, callers: int = 1) -> float:
         """Images/s with ``callers`` threads each calling with ``batch`` images, for ``seconds``

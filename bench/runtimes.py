@@ -39,7 +39,9 @@ def compare(tensorflow: dict, onnx: dict) -> dict:
     }
 
 
-def feature_extraction(model_path: Path, size: int, photos: list[bytes], images: int = 128, threads: int = 2) -> dict:
+def feature_extraction(
+    model_path: Path, size: int, photos: list[bytes], images: int = 128, threads: int = 2, rounds: int = 3
+) -> dict:
     """Fine-tuning's frozen-base extraction, images/s, on TensorFlow and on the twin, interleaved rounds."""
     import tempfile
 
@@ -48,9 +50,11 @@ def feature_extraction(model_path: Path, size: int, photos: list[bytes], images:
     with tempfile.TemporaryDirectory(prefix="bench-twins-") as cache:
         base = FrozenBase(str(model_path), size, cache, threads)
         twin = base._session
+        if twin is None:
+            raise ValueError(f"{model_path} has no usable ONNX twin: nothing to compare")
         batches = [[photos[(start + i) % len(photos)] for i in range(EXTRACT_BATCH)] for start in range(0, images, EXTRACT_BATCH)]
         rates: dict[str, list[float]] = {"tensorflow": [], "onnxruntime": []}
-        for _round in range(3):
+        for _round in range(rounds):
             for runtime in rates:
                 base._session = twin if runtime == "onnxruntime" else None
                 base.features(batches[0])  # warm

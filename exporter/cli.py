@@ -13,6 +13,7 @@ from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
 from exporter.progress import Progress
 from exporter.roots import as_root, is_url, join, storage_problem
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
+from exporter.tensorflow_import import import_tensorflow_quietly
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
 #: 3 weights or a Hub handle could not be downloaded (no network); 4 writing failed (disk full,
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ logs (CUDA probing on a CPU machine) are noise here; set 0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    import_tensorflow_quietly()
     from exporter.export import export_model
     from exporter.object_store import existing_versions_at
     from exporter.publish import PublishFailed

@@ -18,10 +18,11 @@ from exporter.roots import join
 from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
+from model_format.layout import TWIN_FILE
+from model_format.manifest import MANIFEST_FORMAT
 
-__all__ = ["MANIFEST_FORMAT", "ExportResult", "ExportSpec", "export_model"]
+__all__ = ["ExportResult", "ExportSpec", "export_model"]
 
-MANIFEST_FORMAT = "imageserve.manifest/1"
 
 
 @dataclass
@@ -132,7 +133,7 @@ def add_onnx_twin(module: ServingModule, size: int, manifest: dict[str, Any], pr
     figures = ", ".join(f"{key} {value:.1e}" for key, value in check.items() if isinstance(value, float))
     progress.note(f"  ONNX twin: {len(model) / 1e6:.1f} MB, opset {record['opset']}, {figures}")
     manifest["onnx"] = record
-    return {onnx_twin.TWIN_FILE: model}
+    return {TWIN_FILE: model}
 
 
 def _tf_version() -> str:

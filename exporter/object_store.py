@@ -2,7 +2,7 @@
 
 Object stores have no atomic rename, so a version is published in two steps: every file of the
 version is uploaded under ``<root>/<name>/<version>/``, then the completion marker
-(:data:`exporter.publish.PUBLISHED_MARKER`) is written LAST. Readers ignore a version without its
+(:data:`model_format.layout.PUBLISHED_MARKER`) is written LAST. Readers ignore a version without its
 marker, so a half-uploaded version is never served; deleting the marker (or the whole version)
 withdraws it. The marker lists every file and its size, so a reader can check it got them all.
 
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import UserError
-from exporter.publish import PUBLISHED_MARKER, VersionExists, parse_version
+from exporter.publish import VersionExists
 from exporter.roots import is_url, storage_problem
+from model_format.layout import PUBLISHED_MARKER, existing_versions, parse_version
 
 
 def open_root(url: str) -> tuple[Any, str]:
@@ -102,8 +103,6 @@ def existing_versions_at(root: Path | str, name: str) -> list[int]:
     if is_url(root):
         fs, base = open_root(root)
         return version_numbers(fs, f"{base}/{name}", published_only=True)
-    from exporter.publish import existing_versions
-
     return existing_versions(Path(root) / name)
 
 

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from exporter import signatures as sig
 from exporter.publish import sample_png
+from model_format import signatures as sig
+from model_format.layout import TWIN_FILE, TWIN_RECORD_FILE
 
-TWIN_FILE = "network.onnx"
-RECORD_FILE = "network.onnx.json"  # the record, when it is not in a manifest (the server's cache)
 OPSET = 17
 FEATURE_TOLERANCE = 1e-5  # x max|feature| of the image
 PROBABILITY_TOLERANCE = 1e-5
@@ -239,7 +238,7 @@ def read_twin(directory: Path, record: dict[str, Any] | None) -> bytes:
 def write_cached(directory: Path, model: bytes, record: dict[str, Any]) -> None:
     """Store a twin and its record in a cache directory (written then renamed: readers see all or nothing)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, content in ((TWIN_FILE, model), (RECORD_FILE, json.dumps(record, indent=2).encode())):
+    for name, content in ((TWIN_FILE, model), (TWIN_RECORD_FILE, json.dumps(record, indent=2).encode())):
         partial = directory / f".{name}.partial"
         partial.write_bytes(content)
         partial.replace(directory / name)
@@ -247,6 +246,6 @@ def write_cached(directory: Path, model: bytes, record: dict[str, Any]) -> None:
 
 def read_cached_record(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / RECORD_FILE).read_text())
+        return json.loads((directory / TWIN_RECORD_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None

@@ -30,11 +30,8 @@ from PIL import Image
 from exporter.errors import UserError, VerificationFailed
 from exporter.progress import Progress
 from exporter.roots import is_url
-
-MANIFEST_FILE = "manifest.json"
-STAGING_PREFIX = ".staging-"
-#: Written last into ``<root>/<name>/<version>/`` on an object store: readers ignore versions without it.
-PUBLISHED_MARKER = "_PUBLISHED"
+from model_format.layout import PUBLISHED_MARKER, STAGING_PREFIX, existing_versions
+from model_format.manifest import MANIFEST_FILE
 
 
 class VersionExists(UserError):
@@ -52,20 +49,6 @@ def _write_error(exc: Exception) -> str:
     message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[-1]
     message = re.sub(r"\s*\[Op:[^\]]*\]$", "", message)
     return message.rsplit("; ", 1)[-1]
-
-
-def parse_version(name: str) -> int | None:
-    """``"12"`` -> 12; anything that is not a canonical positive integer -> None."""
-    if name.isdigit() and not (len(name) > 1 and name.startswith("0")) and int(name) > 0:
-        return int(name)
-    return None
-
-
-def existing_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    versions = (parse_version(child.name) for child in model_dir.iterdir() if child.is_dir())
-    return sorted(v for v in versions if v is not None)
 
 
 def choose_version(model_dir: Path, requested: int | None) -> int:
@@ -330,7 +313,3 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def read_manifest(version_dir: Path) -> dict[str, Any]:
-    return json.loads((version_dir / MANIFEST_FILE).read_text())

@@ -1,16 +1,6 @@
 """The serving functions written into every SavedModel: bytes or pixels in, probabilities or features out.
 
-Signatures (all batch-first):
-
-===================  ============================================  =====================================
-name                 input                                         output
-===================  ============================================  =====================================
-``classify``         ``images``: string ``[None]`` (encoded)       ``probabilities``: float32 ``[None, C]``
-``classify_pixels``  ``pixels``: uint8 ``[None, None, None, 3]``   ``probabilities``: float32 ``[None, C]``
-``features``         ``images``: string ``[None]``                 ``features``: float32 ``[None, D]``
-``features_pixels``  ``pixels``: uint8 ``[None, None, None, 3]``   ``features``: float32 ``[None, D]``
-``serving_default``  same as ``classify`` (or ``features`` for a model without a classifier)
-===================  ============================================  =====================================
+Signatures (all batch-first; their names are in :mod:`model_format.signatures`, with the table).
 
 Encoded images may be JPEG, PNG, GIF (first frame), BMP or WebP; grayscale and RGBA become RGB.
 Every image is resized to the model's input size with bilinear ``tf.image.resize`` (as in the
@@ -26,18 +16,18 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-CLASSIFY = "classify"
-CLASSIFY_PIXELS = "classify_pixels"
-FEATURES = "features"
-FEATURES_PIXELS = "features_pixels"
-DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
-
-IMAGES_INPUT = "images"
-PIXELS_INPUT = "pixels"
-PROBABILITIES_OUTPUT = "probabilities"
-FEATURES_OUTPUT = "features"
-
-LABELS_ASSET = "labels.txt"
+from model_format.signatures import (  # noqa: F401 - the names, re-exported beside the code that builds them
+    CLASSIFY,
+    CLASSIFY_PIXELS,
+    DEFAULT,
+    FEATURES,
+    FEATURES_OUTPUT,
+    FEATURES_PIXELS,
+    IMAGES_INPUT,
+    LABELS_ASSET,
+    PIXELS_INPUT,
+    PROBABILITIES_OUTPUT,
+)
 
 
 def decode_images(images: tf.Tensor, size: int) -> tf.Tensor:

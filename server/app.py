@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection
 from server import __version__, tracing
 from server.api import tfserving, v2_grpc
 from server.api.openinference import OpenInference
-from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer, generic_handler
+from server.api.registration import generic_handler
+from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer
 from server.auth import TokenAuthInterceptor, load_tokens, server_credentials
 from server.finetune.manager import FineTuneManager
 from server.inference import InferenceService

@@ -22,6 +22,7 @@ from typing import Awaitable, Callable, Iterable
 
 import grpc
 
+from server.errors import PermissionDenied, ServingError, Unauthenticated
 from server.settings import ServerSettings, SettingsError
 
 READ, FINETUNE = "read", "finetune"
@@ -106,8 +107,13 @@ def _bearer(metadata) -> str | None:
     return None
 
 
-def _denying(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that only aborts with ``code``."""
+def _denying(handler: grpc.RpcMethodHandler, error: ServingError) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that only aborts with ``error``'s code and message.
+
+    NOTE: the refusal happens in the interceptor, before the servicer's wrapper
+    (:func:`server.api.errors.grpc_method`) exists for this call, so it maps the code here.
+    """
+    code, message = grpc.StatusCode[error.code], str(error)
 
     async def deny(request_or_iterator, context):
         await context.abort(code, message)
@@ -142,17 +148,13 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         token = _bearer(details.invocation_metadata)
         if token is None:
-            return _denying(
-                handler, grpc.StatusCode.UNAUTHENTICATED, "missing token: send 'authorization: Bearer <token>' metadata"
-            )
+            return _denying(handler, Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata"))
         scopes = self.tokens.scopes_of(token)
         if scopes is None:
-            return _denying(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+            return _denying(handler, Unauthenticated("invalid token"))
         if scope not in scopes:
             method = details.method.rsplit("/", 1)[-1]
-            return _denying(
-                handler, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs a token with the '{scope}' scope"
-            )
+            return _denying(handler, PermissionDenied(f"{method} needs a token with the '{scope}' scope"))
         return handler
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from exporter.tensorflow_import import import_tensorflow_quietly
 from server.settings import SettingsError, load_settings
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # TensorFlow's C++ logs (CUDA probing on a CPU machine) are noise for a server; set 0 to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import_tensorflow_quietly()
     from server.app import run
 
     return run(settings)

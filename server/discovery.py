@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from exporter.publish import parse_version
+from model_format.layout import parse_version
 from server.errors import InvalidRequest
 from server.settings import ModelConfig
 

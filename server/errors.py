@@ -63,9 +63,18 @@ class AlreadyExists(ServingError):
 
 
 class PermissionDenied(ServingError):
+    """A valid token without the scope the method needs (:mod:`server.auth`)."""
+
     code = "PERMISSION_DENIED"
 
 
 class Unauthenticated(ServingError):
+    """No token, or one the server does not know (:mod:`server.auth`)."""
+
     code = "UNAUTHENTICATED"
 
+
+class FineTuningDisabled(ServingError):
+    """A fine-tuning call on a server started without fine-tuning."""
+
+    code = "UNIMPLEMENTED"

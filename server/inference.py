@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from exporter import signatures as sig
+from model_format import signatures as sig
 from server import tracing
 from server.errors import InvalidRequest
 from server.images import apply_orientation, inspect_image

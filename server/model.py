@@ -22,8 +22,9 @@ import numpy as np
 from PIL import Image
 
 from exporter import onnx_twin
-from exporter import signatures as sig
-from exporter.publish import MANIFEST_FILE, sample_png
+from model_format import signatures as sig
+from exporter.publish import sample_png
+from model_format.manifest import MANIFEST_FILE
 from server import runtime as rt
 from server.batching import BatchOutcome
 

@@ -1,7 +1,7 @@
 """A model root on object storage, read through a local cache.
 
 :class:`RemoteModelRoot` lists ``<root>/<name>/<version>/`` in one recursive listing per poll and
-offers only versions with their completion marker (:data:`exporter.publish.PUBLISHED_MARKER`, written
+offers only versions with their completion marker (:data:`model_format.layout.PUBLISHED_MARKER`, written
 last by :mod:`exporter.object_store`). A version's fingerprint is its files' sizes and ETags, so a
 version re-uploaded under the same number counts as changed, like a rewritten local directory.
 
@@ -28,8 +28,8 @@ from typing import Any
 
 from exporter.errors import UserError
 from exporter.object_store import open_root
-from exporter.publish import PUBLISHED_MARKER, parse_version
 from exporter.roots import is_url
+from model_format.layout import PUBLISHED_MARKER, parse_version
 from server.discovery import MODEL_NAME_PATTERN, ModelRootScanner
 from server.model import LoadError
 from server.settings import ServerSettings, SettingsError

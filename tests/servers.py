@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from typing import Any
 import grpc
 
 from exporter.roots import as_root
+from model_format.layout import copy_version  # noqa: F401 - the tests' way to place a version
 from server.settings import ServerSettings
 
 TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0.2, shutdown_grace_s=2.0)
@@ -83,16 +83,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def copy_version(source: Path, root: Path, name: str, version: int) -> Path:
-    """Place an exported version directory at ``root/name/version`` (atomically, like the exporter)."""
-    target = root / name / str(version)
-    staging = root / name / f".copy-{version}-{os.getpid()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, staging)
-    os.rename(staging, target)
-    return target
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:

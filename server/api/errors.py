@@ -121,8 +121,17 @@ class _Call:
         request_id.set(self.rid)
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.rid),))
 
-    def fail(self, exc: BaseException) -> None:
+    async def end_with(self, exc: BaseException) -> None:
+        """The call raised ``exc``: re-raise what gRPC must see (an abort already sent, the caller gone),
+        else record the status and abort with it (see :func:`_abort`)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):  # the caller went away
+            self.code = "CANCELLED"
+            raise exc
         self.code = _status_of(exc)
+        self.finish()  # before the status goes out (see finish)
+        await _abort(self.context, exc, self.rpc, self.rid)
 
     def finish(self) -> None:
         """Record the call, once (metrics, debug log).
@@ -159,15 +168,8 @@ def grpc_method(method: Callable) -> Callable:
             try:
                 async for response in method(self, _checked(request), context):
                     yield response
-            except grpc.aio.AbortError:
-                raise
-            except (asyncio.CancelledError, GeneratorExit):  # the caller went away
-                call.code = "CANCELLED"
-                raise
-            except Exception as exc:
-                call.fail(exc)
-                call.finish()  # before the status goes out (see _Call.finish)
-                await _abort(context, exc, name, call.rid)
+            except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
+                await call.end_with(exc)
             finally:
                 call.finish()
                 tracing.end_span(span, call.code, request_id=call.rid)
@@ -182,15 +184,8 @@ def grpc_method(method: Callable) -> Callable:
                 checked = _checked_stream(request) if streaming_request else _checked(request)
                 call.response = await method(self, checked, context)
                 return call.response
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:  # the caller went away
-                call.code = "CANCELLED"
-                raise
-            except Exception as exc:
-                call.fail(exc)
-                call.finish()  # before the status goes out (see _Call.finish)
-                await _abort(context, exc, name, call.rid)
+            except (Exception, asyncio.CancelledError) as exc:
+                await call.end_with(exc)
             finally:
                 call.finish()
                 tracing.set_outcome(span, call.code, request_id=call.rid)

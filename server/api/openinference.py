@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter import signatures as sig
+from model_format import signatures as sig
 from server import __version__
 from server.errors import InvalidRequest, ServingError
 from server.inference import InferenceService

@@ -6,13 +6,10 @@ import logging
 from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf import message_factory
-from google.protobuf.descriptor import ServiceDescriptor
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from server.api import converters, finetune_converters
-from server.api.errors import grpc_method, safe_deserializer
-from server.errors import InvalidRequest, ServingError
+from server.errors import FineTuningDisabled, InvalidRequest
 from server.inference import InferenceService
 from server.metrics import Metrics
 from server.repository import ModelRepository
@@ -25,10 +22,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ImageModelService"]
 SERVICE_NAME = SERVICE.full_name
-
-
-class FineTuningDisabled(ServingError):
-    code = "UNIMPLEMENTED"
 
 
 class ImageModelServicer:
@@ -49,7 +42,7 @@ class ImageModelServicer:
         self.metrics = metrics
 
     def observe_call(self, rpc: str, request, response, code: str, seconds: float) -> None:
-        """Called once per call by :func:`grpc_method`: metrics and the debug request log."""
+        """Called once per call by :func:`server.api.errors.grpc_method`: metrics and the debug request log."""
         served = getattr(response, "model", None)
         if isinstance(served, pb.ServedModel):
             model, version = served.name, served.version
@@ -61,7 +54,6 @@ class ImageModelServicer:
             self.metrics.record_request(rpc, model, version, code, seconds)
         log.debug("%s model=%s version=%s -> %s in %.1f ms", rpc, model, version or "-", code, seconds * 1000)
 
-    @grpc_method
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         result = await self.inference.classify(
             converters.model_ref(request.model),
@@ -71,7 +63,6 @@ class ImageModelServicer:
         )
         return converters.classify_response(result)
 
-    @grpc_method
     async def ExtractFeatures(
         self, request: pb.ExtractFeaturesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExtractFeaturesResponse:
@@ -80,19 +71,16 @@ class ImageModelServicer:
         )
         return converters.features_response(result)
 
-    @grpc_method
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(
             models=[converters.model_status(view, include_labels=False) for view in self.repository.views()]
         )
 
-    @grpc_method
     async def GetModelStatus(self, request: pb.GetModelStatusRequest, context) -> pb.ModelStatus:
         if not request.name:
             raise InvalidRequest("name is required")
         return converters.model_status(self.repository.view(request.name), include_labels=True)
 
-    @grpc_method
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context) -> pb.ServerInfo:
         return converters.server_info(self.settings)
 
@@ -103,55 +91,24 @@ class ImageModelServicer:
             raise FineTuningDisabled("fine-tuning is not enabled on this server")
         return self.finetune
 
-    @grpc_method
     async def UploadDataset(self, request_iterator, context) -> pb.Dataset:
         dataset = await self._finetune().upload_dataset(finetune_converters.upload_items(request_iterator))
         return finetune_converters.dataset(dataset)
 
-    @grpc_method
     async def StartFineTune(self, request: pb.StartFineTuneRequest, context) -> pb.FineTuneJob:
         job = await self._finetune().start_job(finetune_converters.start_request(request))
         return finetune_converters.job(job)
 
-    @grpc_method
     async def GetFineTuneJob(self, request: pb.GetFineTuneJobRequest, context) -> pb.FineTuneJob:
         return finetune_converters.job(self._finetune().get(request.job_id))
 
-    @grpc_method
     async def ListFineTuneJobs(self, request: pb.ListFineTuneJobsRequest, context) -> pb.ListFineTuneJobsResponse:
         jobs = self._finetune().list(finetune_converters.job_states(request.states), request.limit)
         return pb.ListFineTuneJobsResponse(jobs=[finetune_converters.job(job) for job in jobs])
 
-    @grpc_method
     async def CancelFineTuneJob(self, request: pb.CancelFineTuneJobRequest, context) -> pb.FineTuneJob:
         return finetune_converters.job(await self._finetune().cancel(request.job_id))
 
-    @grpc_method
     async def WatchFineTuneJob(self, request: pb.WatchFineTuneJobRequest, context):
         async for event in self._finetune().watch(request.job_id, request.after_event_id):
             yield finetune_converters.event(event)
-
-
-def generic_handler(servicer: object, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
-    """Method handlers for every RPC of ``service`` that ``servicer`` implements, with deserializers
-    that turn malformed messages into INVALID_ARGUMENT (see :class:`server.api.errors.MalformedRequest`).
-    RPCs the servicer lacks are answered UNIMPLEMENTED by gRPC."""
-    handlers = {}
-    for method in service.methods:
-        behaviour = getattr(servicer, method.name, None)
-        if behaviour is None:
-            continue
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        factory = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = factory(
-            behaviour,
-            request_deserializer=safe_deserializer(request_cls.FromString),
-            response_serializer=response_cls.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(service.full_name, handlers)

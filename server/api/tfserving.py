@@ -23,7 +23,6 @@ from tensorflow_serving.apis import (
 )
 
 from server.api import converters
-from server.api.errors import grpc_method
 from server.errors import InvalidRequest, NotFound
 from server.inference import InferenceService
 from server.repository import ModelRef, ModelRepository, VersionState
@@ -84,7 +83,6 @@ class PredictionServicer(_Observed):
         self.repository = repository
         self.inference = inference
 
-    @grpc_method
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         inputs = {name: _tensor_to_array(name, proto) for name, proto in request.inputs.items()}
         result = await self.inference.predict(
@@ -99,7 +97,6 @@ class PredictionServicer(_Observed):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(result.outputs[name], np.float32)))
         return response
 
-    @grpc_method
     async def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -116,7 +113,6 @@ class ModelServicer(_Observed):
         super().__init__(main_servicer)
         self.repository = repository
 
-    @grpc_method
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context
     ) -> get_model_status_pb2.GetModelStatusResponse:

@@ -1,7 +1,7 @@
 """``inference.GRPCInferenceService`` (Open Inference Protocol / KServe V2) on the main gRPC port.
 
 Each method converts the protobuf request into plain values, calls :class:`OpenInference`, and
-converts back; errors go through the same :func:`grpc_method` mapping as the imageserve API, so a
+converts back; errors go through the same :func:`server.api.errors.grpc_method` mapping as the imageserve API, so a
 V2 client sees the same status codes and messages.
 """
 
@@ -13,7 +13,6 @@ import numpy as np
 
 from protos.inference import grpc_service_pb2 as pb
 from server.api import converters
-from server.api.errors import grpc_method
 from server.api.openinference import DATATYPES, OpenInference, Tensor, check_shape, from_raw, to_raw
 from server.errors import InvalidRequest
 
@@ -85,23 +84,18 @@ class InferenceServicer:
                 f"v2.{rpc}", name if known else "-", int(version) if version.isdigit() else None, code, seconds
             )
 
-    @grpc_method
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.server_live())
 
-    @grpc_method
     async def ServerReady(self, request: pb.ServerReadyRequest, context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.server_ready())
 
-    @grpc_method
     async def ModelReady(self, request: pb.ModelReadyRequest, context) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
-    @grpc_method
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
 
-    @grpc_method
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context) -> pb.ModelMetadataResponse:
         metadata = self.dataplane.model_metadata(request.name, request.version)
         return pb.ModelMetadataResponse(
@@ -112,12 +106,10 @@ class InferenceServicer:
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["outputs"]],
         )
 
-    @grpc_method
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
         models = self.dataplane.repository_index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models])
 
-    @grpc_method
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         result = await self.dataplane.infer(
             request.model_name,

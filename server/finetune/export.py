@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from exporter import __version__ as exporter_version
-from exporter.export import MANIFEST_FORMAT
 from exporter.labels import write_labels_file
 from exporter.progress import Progress
 from exporter.publish import VersionExists, save_and_publish
 from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from model_format.manifest import MANIFEST_FORMAT
 from server.finetune.trainer import FrozenBase
 
 PUBLISH_ATTEMPTS = 3

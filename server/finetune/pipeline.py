@@ -168,7 +168,7 @@ def validate(spec: JobSpec, hp: Hyperparameters, report: Reporter) -> tuple[list
 
 
 def _base_manifest(spec: JobSpec) -> dict[str, Any]:
-    from exporter.publish import read_manifest
+    from model_format.manifest import read_manifest
 
     try:
         return read_manifest(Path(spec.base_path))

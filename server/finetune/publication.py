@@ -23,16 +23,13 @@ from pathlib import Path
 
 from exporter.object_store import existing_versions_at, withdraw
 from exporter.roots import is_url
+from model_format.layout import REJECTED_PREFIX
 from server.discovery import select_versions
 from server.errors import NotFound
 from server.repository import ModelRepository, VersionState
 from server.settings import ModelConfig
 
 log = logging.getLogger("server.finetune.manager")
-
-#: Prefix of a version directory moved aside because the server could not load it. The scanner
-#: ignores names that are not version numbers, so it is never served; it is kept for inspection.
-REJECTED_PREFIX = ".rejected-"
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class FrozenBase:
 
         from exporter import signatures as sig
         from exporter.onnx_twin import TwinUnusable
-        from exporter.publish import read_manifest
+        from model_format.manifest import read_manifest
         from server import runtime as rt
 
         self.saved_model = tf.saved_model.load(path)

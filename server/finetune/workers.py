@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import server
-from exporter.publish import STAGING_PREFIX, existing_versions, read_manifest
+from model_format.layout import STAGING_PREFIX, existing_versions
+from model_format.manifest import read_manifest
 from server.finetune.worker import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)

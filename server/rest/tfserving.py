@@ -21,7 +21,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from exporter import signatures as sig
+from model_format import signatures as sig
 from server.api import tfserving
 from server.errors import InvalidRequest, NotFound
 from server.inference import InferenceService

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.serving import _load_window
+from bench.load import _load_window
 from client.errors import ImageServeError
 
 
@@ -41,7 +41,7 @@ def test_a_window_ends_when_every_call_fails():
 
 
 def test_a_level_reports_each_limit_and_the_ratio_to_it():
-    from bench.serving import LEVEL_WINDOWS, measure_level
+    from bench.load import LEVEL_WINDOWS, measure_level
 
     class FakeServer:
         def open_caller(self):

@@ -33,6 +33,9 @@ SERVER_ONLY = {
     "grpcio-health-checking",
     "grpcio-reflection",
     "prometheus-client",
+    "onnxruntime",
+    "onnx",
+    "tf2onnx",
 }
 
 SDK_SCRIPT = """

@@ -11,7 +11,9 @@ from exporter import publish
 from exporter.errors import VerificationFailed
 from exporter.export import ExportSpec, export_model
 from exporter.progress import Progress
-from exporter.publish import VersionExists, existing_versions
+from exporter.publish import VersionExists
+from model_format.layout import existing_versions
+from model_format.manifest import read_manifest
 
 QUIET = Progress("test", stream=None)
 
@@ -39,7 +41,7 @@ def test_published_version_is_complete_and_readable(tmp_path):
     names = {p.name for p in result.path.iterdir()}
     assert {"saved_model.pb", "variables", "manifest.json"} <= names
     assert oct(result.path.stat().st_mode & 0o777) != oct(0o700), "a published version must be readable by others"
-    manifest = publish.read_manifest(result.path)
+    manifest = read_manifest(result.path)
     assert manifest["version"] == 1 and manifest["weights"] == {"kind": "random", "seed": 0}
     assert manifest["num_classes"] is None and manifest["feature_dim"] == 512
     assert set(manifest["signatures"]) == {"serving_default", "features", "features_pixels"}

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from exporter.labels import read_labels_file
+from model_format.manifest import KEYS as MANIFEST_KEYS
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.settings import ModelConfig
@@ -106,6 +107,7 @@ def assert_version_is_its_own(root: Path, name: str, version: int) -> dict:
     assert manifest["labels_file"] == "assets/labels.txt"
     assert manifest["num_classes"] == len(CLASSES)
     assert manifest["signatures"]["classify"]["outputs"]["probabilities"]["shape"] == [None, len(CLASSES)]
+    assert set(manifest) <= MANIFEST_KEYS, set(manifest) - MANIFEST_KEYS  # the keys model_format documents
     return manifest
 
 

@@ -55,7 +55,7 @@ def runtime_root(tmp_path_factory):
 
     from exporter.export import ExportSpec, export_model
     from exporter.progress import Progress
-    from exporter.publish import read_manifest
+    from model_format.manifest import read_manifest
     from server.finetune.export import publish_finetuned
     from server.finetune.trainer import FrozenBase
     from tests.hub_models import save_hub_models

@@ -130,7 +130,7 @@ def test_runtime_setting_is_checked_and_overridable():
 
 def test_exporter_records_the_twin_or_why_there_is_none(runtime_root):
     from exporter.onnx_twin import sha256_of
-    from exporter.publish import read_manifest
+    from model_format.manifest import read_manifest
 
     root, _base = runtime_root
     version = root / "mobilenet_v2_keras" / "1"

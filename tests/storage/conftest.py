@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.publish import PUBLISHED_MARKER
+from model_format.layout import PUBLISHED_MARKER
 from tests.servers import SubprocessServer, free_port, wait_for
 
 pytest.importorskip(

@@ -8,7 +8,7 @@ import json
 import grpc
 import pytest
 
-from exporter.publish import PUBLISHED_MARKER
+from model_format.layout import PUBLISHED_MARKER
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.finetune.helpers import load_digit_images, upload, wait_done

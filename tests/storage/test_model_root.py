@@ -9,7 +9,7 @@ import logging
 import grpc
 import pytest
 
-from exporter.publish import PUBLISHED_MARKER
+from model_format.layout import PUBLISHED_MARKER
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.model_store import CACHE_DIR, RemoteModelRoot

@@ -1,0 +1,41 @@
+"""``manifest.json``: what the exporter (and fine-tuning) record beside each SavedModel.
+
+Keys (``KEYS``; the exporter writes no other, a test checks):
+
+==================  =====================================================================================
+``format``          :data:`MANIFEST_FORMAT`
+``name``            the model's name (the directory above the version)
+``version``         the version number (filled in when it is published)
+``source``          where the network came from: ``kind`` keras | hub | finetune, and its details
+``weights``         which weights: ``kind`` imagenet | random | finetune | ..., seeds, handles, sha256
+``input_size``      square side in pixels every image is resized to
+``preprocessing``   the family's normalisation baked into the signatures (``mobilenet_v2``, ``vgg16``, ...)
+``num_classes``     width of ``probabilities`` (0 or null: no classifier)
+``feature_dim``     width of ``features``
+``labels_file``     path of the labels file inside the version (``assets/labels.txt``), or null
+``signatures``      each signature's inputs and outputs with shapes
+``onnx``            the ONNX twin's record (file, sha256, opset, tool versions, check figures) or its error
+``exporter_version``, ``tensorflow_version``, ``created_at``: provenance
+``training``        a fine-tuned version's job, dataset, hyperparameters and figures (fine-tuning only)
+==================  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "imageserve.manifest/1"
+
+KEYS = frozenset({
+    "format", "name", "version", "source", "weights", "input_size", "preprocessing", "num_classes",
+    "feature_dim", "labels_file", "signatures", "onnx", "exporter_version", "tensorflow_version",
+    "created_at", "training",
+})
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    """The manifest of a version directory (raises OSError / ValueError as :func:`json.loads` does)."""
+    return json.loads((Path(version_dir) / MANIFEST_FILE).read_text())
