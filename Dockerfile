@@ -22,8 +22,9 @@ COPY protos/ protos/
 COPY exporter/ exporter/
 COPY server/ server/
 COPY client/ client/
-# The server extra (TensorFlow); "./[server]", not ".[server]", which hadolint reads as an unpinned package.
-RUN pip install "./[server]" \
+# The server extra (TensorFlow) and s3 (a model root in a bucket); "./[server,s3]", not ".[server,s3]",
+# which hadolint reads as an unpinned package.
+RUN pip install "./[server,s3]" \
     && mkdir -p /models /state \
     && chown imageserve:imageserve /models /state
 

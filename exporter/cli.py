@@ -11,6 +11,7 @@ from pathlib import Path
 from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
 from exporter.progress import Progress
+from exporter.roots import as_root, is_url, join, storage_problem
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
 from exporter.tensorflow_import import import_tensorflow_quietly
 
@@ -43,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="imagenet",
         help="imagenet (download, default), random (with --seed) or a path to a weights file",
     )
-    parser.add_argument("--output", type=Path, default=Path("models"), help="model root (default: models/)")
+    parser.add_argument(
+        "--output",
+        type=as_root,
+        default=Path("models"),
+        help="model root: a directory, or an object store URL such as s3://bucket/prefix (default: models/)",
+    )
     parser.add_argument("--version", type=int, help="version number (default: next after the highest existing)")
     parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the model's own)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
@@ -76,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_usage(sys.stderr)
         print("error: give a model NAME, --defaults or --list", file=sys.stderr)
         return EXIT_USER_ERROR
+    if is_url(args.output) and (problem := storage_problem(args.output)):
+        print(f"error: --output {problem}", file=sys.stderr)
+        return EXIT_USER_ERROR
     names = list(DEFAULT_MODELS) if args.defaults else [args.name]
     specs = [
         ExportSpec(
@@ -106,14 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow_quietly()
     from exporter.export import export_model
+    from exporter.object_store import existing_versions_at
     from exporter.publish import PublishFailed
-    from model_format.layout import existing_versions
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     try:
         for spec in specs:
-            if args.defaults and existing_versions(args.output / spec.name):
-                progress.note(f"{spec.name}: a version already exists under {args.output / spec.name}, skipping")
+            if args.defaults and existing_versions_at(args.output, spec.name):
+                progress.note(f"{spec.name}: a version already exists under {join(args.output, spec.name)}, skipping")
                 continue
             result = export_model(spec, progress)
             print(result.path)

@@ -14,6 +14,7 @@ from exporter.errors import UserError
 from exporter.labels import default_labels_for, load_label_set, read_labels_file, write_labels_file
 from exporter.progress import Progress
 from exporter.publish import save_and_publish
+from exporter.roots import join
 from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
@@ -103,7 +104,7 @@ def export_model(
         if spec.onnx:
             extra_files = add_onnx_twin(module, size, manifest, progress)
         published = save_and_publish(
-            module, signatures, Path(spec.output_dir) / spec.name, spec.version, manifest, progress, extra_files
+            module, signatures, join(spec.output_dir, spec.name), spec.version, manifest, progress, extra_files
         )
     return ExportResult(
         path=published.path,

@@ -5,6 +5,9 @@ flushed to disk, reloaded and exercised through every signature, and only then r
 with ``renameat2(RENAME_NOREPLACE)``. A watcher polling the root therefore sees either no version or
 a complete one, and an existing version is never overwritten. The exporter and the fine-tuning
 worker both publish through :func:`save_and_publish`.
+
+To an object-store root (``s3://...``) the version is staged and verified locally the same way, then
+uploaded with its :data:`PUBLISHED_MARKER` last (:mod:`exporter.object_store`).
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from PIL import Image
 
 from exporter.errors import UserError, VerificationFailed
 from exporter.progress import Progress
-from model_format.layout import STAGING_PREFIX, existing_versions
+from exporter.roots import is_url
+from model_format.layout import PUBLISHED_MARKER, STAGING_PREFIX, existing_versions
 from model_format.manifest import MANIFEST_FILE
-
 
 
 class VersionExists(UserError):
@@ -204,7 +207,7 @@ def check_assets(
 class Published(NamedTuple):
     """A published version: where, which number, its manifest, and the verified reload (warm)."""
 
-    path: Path
+    path: Path | str  # a URL when published to an object store
     version: int
     manifest: dict[str, Any]
     loaded: Any
@@ -213,13 +216,16 @@ class Published(NamedTuple):
 def save_and_publish(
     module: Any,
     signatures: dict[str, Any],
-    model_dir: Path,
+    model_dir: Path | str,
     version: int | None,
     manifest: dict[str, Any],
     progress: Progress,
     extra_files: Mapping[str, bytes] | None = None,
+    announce: bool = True,
 ) -> Published:
     """Write ``module`` as version ``version`` (or the next one) of ``model_dir``, atomically.
+
+    ``model_dir`` may be a URL (``s3://bucket/prefix/<name>``): see :func:`_publish_to_object_store`.
 
     ``extra_files`` (plain file name -> content, e.g. a fine-tuned version's metrics.json and plots)
     are written into the version directory before it is verified and renamed into place.
@@ -229,6 +235,8 @@ def save_and_publish(
     """
     import tensorflow as tf
 
+    if is_url(model_dir):
+        return _publish_to_object_store(module, signatures, model_dir, version, manifest, progress, extra_files)
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         version = choose_version(model_dir, version)
@@ -260,11 +268,40 @@ def save_and_publish(
         final = model_dir / str(version)
         rename_no_replace(staging, final)
         _fsync_dir(model_dir)
-        progress.note(f"published {final}")
+        if announce:
+            progress.note(f"published {final}")
         return Published(final, version, manifest, loaded)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish_to_object_store(
+    module: Any,
+    signatures: dict[str, Any],
+    model_url: str,
+    version: int | None,
+    manifest: dict[str, Any],
+    progress: Progress,
+    extra_files: Mapping[str, bytes] | None,
+) -> Published:
+    """Stage and verify the version in a local scratch directory (as for a local root), then upload
+    it and write its completion marker last; the returned path is the version's URL."""
+    from exporter import object_store
+
+    root, name = model_url.rsplit("/", 1)
+    version = object_store.choose_remote_version(root, name, version)
+    with tempfile.TemporaryDirectory(prefix="imageserve-publish-") as scratch:
+        staged = save_and_publish(
+            module, signatures, Path(scratch) / name, version, manifest, progress, extra_files, announce=False
+        )
+        with progress.step(f"uploading to {model_url}/{version}, {PUBLISHED_MARKER} last"):
+            try:
+                url = object_store.upload_version(Path(staged.path), root, name, version)
+            except OSError as exc:  # s3fs maps S3 errors (access denied, no such bucket) to OSError
+                raise PublishFailed(f"could not upload version {version} to {model_url}: {exc}") from None
+    progress.note(f"published {url}")
+    return Published(url, version, staged.manifest, staged.loaded)
 
 
 def _labels_source(module: Any) -> Path | None:

@@ -18,7 +18,7 @@ class ExportSpec:
 
     name: str
     weights: str = IMAGENET
-    output_dir: Path = Path("models")
+    output_dir: Path | str = Path("models")  # or an object store URL (exporter/object_store.py)
     version: int | None = None
     input_size: int | None = None
     seed: int = 0

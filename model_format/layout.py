@@ -4,6 +4,8 @@
 - ``.staging-<version>-<pid>-<random>``: a version being written; renamed to ``<version>`` when it
   is complete and verified (a reader never sees a half-written version on a local root).
 - ``.rejected-<version>-<job>``: a fine-tuned version the server refused to load, moved aside.
+- ``<version>/_PUBLISHED``: on an object store (``s3://``), written LAST when a version is uploaded;
+  readers ignore versions without it, since buckets have no atomic rename (exporter/object_store.py).
 - ``network.onnx``: the ONNX twin of the version's network, when the exporter wrote one (its record
   is in the manifest's ``onnx`` key); ``network.onnx.json`` holds the record in the server's cache.
 - Any other name (hidden files, ``README``) is ignored by the server.
@@ -17,6 +19,7 @@ from pathlib import Path
 
 STAGING_PREFIX = ".staging-"
 REJECTED_PREFIX = ".rejected-"
+PUBLISHED_MARKER = "_PUBLISHED"
 TWIN_FILE = "network.onnx"
 TWIN_RECORD_FILE = "network.onnx.json"
 

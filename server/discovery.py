@@ -64,6 +64,13 @@ class ModelRootScanner:
             self._ignored.add(key)
             log.info(message, *args)
 
+    def fingerprint(self, path: Path) -> tuple:
+        return version_fingerprint(path)
+
+    def materialize(self, name: str, version: int, path: Path) -> Path:
+        """Where the version loads from: in place (an object-store root copies it first, server/model_store.py)."""
+        return path
+
     def scan(self) -> dict[str, dict[int, Path]]:
         """Complete SavedModel version directories on disk, by model name and version."""
         found: dict[str, dict[int, Path]] = {}

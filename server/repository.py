@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from server.batching import Batcher, BatchStats
-from server.discovery import ModelRootScanner, check_model_name, select_versions, version_fingerprint
+from server.discovery import check_model_name, select_versions
 from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
+from server.model_store import open_model_root
 from server.runtime import ONNXRUNTIME, RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, reload_model_configs
 
@@ -67,7 +68,7 @@ class ServedVersion:
 
     name: str
     version: int
-    path: Path
+    path: Path  # in a bucket: its RemoteVersion until the copy to the local cache (server/model_store.py)
     fingerprint: tuple
     state: VersionState = VersionState.LOADING
     error: str = ""
@@ -131,7 +132,7 @@ class ModelRepository:
         self._model_executor = model_executor
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._models: dict[str, dict[int, ServedVersion]] = {}
-        self._discovery = ModelRootScanner(self.root)
+        self._discovery = open_model_root(settings)  # a directory in place, or an object store via a cache
         self._known_names: set[str] = set()
         self._memory_to_release = 0
         self._on_change = on_change or (lambda: None)
@@ -201,7 +202,7 @@ class ModelRepository:
         plan = {}
         for name in set(on_disk) | set(self._models):
             versions_on_disk = on_disk.get(name, {})
-            fingerprints = {v: version_fingerprint(p) for v, p in versions_on_disk.items()}
+            fingerprints = {v: self._discovery.fingerprint(p) for v, p in versions_on_disk.items()}
             versions = self._models.setdefault(name, {})
             for version in self._desired(name, versions_on_disk, fingerprints):
                 if version not in versions or versions[version].state is VersionState.FAILED:
@@ -259,9 +260,7 @@ class ModelRepository:
         started = time.monotonic()
         log.info("loading %s v%d from %s", name, version, path)
         try:
-            model = await asyncio.get_running_loop().run_in_executor(
-                self._loader, LoadedModel.load, name, version, path, self._runtime_options(name)
-            )
+            model = await asyncio.get_running_loop().run_in_executor(self._loader, self._fetch_and_load, served)
         except LoadError as exc:
             served.state, served.error = VersionState.FAILED, str(exc)
             log.error("failed to load %s v%d after %.1f s: %s", name, version, time.monotonic() - started, exc)
@@ -280,6 +279,11 @@ class ModelRepository:
         served.state = VersionState.AVAILABLE
         self._lifecycle("load", name, version, time.monotonic() - started)
         log.info("%s v%d is AVAILABLE (%.1f s)", name, version, time.monotonic() - started)
+
+    def _fetch_and_load(self, served: ServedVersion) -> LoadedModel:
+        """In the loader thread: the version's local copy (itself for a local root), then its load."""
+        served.path = self._discovery.materialize(served.name, served.version, served.path)
+        return LoadedModel.load(served.name, served.version, served.path, self._runtime_options(served.name))
 
     def _runtime_options(self, name: str) -> RuntimeOptions:
         settings = self.settings

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from exporter.roots import as_root, is_url, storage_problem
+
 ENV_PREFIX = "IMAGESERVE_"
 MiB = 1024 * 1024
 
@@ -79,7 +81,11 @@ class ServerSettings:
     """The server's settings. Field names are the TOML keys; flags and env vars derive from them."""
 
     # --- where things are
-    model_root: Path = _doc("directory holding <name>/<version>/ SavedModels", default=Path("models"))
+    model_root: Path | str = _doc(
+        "directory holding <name>/<version>/ SavedModels, or an object store URL (s3://bucket/prefix, gs://...;"
+        " see docs/object-storage.md)",
+        default=Path("models"),
+    )
     config: Path | None = _doc("optional TOML config file (these settings plus [models.<name>] tables)", default=None)
     state_dir: Path = _doc("where fine-tuning jobs (SQLite, unless finetune_store) and uploaded datasets are kept", default=Path("state"))
     data_root: Path | None = _doc("directory under which StartFineTune may read data_dir datasets; unset: none", default=None)
@@ -193,6 +199,8 @@ class ServerSettings:
         for ok, message in checks:
             if not ok:
                 raise SettingsError(message)
+        if is_url(self.model_root) and (problem := storage_problem(self.model_root)):
+            raise SettingsError(f"model_root {problem}")
 
     def model_config(self, name: str) -> ModelConfig:
         """The model's own table, or the server-wide defaults."""
@@ -219,7 +227,7 @@ def _field_types() -> dict[str, Any]:
 
 
 def _base_type(annotation: Any) -> Any:
-    """``Path | None`` -> ``Path``."""
+    """``Path | None`` -> ``Path``; ``Path | str`` (a directory or a URL) -> ``Path``."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return args[0]
@@ -229,10 +237,12 @@ def _base_type(annotation: Any) -> Any:
 def _convert(name: str, raw: Any, source: str) -> Any:
     annotation = _field_types()[name]
     target = _base_type(annotation)
-    optional = annotation is not target
+    optional = type(None) in typing.get_args(annotation)
     try:
         if optional and (raw is None or raw == ""):
             return None
+        if target is Path and str in typing.get_args(annotation):  # a directory or a URL (model_root)
+            return as_root(raw)
         if target is bool:
             if isinstance(raw, bool):
                 return raw

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from exporter.roots import as_root
 from model_format.layout import copy_version  # noqa: F401 - the tests' way to place a version
 from server.settings import ServerSettings
 
@@ -26,7 +27,7 @@ def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
     """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir."""
     if "state_dir" not in overrides:
         overrides["state_dir"] = Path(tempfile.mkdtemp(prefix="imageserve-state-"))
-    return ServerSettings(model_root=Path(model_root), **{**TEST_DEFAULTS, **overrides})
+    return ServerSettings(model_root=as_root(model_root), **{**TEST_DEFAULTS, **overrides})
 
 
 test_settings.__test__ = False  # a helper, not a test (its name starts with test_)

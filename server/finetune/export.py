@@ -10,6 +10,7 @@ written, verified and renamed into ``<model_root>/<output_model>/<version>/`` by
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,12 +31,13 @@ def publish_finetuned(
     base_manifest: dict[str, Any],
     head: Any,
     labels: Sequence[str],
-    model_dir: Path,
+    model_dir: Path | str,
     source: dict[str, Any],
     training: dict[str, Any],
     extra_files: dict[str, bytes],
-) -> tuple[Path, int]:
-    """Publish the next version of ``model_dir``; returns its path and version number."""
+) -> tuple[Path | str, int]:
+    """Publish the next version of ``model_dir`` (a directory or an object store URL); returns its path
+    (or URL) and version number."""
     import tensorflow as tf
 
     embed = base.embed
@@ -53,7 +55,7 @@ def publish_finetuned(
         feature_dim = int(base_manifest.get("feature_dim") or head.input_shape[-1])
         manifest = {
             "format": MANIFEST_FORMAT,
-            "name": model_dir.name,
+            "name": os.path.basename(os.fspath(model_dir)),
             "source": {"kind": "finetune", **source},
             "weights": {"kind": "finetune", "base_weights": base_manifest.get("weights")},
             "input_size": base.input_size,

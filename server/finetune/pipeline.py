@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from exporter.errors import VerificationFailed
 from exporter.publish import PublishFailed
+from exporter.roots import as_root, join
 from server.errors import InvalidImage, ServingError
 from server.finetune.datasets import (
     DIRECTORY,
@@ -300,7 +301,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             _base_manifest(spec),
             head,
             labels,
-            Path(spec.model_root) / spec.output_model,
+            join(as_root(spec.model_root), spec.output_model),  # a directory or an object store URL
             source,
             context,
             extra_files,

@@ -21,7 +21,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_format.layout import REJECTED_PREFIX, existing_versions
+from exporter.object_store import existing_versions_at, withdraw
+from exporter.roots import is_url
+from model_format.layout import REJECTED_PREFIX
 from server.discovery import select_versions
 from server.errors import NotFound
 from server.repository import ModelRepository, VersionState
@@ -68,7 +70,8 @@ async def load_published(repository: ModelRepository, name: str, version: int, t
         return LoadOutcome(False, error=served.error or "it failed to load", broken=True)
     config = repository.settings.model_config(name)
     failed = {sv.version for sv in versions if sv.state is VersionState.FAILED}
-    loadable = [v for v in existing_versions(Path(repository.settings.model_root) / name) if v not in failed]
+    on_disk = await asyncio.to_thread(existing_versions_at, repository.settings.model_root, name)
+    loadable = [v for v in on_disk if v not in failed]
     if version in select_versions(config, loadable):
         state = served.state.value if served is not None else "not known to the server"
         return LoadOutcome(False, error=f"it is {state} after the reload")
@@ -91,9 +94,13 @@ def policy_note(config: ModelConfig, name: str, version: int, available: list[in
     )
 
 
-def quarantine(model_root: Path, name: str, version: int, job_id: str) -> str:
+def quarantine(model_root: Path | str, name: str, version: int, job_id: str) -> str:
     """Move ``<name>/<version>`` aside to ``<name>/.rejected-<version>-<job_id>``; returns the new name
-    relative to the model root ('' if it could not be moved, which is logged)."""
+    relative to the model root ('' if it could not be moved, which is logged). On an object store,
+    where nothing moves, its completion marker is deleted instead (the files stay for inspection)."""
+    if is_url(model_root):
+        return _withdraw(model_root, name, version)
+    model_root = Path(model_root)
     source = model_root / name / str(version)
     target = model_root / name / f"{REJECTED_PREFIX}{version}-{job_id}"
     try:
@@ -103,3 +110,13 @@ def quarantine(model_root: Path, name: str, version: int, job_id: str) -> str:
         return ""
     log.warning("moved the unloadable version %s aside to %s", source, target)
     return f"{name}/{target.name}"
+
+
+def _withdraw(url: str, name: str, version: int) -> str:
+    try:
+        withdraw(url, name, version)
+    except OSError as exc:
+        log.error("could not withdraw the unloadable version %s/%s/%d: %s", url, name, version, exc)
+        return ""
+    log.warning("withdrew the unloadable version %s/%s/%d (deleted its marker; its files stay)", url, name, version)
+    return f"{name}/{version} (unpublished: its marker was deleted)"

@@ -21,6 +21,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from exporter.roots import absolute
 from server.finetune.datasets import UPLOAD
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import Job, JobPhase, JobState
@@ -96,7 +97,7 @@ class JobRunner:
             base_version=job.base_version,
             base_path=store.base_path(job.job_id),
             output_model=job.output_model,
-            model_root=str(Path(self.settings.model_root).resolve()),
+            model_root=absolute(self.settings.model_root),
             dataset_index=str(self.intake.index_path(job.dataset.dataset_id).resolve()),
             dataset_kind=store.dataset_kind(job.dataset.dataset_id) or UPLOAD,
             hyperparameters=job.hyperparameters.to_dict(),
@@ -215,7 +216,7 @@ class JobRunner:
             where = "it stays in place"
             if loaded.broken:
                 moved = await asyncio.to_thread(
-                    quarantine, Path(self.settings.model_root), job.output_model, version, job.job_id
+                    quarantine, self.settings.model_root, job.output_model, version, job.job_id
                 )
                 where = (
                     f"it was moved aside to {moved}"

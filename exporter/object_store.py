@@ -1,0 +1,112 @@
+"""Model roots on object storage (``s3://bucket/prefix``, ``gs://...``, anything fsspec serves).
+
+Object stores have no atomic rename, so a version is published in two steps: every file of the
+version is uploaded under ``<root>/<name>/<version>/``, then the completion marker
+(:data:`model_format.layout.PUBLISHED_MARKER`) is written LAST. Readers ignore a version without its
+marker, so a half-uploaded version is never served; deleting the marker (or the whole version)
+withdraws it. The marker lists every file and its size, so a reader can check it got them all.
+
+Credentials and endpoints come the standard way of the storage library: for S3 (s3fs/botocore) the
+``AWS_*`` environment variables, ``~/.aws`` profiles (``AWS_PROFILE``), or the instance role;
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points at an S3-compatible server (MinIO, moto).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import UserError
+from exporter.publish import VersionExists
+from exporter.roots import is_url, storage_problem
+from model_format.layout import PUBLISHED_MARKER, existing_versions, parse_version
+
+
+def open_root(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the root's path within it (``bucket/prefix``)."""
+    import fsspec
+
+    try:
+        # NOTE: no listings cache: it would hide versions published or deleted since the last look.
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
+    except (ImportError, ValueError) as exc:
+        raise UserError(f"model root {storage_problem(url) or f'{url}: {exc}'}") from None
+
+
+def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]:
+    """Version numbers under ``<root>/<name>/``; all of them (a half-uploaded one is taken too) or
+    only those with their completion marker."""
+    try:
+        children = fs.ls(model_path, detail=False)
+    except FileNotFoundError:
+        return []
+    versions = []
+    for child in children:
+        version = parse_version(child.rstrip("/").rsplit("/", 1)[-1])
+        if version is not None and (
+            not published_only or fs.exists(f"{child.rstrip('/')}/{PUBLISHED_MARKER}")
+        ):
+            versions.append(version)
+    return sorted(versions)
+
+
+def choose_remote_version(url: str, name: str, requested: int | None) -> int:
+    """Like :func:`exporter.publish.choose_version` for an object-store root."""
+    fs, base = open_root(url)
+    taken = version_numbers(fs, f"{base}/{name}", published_only=False)
+    if requested is None:
+        return taken[-1] + 1 if taken else 1
+    if requested < 1:
+        raise UserError(f"--version must be a positive integer, got {requested}")
+    if requested in taken:
+        raise VersionExists(f"{url}/{name}/{requested} already exists; versions are never overwritten")
+    return requested
+
+
+def upload_version(local_dir: Path, url: str, name: str, version: int) -> str:
+    """Upload a verified local version directory to ``<url>/<name>/<version>/``, marker last.
+
+    NOTE: object stores cannot refuse a second writer atomically; the check for an existing version
+    right before the upload narrows the window in which two publishers could take the same number.
+    """
+    fs, base = open_root(url)
+    target = f"{base}/{name}/{version}"
+    if fs.exists(target) and fs.find(target):
+        raise VersionExists(f"{url}/{name}/{version} already exists; versions are never overwritten")
+    files = {}
+    try:
+        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            relative = path.relative_to(local_dir).as_posix()
+            fs.put_file(str(path), f"{target}/{relative}")
+            files[relative] = path.stat().st_size
+    except OSError:
+        _remove_quietly(fs, target)  # without its marker it is never served; this frees the number
+        raise
+    marker = {"files": files, "published_at": time.time()}
+    fs.pipe_file(
+        f"{target}/{PUBLISHED_MARKER}", (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
+    )
+    return f"{url}/{name}/{version}"
+
+
+def _remove_quietly(fs: Any, path: str) -> None:
+    try:
+        fs.rm(path, recursive=True)
+    except OSError:
+        pass
+
+
+def existing_versions_at(root: Path | str, name: str) -> list[int]:
+    """Published versions of ``name`` under a local or object-store root."""
+    if is_url(root):
+        fs, base = open_root(root)
+        return version_numbers(fs, f"{base}/{name}", published_only=True)
+    return existing_versions(Path(root) / name)
+
+
+def withdraw(url: str, name: str, version: int) -> None:
+    """Stop a version being served by deleting its completion marker (its files stay, for inspection)."""
+    fs, base = open_root(url)
+    fs.rm_file(f"{base}/{name}/{version}/{PUBLISHED_MARKER}")
