@@ -20,6 +20,7 @@ import tempfile
 NOISE = re.compile(
     r"cudart_stub\.cc|Could not find cuda drivers|absl::InitializeLog\(\) is called"
     r"|Unable to register cu(DNN|FFT|BLAS) factory|cpu_feature_guard\.cc|oneDNN custom operations are on"
+    r"|^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
 )
 
 
