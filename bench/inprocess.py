@@ -49,7 +49,9 @@ class InProcess:
 
     def _call(self, batch: int, offset: int = 0) -> None:
         images = self._tf.constant([self.photos[(offset + i) % len(self.photos)] for i in range(batch)])
-        np.asarray(self.classify(images=images)[self.output])  # a tensor (TensorFlow) or an array (ONNX Runtime)
+        np.asarray(
+            self.classify(images=images)[self.output]
+        )  # a tensor (TensorFlow) or an array (ONNX Runtime)
 
     def rate(self, batch: int, seconds: float, callers: int = 1) -> float:
         """Images/s with ``callers`` threads each calling with ``batch`` images, for ``seconds``
@@ -71,7 +73,10 @@ class InProcess:
         if callers == 1:
             keep_calling(0)
         else:
-            threads = [threading.Thread(target=keep_calling, args=(i,), name=f"bench-caller-{i}") for i in range(callers)]
+            threads = [
+                threading.Thread(target=keep_calling, args=(i,), name=f"bench-caller-{i}")
+                for i in range(callers)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -81,8 +86,11 @@ class InProcess:
         return sum(calls) * batch / (time.monotonic() - started)
 
     def sweep(self, seconds: float) -> list[dict]:
-        return [{"callers": callers, "batch": batch, "images_per_s": self.rate(batch, seconds, callers)}
-                for callers in SWEEP_CALLERS for batch in SWEEP_BATCHES]
+        return [
+            {"callers": callers, "batch": batch, "images_per_s": self.rate(batch, seconds, callers)}
+            for callers in SWEEP_CALLERS
+            for batch in SWEEP_BATCHES
+        ]
 
     def single_latencies(self, count: int) -> list[float]:
         latencies = []
@@ -99,7 +107,9 @@ def serve_commands(model: InProcess, commands, answers) -> None:
         command = json.loads(line)
         op = command["op"]
         if op == "rate":
-            answer = model.rate(int(command["batch"]), float(command["seconds"]), int(command.get("callers", 1)))
+            answer = model.rate(
+                int(command["batch"]), float(command["seconds"]), int(command.get("callers", 1))
+            )
         elif op == "sweep":
             answer = model.sweep(float(command["seconds"]))
         elif op == "single":

@@ -30,7 +30,8 @@ def compare(tensorflow: dict, onnx: dict) -> dict:
         "served_c16_onnx_images_per_s": ort16["images_per_s"],
         "tensorflow_concurrent_limit_images_per_s": tf16["concurrent_limit_images_per_s"],
         "onnx_concurrent_limit_images_per_s": ort16["concurrent_limit_images_per_s"],
-        "served_c16_onnx_over_tensorflow_concurrent_limit": ort16["images_per_s"] / tf16["concurrent_limit_images_per_s"],
+        "served_c16_onnx_over_tensorflow_concurrent_limit": ort16["images_per_s"]
+        / tf16["concurrent_limit_images_per_s"],
         "served_c16_onnx_over_onnx_concurrent_limit": ort16["ratio_to_concurrent_limit"],
         "served_c1_p50_onnx_ms": onnx["c1_latency"]["served"]["p50_ms"],
         "tensorflow_in_process_single_p50_ms": tf_single,
@@ -52,7 +53,10 @@ def feature_extraction(
         twin = base._session
         if twin is None:
             raise ValueError(f"{model_path} has no usable ONNX twin: nothing to compare")
-        batches = [[photos[(start + i) % len(photos)] for i in range(EXTRACT_BATCH)] for start in range(0, images, EXTRACT_BATCH)]
+        batches = [
+            [photos[(start + i) % len(photos)] for i in range(EXTRACT_BATCH)]
+            for start in range(0, images, EXTRACT_BATCH)
+        ]
         rates: dict[str, list[float]] = {"tensorflow": [], "onnxruntime": []}
         for _round in range(rounds):
             for runtime in rates:
@@ -71,23 +75,48 @@ def report(model: str, ratios: dict, extraction: dict | None) -> list[str]:
     failures = []
     r = ratios
     print(f"\n== {model}: ONNX Runtime vs TensorFlow (issue 20 targets)")
-    print(f"   served c=16 on onnxruntime {r['served_c16_onnx_images_per_s']:.1f} img/s; in-process concurrent limits: "
-          f"tensorflow {r['tensorflow_concurrent_limit_images_per_s']:.1f}, onnxruntime {r['onnx_concurrent_limit_images_per_s']:.1f}")
+    print(
+        f"   served c=16 on onnxruntime {r['served_c16_onnx_images_per_s']:.1f} img/s; in-process concurrent limits: "
+        f"tensorflow {r['tensorflow_concurrent_limit_images_per_s']:.1f}, onnxruntime {r['onnx_concurrent_limit_images_per_s']:.1f}"
+    )
     checks = [
-        ("served c=16 ORT / TF in-process concurrent limit >= 2.0", r["served_c16_onnx_over_tensorflow_concurrent_limit"], 2.0, True),
-        ("served c=16 ORT / ORT in-process concurrent limit >= 0.90", r["served_c16_onnx_over_onnx_concurrent_limit"], 0.9, True),
-        (f"served c=1 p50 ORT {r['served_c1_p50_onnx_ms']:.1f} ms / TF in-process single "
-         f"{r['tensorflow_in_process_single_p50_ms']:.1f} ms <= 0.60", r["served_c1_p50_onnx_over_tensorflow_single"], 0.6, False),
+        (
+            "served c=16 ORT / TF in-process concurrent limit >= 2.0",
+            r["served_c16_onnx_over_tensorflow_concurrent_limit"],
+            2.0,
+            True,
+        ),
+        (
+            "served c=16 ORT / ORT in-process concurrent limit >= 0.90",
+            r["served_c16_onnx_over_onnx_concurrent_limit"],
+            0.9,
+            True,
+        ),
+        (
+            f"served c=1 p50 ORT {r['served_c1_p50_onnx_ms']:.1f} ms / TF in-process single "
+            f"{r['tensorflow_in_process_single_p50_ms']:.1f} ms <= 0.60",
+            r["served_c1_p50_onnx_over_tensorflow_single"],
+            0.6,
+            False,
+        ),
     ]
     if extraction is not None:
         rates = extraction["images_per_s"]
-        checks.append((f"fine-tuning extraction ORT {rates['onnxruntime']:.1f} / TF {rates['tensorflow']:.1f} img/s >= 2.0",
-                       extraction["speedup"], 2.0, True))
+        checks.append(
+            (
+                f"fine-tuning extraction ORT {rates['onnxruntime']:.1f} / TF {rates['tensorflow']:.1f} img/s >= 2.0",
+                extraction["speedup"],
+                2.0,
+                True,
+            )
+        )
     for text, value, target, at_least in checks:
         met = value >= target if at_least else value <= target
         print(f"   {text}: {value:.2f} {'OK' if met else 'MISSED'}")
         if not met:
             failures.append(f"{model}: {text}: {value:.2f}")
-    print(f"   RSS after the load levels: tensorflow {r['rss_mib']['tensorflow']:.0f} MiB, "
-          f"onnxruntime {r['rss_mib']['onnxruntime']:.0f} MiB")
+    print(
+        f"   RSS after the load levels: tensorflow {r['rss_mib']['tensorflow']:.0f} MiB, "
+        f"onnxruntime {r['rss_mib']['onnxruntime']:.0f} MiB"
+    )
     return failures

@@ -48,7 +48,11 @@ def start_server(model_root: Path) -> tuple[ModelServer, asyncio.AbstractEventLo
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     settings = ServerSettings(
-        model_root=model_root, host="127.0.0.1", port=0, metrics_port=0, state_dir=Path(tempfile.mkdtemp(prefix="bench-state-"))
+        model_root=model_root,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        state_dir=Path(tempfile.mkdtemp(prefix="bench-state-")),
     )
 
     async def build_and_start() -> ModelServer:
@@ -117,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run_coroutine_threadsafe(server.stop(1.0), loop).result(120)
         loop.call_soon_threadsafe(loop.stop)
     summary = {mode: {key: median(values) for key, values in keys.items()} for mode, keys in figures.items()}
-    print(f"{'':8}{'c=1 p50 ms':>12}{'c=1 p95 ms':>12}{'c=8 calls/s':>13}   (median of {rounds} rounds of {seconds:.0f} s)")
+    print(
+        f"{'':8}{'c=1 p50 ms':>12}{'c=1 p95 ms':>12}{'c=8 calls/s':>13}   (median of {rounds} rounds of {seconds:.0f} s)"
+    )
     for mode in ("off", "on"):
         s = summary[mode]
         print(f"{mode:8}{s['p50_ms']:12.2f}{s['p95_ms']:12.2f}{s['c8_calls_per_s']:13.1f}")
@@ -125,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'on/off':8}{ratio['p50_ms']:12.3f}{ratio['p95_ms']:12.3f}{ratio['c8_calls_per_s']:13.3f}")
     path = write_results(
         "tracing",
-        {"machine": machine(), "input_size": args.input_size, "seconds": seconds, "rounds": figures, "median": summary, "on_over_off": ratio},
+        {
+            "machine": machine(),
+            "input_size": args.input_size,
+            "seconds": seconds,
+            "rounds": figures,
+            "median": summary,
+            "on_over_off": ratio,
+        },
     )
     print(f"results: {path}")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -101,7 +101,7 @@ def _time(parent: object, field: str) -> datetime | None:
     if not parent.HasField(field):  # type: ignore[attr-defined]
         return None
     stamp: Timestamp = getattr(parent, field)
-    return stamp.ToDatetime(tzinfo=timezone.utc)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def _metadata(message: pb.ModelMetadata) -> ModelMetadata:

@@ -60,7 +60,9 @@ def score(directory: Path, model: str, address: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     write_cmd = commands.add_parser("write", help="write the digits as train/ and test/ image directories")
     write_cmd.add_argument("directory", type=Path)

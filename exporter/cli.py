@@ -50,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("models"),
         help="model root: a directory, or an object store URL such as s3://bucket/prefix (default: models/)",
     )
-    parser.add_argument("--version", type=int, help="version number (default: next after the highest existing)")
-    parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the model's own)")
+    parser.add_argument(
+        "--version", type=int, help="version number (default: next after the highest existing)"
+    )
+    parser.add_argument(
+        "--input-size", type=int, help="square input side in pixels (default: the model's own)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
     parser.add_argument(
         "--no-top", action="store_true", help="export without the classification head (features only)"
@@ -122,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for spec in specs:
             if args.defaults and existing_versions_at(args.output, spec.name):
-                progress.note(f"{spec.name}: a version already exists under {join(args.output, spec.name)}, skipping")
+                progress.note(
+                    f"{spec.name}: a version already exists under {join(args.output, spec.name)}, skipping"
+                )
                 continue
             result = export_model(spec, progress)
             print(result.path)

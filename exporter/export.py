@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from exporter import __version__
 from exporter.catalog import CatalogEntry
@@ -22,7 +23,6 @@ from model_format.layout import TWIN_FILE
 from model_format.manifest import MANIFEST_FORMAT
 
 __all__ = ["ExportResult", "ExportSpec", "export_model"]
-
 
 
 @dataclass
@@ -98,13 +98,19 @@ def export_model(
             "signatures": describe_signatures(sorted(signatures), network.num_classes, network.feature_dim),
             "exporter_version": __version__,
             "tensorflow_version": _tf_version(),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         extra_files = {}
         if spec.onnx:
             extra_files = add_onnx_twin(module, size, manifest, progress)
         published = save_and_publish(
-            module, signatures, join(spec.output_dir, spec.name), spec.version, manifest, progress, extra_files
+            module,
+            signatures,
+            join(spec.output_dir, spec.name),
+            spec.version,
+            manifest,
+            progress,
+            extra_files,
         )
     return ExportResult(
         path=published.path,
@@ -115,7 +121,9 @@ def export_model(
     )
 
 
-def add_onnx_twin(module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress) -> dict[str, bytes]:
+def add_onnx_twin(
+    module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress
+) -> dict[str, bytes]:
     """Convert and check the network's ONNX twin; record it (or why there is none) in the manifest.
 
     A network tf2onnx cannot convert is still exported: the server serves it with TensorFlow.

@@ -74,7 +74,9 @@ def check_pixels(size: int, count: int = 6) -> np.ndarray:
     smooth noise at several scales, so that activations vary as they do on photos (a flat image
     would hide differences)."""
     rng = np.random.default_rng(20)
-    images = [np.asarray(Image.open(io.BytesIO(sample_png())).convert("RGB").resize((size, size)), np.float32)]
+    images = [
+        np.asarray(Image.open(io.BytesIO(sample_png())).convert("RGB").resize((size, size)), np.float32)
+    ]
     for index in range(1, count):
         cells = 2 + 3 * index
         coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
@@ -119,9 +121,13 @@ def convert(module: Any, size: int) -> bytes:
     if not functions:
         raise TwinUnusable("the version has no predict/embed function (exported by an older exporter?)")
     spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=sig.PIXELS_INPUT)
-    both = tf.function(lambda pixels: {name: fn(pixels) for name, fn in functions.items()}, input_signature=[spec])
+    both = tf.function(
+        lambda pixels: {name: fn(pixels) for name, fn in functions.items()}, input_signature=[spec]
+    )
     parameters = sum(
-        int(np.prod(variable.shape)) for variable in both.get_concrete_function().variables if variable.shape.is_fully_defined()
+        int(np.prod(variable.shape))
+        for variable in both.get_concrete_function().variables
+        if variable.shape.is_fully_defined()
     )
     if parameters > MAX_TWIN_PARAMETERS:
         raise TwinUnusable(
@@ -144,9 +150,17 @@ def convert(module: Any, size: int) -> bytes:
     # which ONNX Runtime then refuses. Name those ops here instead.
     import onnx
 
-    unknown = sorted({node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)})
+    unknown = sorted(
+        {
+            node.op_type
+            for node in proto.graph.node
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)
+        }
+    )
     if unknown:
-        raise TwinUnusable(f"tf2onnx cannot convert the TensorFlow op(s) {', '.join(unknown)} of this network")
+        raise TwinUnusable(
+            f"tf2onnx cannot convert the TensorFlow op(s) {', '.join(unknown)} of this network"
+        )
     return proto.SerializeToString()
 
 
@@ -162,7 +176,9 @@ def _freeze_captured_constants(proto: Any, captured: dict[str, Any]) -> None:
     for graph_input in [i for i in proto.graph.input if i.name != sig.PIXELS_INPUT]:
         if graph_input.name not in captured:
             raise TwinUnusable(f"the converted network has an unexpected input {graph_input.name!r}")
-        proto.graph.initializer.append(numpy_helper.from_array(captured[graph_input.name].numpy(), graph_input.name))
+        proto.graph.initializer.append(
+            numpy_helper.from_array(captured[graph_input.name].numpy(), graph_input.name)
+        )
         proto.graph.input.remove(graph_input)
 
 
@@ -176,18 +192,24 @@ def check_twin(module: Any, session: Any, size: int, pixels: np.ndarray | None =
         expected = function(tf.constant(pixels)).numpy()
         actual = run_twin(session, output, pixels)
         if actual.shape != expected.shape:
-            raise TwinUnusable(f"the twin's {output} have shape {actual.shape}, the SavedModel's {expected.shape}")
+            raise TwinUnusable(
+                f"the twin's {output} have shape {actual.shape}, the SavedModel's {expected.shape}"
+            )
         if output == sig.FEATURES_OUTPUT:
             scale = np.maximum(np.abs(expected).max(axis=1), np.finfo(np.float32).tiny)
             error = float((np.abs(actual - expected).max(axis=1) / scale).max())
             figures["max_feature_error"] = error
             if not error <= FEATURE_TOLERANCE:
-                raise TwinUnusable(f"the twin's features differ by {error:.2e} x max|feature| (allowed {FEATURE_TOLERANCE})")
+                raise TwinUnusable(
+                    f"the twin's features differ by {error:.2e} x max|feature| (allowed {FEATURE_TOLERANCE})"
+                )
         else:
             difference = float(np.abs(actual - expected).max())
             figures["max_probability_difference"] = difference
             if not difference <= PROBABILITY_TOLERANCE:
-                raise TwinUnusable(f"the twin's probabilities differ by {difference:.2e} (allowed {PROBABILITY_TOLERANCE})")
+                raise TwinUnusable(
+                    f"the twin's probabilities differ by {difference:.2e} (allowed {PROBABILITY_TOLERANCE})"
+                )
             k = min(TOP_K, expected.shape[1])
             for row in range(expected.shape[0]):
                 mine = np.argsort(-actual[row], kind="stable")[:k]
@@ -196,7 +218,9 @@ def check_twin(module: Any, session: Any, size: int, pixels: np.ndarray | None =
                 if not np.array_equal(mine, theirs) and not np.allclose(
                     expected[row][mine], expected[row][theirs], rtol=0, atol=PROBABILITY_TOLERANCE
                 ):
-                    raise TwinUnusable(f"the twin's top-{k} classes differ on check image {row}: {mine} vs {theirs}")
+                    raise TwinUnusable(
+                        f"the twin's top-{k} classes differ on check image {row}: {mine} vs {theirs}"
+                    )
             figures["top5_identical"] = True
     return figures
 
@@ -231,7 +255,9 @@ def read_twin(directory: Path, record: dict[str, Any] | None) -> bytes:
     except OSError as exc:
         raise TwinUnusable(f"the ONNX twin {path.name} is unreadable: {exc.strerror}") from None
     if sha256_of(data) != record["sha256"]:
-        raise TwinUnusable(f"the ONNX twin {path.name} does not match its recorded sha256 (changed or corrupt)")
+        raise TwinUnusable(
+            f"the ONNX twin {path.name} does not match its recorded sha256 (changed or corrupt)"
+        )
     return data
 
 

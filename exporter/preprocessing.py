@@ -10,8 +10,8 @@ MobileNetV3). ``tests/exporter/test_fidelity.py`` checks each against the family
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import tensorflow as tf
 
@@ -59,10 +59,14 @@ MODES: dict[str, PreprocessingMode] = {
     for mode in (
         PreprocessingMode("caffe", "RGB->BGR, subtract ImageNet BGR means (VGG, ResNet)", _caffe),
         PreprocessingMode("tf", "scale to [-1, 1] (MobileNetV2, Inception)", _tf),
-        PreprocessingMode("torch", "scale to [0, 1], subtract mean, divide by std per channel (DenseNet)", _torch),
+        PreprocessingMode(
+            "torch", "scale to [0, 1], subtract mean, divide by std per channel (DenseNet)", _torch
+        ),
         PreprocessingMode("lite", "(x - 127) / 128, Google's EfficientNet-Lite input scaling", _lite),
         PreprocessingMode("unit", "scale to [0, 1] (TF Hub image models)", _unit),
-        PreprocessingMode("none", "raw [0, 255]; the network rescales itself (EfficientNet, MobileNetV3)", _none),
+        PreprocessingMode(
+            "none", "raw [0, 255]; the network rescales itself (EfficientNet, MobileNetV3)", _none
+        ),
     )
 }
 

@@ -21,8 +21,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -43,7 +44,7 @@ class PublishFailed(Exception):
 
 
 def _write_error(exc: Exception) -> str:
-    """"No space left on device" out of an OSError or a TensorFlow SaveV2 error."""
+    """ "No space left on device" out of an OSError or a TensorFlow SaveV2 error."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[-1]
@@ -161,7 +162,11 @@ _COLLIDED_ASSET = re.compile(r"(.+)_\d+")
 
 
 def check_assets(
-    path: Path, manifest: dict[str, Any], loaded: Any, shapes: dict[str, list[int]], labels_source: Path | None
+    path: Path,
+    manifest: dict[str, Any],
+    loaded: Any,
+    shapes: dict[str, list[int]],
+    labels_source: Path | None,
 ) -> None:
     """The version's assets are its own: the labels file the manifest names is the one the module
     wrote (same bytes, the module's asset points at it), one label per output, and no two assets
@@ -236,12 +241,16 @@ def save_and_publish(
     import tensorflow as tf
 
     if is_url(model_dir):
-        return _publish_to_object_store(module, signatures, model_dir, version, manifest, progress, extra_files)
+        return _publish_to_object_store(
+            module, signatures, model_dir, version, manifest, progress, extra_files
+        )
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         version = choose_version(model_dir, version)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=model_dir))
-        os.chmod(staging, 0o777 & ~_current_umask())  # mkdtemp makes it 0700; a published version is world-readable
+        os.chmod(
+            staging, 0o777 & ~_current_umask()
+        )  # mkdtemp makes it 0700; a published version is world-readable
     except OSError as exc:
         raise PublishFailed(f"cannot write under {model_dir}: {exc.strerror}") from None
     manifest = {**manifest, "version": version}
@@ -256,7 +265,9 @@ def save_and_publish(
                         raise ValueError(f"extra file {name!r}: must be a new plain file name in the version")
                     target.write_bytes(content)
             except (OSError, tf.errors.OpError) as exc:
-                raise PublishFailed(f"could not write version {version} under {model_dir}: {_write_error(exc)}") from None
+                raise PublishFailed(
+                    f"could not write version {version} under {model_dir}: {_write_error(exc)}"
+                ) from None
         with progress.step("verifying: reload and run one image through every signature"):
             shapes, loaded = verify_saved_model(staging, manifest, _labels_source(module))
             try:

@@ -12,7 +12,8 @@ Besides the signatures the module keeps two plain functions on resized float pix
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -105,10 +106,12 @@ class ServingModule(tf.Module):
             self.embed = tf.function(features, input_signature=[resized_spec])
             embed = self.embed
             self.features = tf.function(
-                lambda images: {FEATURES_OUTPUT: embed(decode_images(images, size))}, input_signature=[bytes_spec]
+                lambda images: {FEATURES_OUTPUT: embed(decode_images(images, size))},
+                input_signature=[bytes_spec],
             )
             self.features_pixels = tf.function(
-                lambda pixels: {FEATURES_OUTPUT: embed(resize_pixels(pixels, size))}, input_signature=[pixels_spec]
+                lambda pixels: {FEATURES_OUTPUT: embed(resize_pixels(pixels, size))},
+                input_signature=[pixels_spec],
             )
             self._signatures[FEATURES] = self.features
             self._signatures[FEATURES_PIXELS] = self.features_pixels

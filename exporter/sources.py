@@ -13,9 +13,10 @@ import os
 import re
 import tempfile
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -59,11 +60,19 @@ def hub_cache_dir() -> Path:
 def _offline_alternatives(entry: CatalogEntry) -> str:
     lines = ["Alternatives that need no network:"]
     if entry.supports_random_weights:
-        lines.append(f"  python -m exporter {entry.name} --weights PATH     load the weights from a local .h5 file")
-        lines.append(f"  python -m exporter {entry.name} --weights random   random weights, to try the pipeline offline")
+        lines.append(
+            f"  python -m exporter {entry.name} --weights PATH     load the weights from a local .h5 file"
+        )
+        lines.append(
+            f"  python -m exporter {entry.name} --weights random   random weights, to try the pipeline offline"
+        )
     else:
-        lines.append(f"  python -m exporter {entry.name} --hub-handle /local/savedmodel/dir [--hub-feature-handle DIR]")
-        lines.append("  python -m exporter mobilenet_v2_keras --weights random   the Keras MobileNetV2, offline stand-in")
+        lines.append(
+            f"  python -m exporter {entry.name} --hub-handle /local/savedmodel/dir [--hub-feature-handle DIR]"
+        )
+        lines.append(
+            "  python -m exporter mobilenet_v2_keras --weights random   the Keras MobileNetV2, offline stand-in"
+        )
     return "\n".join(lines)
 
 
@@ -104,7 +113,9 @@ def keras_constructor(entry: CatalogEntry) -> Callable[..., tuple[Any, dict[str,
     return lambda **kwargs: (application(**kwargs), None)
 
 
-def build_keras(entry: CatalogEntry, weights: str, input_size: int, seed: int, include_top: bool) -> BuiltNetwork:
+def build_keras(
+    entry: CatalogEntry, weights: str, input_size: int, seed: int, include_top: bool
+) -> BuiltNetwork:
     constructor = keras_constructor(entry)
     notes: list[str] = []
     if weights == IMAGENET and include_top and input_size != entry.default_input_size:
@@ -178,7 +189,9 @@ def load_hub(entry: CatalogEntry, handle: str) -> Any:
 
     is_remote = re.match(r"^[a-z]+://", handle) is not None
     if not is_remote and not Path(handle).exists():
-        raise UserError(f"hub handle {handle!r}: no such local path (a URL or a SavedModel directory is expected)")
+        raise UserError(
+            f"hub handle {handle!r}: no such local path (a URL or a SavedModel directory is expected)"
+        )
     try:
         return hub.load(handle)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
@@ -203,7 +216,9 @@ def _probe_width(fn: Callable[[tf.Tensor], tf.Tensor], input_size: int, what: st
             f"{str(exc).splitlines()[0]}. Check --input-size."
         ) from None
     if len(out.shape) != 2:
-        raise UserError(f"hub handle {handle!r} returned shape {tuple(out.shape)}; a {what} must return [N, K]")
+        raise UserError(
+            f"hub handle {handle!r} returned shape {tuple(out.shape)}; a {what} must return [N, K]"
+        )
     return int(out.shape[-1])
 
 

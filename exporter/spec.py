@@ -63,7 +63,9 @@ def validate_spec(entry: CatalogEntry, spec: ExportSpec) -> int:
     if size < entry.min_input_size:
         raise UserError(f"{entry.name} needs --input-size >= {entry.min_input_size}, got {size}")
     if spec.weights not in (IMAGENET, RANDOM) and not Path(spec.weights).is_file():
-        raise UserError(f"--weights {spec.weights}: no such file (expected 'imagenet', 'random' or a weights file)")
+        raise UserError(
+            f"--weights {spec.weights}: no such file (expected 'imagenet', 'random' or a weights file)"
+        )
     if spec.labels_file and not Path(spec.labels_file).is_file():
         raise UserError(f"--labels {spec.labels_file}: no such file")
     if spec.seed < 0:

@@ -40,7 +40,10 @@ def import_tensorflow_quietly() -> None:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
-                    if not NOISE.search(line)]
+            kept = [
+                line
+                for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                if not NOISE.search(line)
+            ]
             sys.stderr.write("".join(kept))
             sys.stderr.flush()

@@ -29,11 +29,26 @@ from typing import Any
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "imageserve.manifest/1"
 
-KEYS = frozenset({
-    "format", "name", "version", "source", "weights", "input_size", "preprocessing", "num_classes",
-    "feature_dim", "labels_file", "signatures", "onnx", "exporter_version", "tensorflow_version",
-    "created_at", "training",
-})
+KEYS = frozenset(
+    {
+        "format",
+        "name",
+        "version",
+        "source",
+        "weights",
+        "input_size",
+        "preprocessing",
+        "num_classes",
+        "feature_dim",
+        "labels_file",
+        "signatures",
+        "onnx",
+        "exporter_version",
+        "tensorflow_version",
+        "created_at",
+        "training",
+    }
+)
 
 
 def read_manifest(version_dir: Path) -> dict[str, Any]:

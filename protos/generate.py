@@ -57,9 +57,17 @@ def generate(output_root: Path = PROTO_ROOT) -> list[Path]:
             text = path.read_text()
             # `from imageserve.v1 import x_pb2` -> `from protos.imageserve.v1 import x_pb2`
             packages = "|".join(PACKAGES)
-            text = re.sub(rf"^from ((?:{packages})(?:\.\S+)?) import", r"from protos.\1 import", text, flags=re.MULTILINE)
+            text = re.sub(
+                rf"^from ((?:{packages})(?:\.\S+)?) import",
+                r"from protos.\1 import",
+                text,
+                flags=re.MULTILINE,
+            )
             if stem.parts[0] in PRIVATE_POOL_PACKAGES and suffix == "_pb2.py":
-                text = text.replace("_descriptor_pool.Default().AddSerializedFile", "_descriptor_pool.DescriptorPool().AddSerializedFile")
+                text = text.replace(
+                    "_descriptor_pool.Default().AddSerializedFile",
+                    "_descriptor_pool.DescriptorPool().AddSerializedFile",
+                )
             path.write_text(text)
             written.append(path)
     return written

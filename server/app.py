@@ -78,7 +78,9 @@ class ModelServer:
         )
         self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
         self.metrics.track_load(self.repository.load)
-        self.tfserving_prediction = tfserving.PredictionServicer(self.repository, self.inference, self.servicer)
+        self.tfserving_prediction = tfserving.PredictionServicer(
+            self.repository, self.inference, self.servicer
+        )
         self.tfserving_models = tfserving.ModelServicer(self.repository, self.servicer)
         self.open_inference = OpenInference(self.repository, self.inference, self.ready)
         self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
@@ -134,7 +136,9 @@ class ModelServer:
         if not self.port:
             raise OSError(f"could not listen on {address}")
         if self.settings.rest_port:
-            routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(self.settings, self.repository, self.inference)
+            routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(
+                self.settings, self.repository, self.inference
+            )
             self.rest = RestServer(self.settings, routes, tokens, self.metrics, self.repository.model_names)
             await self.rest.start()
         if self.settings.metrics_port:
@@ -150,7 +154,9 @@ class ModelServer:
             __version__,
             self.settings.host,
             self.port,
-            ("mutual TLS" if self.settings.tls_client_ca else "TLS") if credentials is not None else "plaintext",
+            ("mutual TLS" if self.settings.tls_client_ca else "TLS")
+            if credentials is not None
+            else "plaintext",
             f"token auth, {len(tokens.entries)} tokens" if tokens is not None else "no auth",
             self.settings.model_root,
         )
@@ -168,7 +174,10 @@ class ModelServer:
         task.add_done_callback(self._health_tasks.discard)
 
     async def _update_health(self) -> None:
-        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
         self.metrics.set_served_versions(self.repository.available_counts())
         for name in self.repository.model_names():
             available = self.repository.default_version(name) > 0
@@ -184,7 +193,9 @@ class ModelServer:
         await self.finetune.stop()  # first: running jobs end FAILED (interrupted) and their watchers end
         if self._server is not None:
             log.info("shutting down: finishing in-flight requests (grace %.1f s)", grace)
-            await asyncio.gather(self._server.stop(grace), *([self.rest.stop()] if self.rest is not None else []))
+            await asyncio.gather(
+                self._server.stop(grace), *([self.rest.stop()] if self.rest is not None else [])
+            )
         if self._repository_start is not None and not self._repository_start.done():
             self._repository_start.cancel()
         await self.repository.close()

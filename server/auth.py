@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
 
 import grpc
 
@@ -36,7 +36,11 @@ _FINETUNE_METHODS = {
     "/imageserve.v1.ImageModelService/CancelFineTuneJob",
 }
 #: Services anyone may call: health probes and reflection (the API's shape is public in protos/).
-_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+_OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 #: The Open Inference Protocol's own liveness and readiness probes are as open as the health service.
 _OPEN_METHODS = {"/inference.GRPCInferenceService/ServerLive", "/inference.GRPCInferenceService/ServerReady"}
 
@@ -71,9 +75,13 @@ class TokenTable:
             token, scopes = parts[0], frozenset(s for s in parts[1].split(",") if s)
             unknown = scopes - set(SCOPES)
             if unknown or not scopes:
-                raise SettingsError(f"{source}, entry {number}: unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+                raise SettingsError(
+                    f"{source}, entry {number}: unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}"
+                )
             if len(token) < MIN_TOKEN_LENGTH:
-                raise SettingsError(f"{source}, entry {number}: tokens must be at least {MIN_TOKEN_LENGTH} characters")
+                raise SettingsError(
+                    f"{source}, entry {number}: tokens must be at least {MIN_TOKEN_LENGTH} characters"
+                )
             entries.append((_digest(token), scopes))
         return cls(tuple(entries))
 
@@ -148,7 +156,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         token = _bearer(details.invocation_metadata)
         if token is None:
-            return _denying(handler, Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata"))
+            return _denying(
+                handler, Unauthenticated("missing token: send 'authorization: Bearer <token>' metadata")
+            )
         scopes = self.tokens.scopes_of(token)
         if scopes is None:
             return _denying(handler, Unauthenticated("invalid token"))
@@ -171,4 +181,6 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 
     key, cert = read(settings.tls_key, "tls_key"), read(settings.tls_cert, "tls_cert")
     client_ca = read(settings.tls_client_ca, "tls_client_ca") if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

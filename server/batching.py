@@ -20,9 +20,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,9 @@ class Batcher:
                 f"{self.name}: queue full ({self._queued_items} images waiting, limit {self.max_queued_items}); "
                 "retry with backoff"
             )
-        pending = _Pending(items, deadline, self._loop.create_future(), time.monotonic(), tracing.current_context())
+        pending = _Pending(
+            items, deadline, self._loop.create_future(), time.monotonic(), tracing.current_context()
+        )
         self._queue.append(pending)
         self._queued_items += len(items)
         self.stats.requests += 1
@@ -182,7 +185,9 @@ class Batcher:
             if head.future.done():  # the caller gave up (cancelled)
                 continue
             if head.deadline is not None and head.deadline <= now:
-                head.future.set_exception(DeadlineExpired(f"{self.name}: deadline passed while queued; not run"))
+                head.future.set_exception(
+                    DeadlineExpired(f"{self.name}: deadline passed while queued; not run")
+                )
                 continue
             batch.append(head)
             size += len(head.items)
@@ -232,7 +237,9 @@ class Batcher:
             done.set_result(None)
         try:
             self._deliver(batch, outcome, error, started, finished)
-        except Exception as exc:  # a bug while delivering (e.g. in metrics): these callers fail, the queue goes on
+        except (
+            Exception
+        ) as exc:  # a bug while delivering (e.g. in metrics): these callers fail, the queue goes on
             log.exception("%s: delivering a batch's results failed", self.name)
             for pending in batch:
                 if not pending.future.done():
@@ -241,7 +248,12 @@ class Batcher:
             self._schedule_dispatch()
 
     def _deliver(
-        self, batch: list[_Pending], outcome: BatchOutcome | None, error: Exception | None, started: float, finished: float
+        self,
+        batch: list[_Pending],
+        outcome: BatchOutcome | None,
+        error: Exception | None,
+        started: float,
+        finished: float,
     ) -> None:
         items = sum(len(pending.items) for pending in batch)
         if error is not None or outcome is None:
@@ -253,7 +265,9 @@ class Batcher:
             return
         self._record(items, started - batch[0].enqueued_at, finished - started)
         if tracing.enabled():
-            tracing.record_batch(self.name, [p.trace for p in batch], [p.enqueued_at for p in batch], started, finished, items)
+            tracing.record_batch(
+                self.name, [p.trace for p in batch], [p.enqueued_at for p in batch], started, finished, items
+            )
         offset = 0
         for pending in batch:
             count = len(pending.items)

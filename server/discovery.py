@@ -92,11 +92,17 @@ class ModelRootScanner:
                 version = parse_version(version_dir.name) if version_dir.is_dir() else None
                 if version is None:
                     self._log_ignored_once(
-                        str(version_dir), "ignoring %s/%s: not a version directory", model_dir.name, version_dir.name
+                        str(version_dir),
+                        "ignoring %s/%s: not a version directory",
+                        model_dir.name,
+                        version_dir.name,
                     )
                 elif not (version_dir / "saved_model.pb").is_file():
                     self._log_ignored_once(
-                        str(version_dir), "ignoring %s/%s: no saved_model.pb", model_dir.name, version_dir.name
+                        str(version_dir),
+                        "ignoring %s/%s: no saved_model.pb",
+                        model_dir.name,
+                        version_dir.name,
                     )
                 else:
                     versions[version] = version_dir

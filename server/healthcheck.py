@@ -20,14 +20,18 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     def read(path: str | None) -> bytes | None:
         return open(path, "rb").read() if path else None
 
-    credentials = grpc.ssl_channel_credentials(read(args.ca_cert), read(args.client_key), read(args.client_cert))
+    credentials = grpc.ssl_channel_credentials(
+        read(args.ca_cert), read(args.client_key), read(args.client_cert)
+    )
     return grpc.secure_channel(args.address, credentials)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m server.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("--address", default=f"localhost:{os.environ.get('IMAGESERVE_PORT', '8500')}")
-    parser.add_argument("--service", default="", help="health service name ('' = the whole server, model/<name>)")
+    parser.add_argument(
+        "--service", default="", help="health service name ('' = the whole server, model/<name>)"
+    )
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--ca-cert", help="PEM CA of the server's certificate: connect with TLS")
     parser.add_argument("--client-cert", help="PEM client certificate, for a server that requires mutual TLS")

@@ -85,7 +85,9 @@ def inspect_image(index: int, data: bytes, max_pixels: int) -> ImageInfo:
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors for corrupt headers
         raise InvalidImage(index, f"corrupt image header: {exc}") from None
     if fmt not in SUPPORTED_FORMATS:
-        raise InvalidImage(index, f"{fmt} images are not supported; supported formats: JPEG, PNG, GIF, BMP, WebP")
+        raise InvalidImage(
+            index, f"{fmt} images are not supported; supported formats: JPEG, PNG, GIF, BMP, WebP"
+        )
     if width < 1 or height < 1:
         raise InvalidImage(index, f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:

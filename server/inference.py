@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -79,7 +79,9 @@ class InferenceService:
             raise InvalidRequest("no images in the request")
         limit = self.settings.max_images_per_request
         if len(images) > limit:
-            raise InvalidRequest(f"{len(images)} images in one request; the maximum is {limit}: split the request")
+            raise InvalidRequest(
+                f"{len(images)} images in one request; the maximum is {limit}: split the request"
+            )
         prepared = list(images)
         # "decode": header checks and EXIF orientation; pixels are decoded inside the model call.
         with tracing.span("decode", {"imageserve.images": len(images)}):
@@ -94,7 +96,9 @@ class InferenceService:
     ) -> ClassifyResult:
         """Top-k classes per image (``top_k`` None: the default, 5)."""
         if top_k is not None and top_k < 1:
-            raise InvalidRequest(f"top_k must be >= 1 (leave it unset for the default {DEFAULT_TOP_K}), got {top_k}")
+            raise InvalidRequest(
+                f"top_k must be >= 1 (leave it unset for the default {DEFAULT_TOP_K}), got {top_k}"
+            )
         k = top_k or DEFAULT_TOP_K
         self.repository.resolve(ref)  # an unknown model is the more useful error, before image checks
         prepared = await self._prepare_images(images)
@@ -106,7 +110,9 @@ class InferenceService:
                 )
             probabilities = await served.batchers["classify"].submit(prepared, deadline)
             k = min(k, probabilities.shape[1])
-            return ClassifyResult(served.name, served.version, top_k_predictions(probabilities, k, metadata.labels))
+            return ClassifyResult(
+                served.name, served.version, top_k_predictions(probabilities, k, metadata.labels)
+            )
 
     async def extract_features(
         self, ref: ModelRef, images: Sequence[bytes], deadline: float | None = None
@@ -131,26 +137,37 @@ class InferenceService:
         kind = served.model.kind_of(signature)
         if kind is None:
             known = ", ".join(served.model.signature_names)
-            raise InvalidRequest(f"model {served.name!r} v{served.version} has no signature {signature!r}; signatures: {known}")
+            raise InvalidRequest(
+                f"model {served.name!r} v{served.version} has no signature {signature!r}; signatures: {known}"
+            )
         takes_pixels = signature.endswith("_pixels")
         expected = sig.PIXELS_INPUT if takes_pixels else sig.IMAGES_INPUT
         if set(inputs) != {expected}:
-            raise InvalidRequest(f"signature {signature!r} takes one input named {expected!r}, got {sorted(inputs)}")
+            raise InvalidRequest(
+                f"signature {signature!r} takes one input named {expected!r}, got {sorted(inputs)}"
+            )
         value = inputs[expected]
         if takes_pixels:
             self._check_pixels(value)
         else:
             if value.dtype.kind not in ("S", "O") or value.ndim != 1:
-                raise InvalidRequest(f"input 'images' must be a 1-D string tensor of encoded images, got {value.dtype} {value.shape}")
+                raise InvalidRequest(
+                    f"input 'images' must be a 1-D string tensor of encoded images, got {value.dtype} {value.shape}"
+                )
             prepared = await self._prepare_images([bytes(item) for item in value])
         output_name = sig.PROBABILITIES_OUTPUT if kind == "classify" else sig.FEATURES_OUTPUT
         async with self.repository.lease(ref, kind) as served:
             if takes_pixels:
                 loop = asyncio.get_running_loop()
                 try:
-                    with tracing.span("model", {"imageserve.batch.size": len(value), "imageserve.signature": signature}):
+                    with tracing.span(
+                        "model", {"imageserve.batch.size": len(value), "imageserve.signature": signature}
+                    ):
                         outputs = await loop.run_in_executor(
-                            self.repository.model_executor, served.model.call_signature, signature, {expected: value}
+                            self.repository.model_executor,
+                            served.model.call_signature,
+                            signature,
+                            {expected: value},
                         )
                 except ValueError as exc:
                     raise InvalidRequest(f"input 'pixels': {exc}") from None
@@ -160,7 +177,9 @@ class InferenceService:
 
     def _check_pixels(self, pixels: np.ndarray) -> None:
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-            raise InvalidRequest(f"input 'pixels' must be uint8 [N, H, W, 3], got {pixels.dtype} {list(pixels.shape)}")
+            raise InvalidRequest(
+                f"input 'pixels' must be uint8 [N, H, W, 3], got {pixels.dtype} {list(pixels.shape)}"
+            )
         count, height, width, _ = pixels.shape
         if count == 0:
             raise InvalidRequest("no images in the request")
@@ -169,4 +188,6 @@ class InferenceService:
                 f"{count} images in one request; the maximum is {self.settings.max_images_per_request}: split the request"
             )
         if height < 1 or width < 1 or height * width > self.settings.max_image_pixels:
-            raise InvalidRequest(f"{width}x{height} images: each must have 1 to {self.settings.max_image_pixels:,} pixels")
+            raise InvalidRequest(
+                f"{width}x{height} images: each must have 1 to {self.settings.max_image_pixels:,} pixels"
+            )

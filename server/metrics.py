@@ -30,7 +30,7 @@ registry also carries prometheus_client's standard ``process_*`` (CPU, memory, o
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -62,10 +62,17 @@ class Metrics:
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             r.register(collector)
         self.requests = Counter(
-            "imageserve_requests", "RPCs answered, by status code", ["rpc", "model", "version", "code"], registry=r
+            "imageserve_requests",
+            "RPCs answered, by status code",
+            ["rpc", "model", "version", "code"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "imageserve_request_duration_seconds", "RPC duration", ["rpc", "model"], buckets=_LATENCY_BUCKETS, registry=r
+            "imageserve_request_duration_seconds",
+            "RPC duration",
+            ["rpc", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_duration = Histogram(
             "imageserve_queue_duration_seconds",
@@ -75,19 +82,29 @@ class Metrics:
             registry=r,
         )
         self.model_duration = Histogram(
-            "imageserve_model_duration_seconds", "Duration of one model call (a batch)", ["model", "kind", "runtime"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "imageserve_model_duration_seconds",
+            "Duration of one model call (a batch)",
+            ["model", "kind", "runtime"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "imageserve_batch_size", "Images per model call", ["model", "kind"], buckets=_BATCH_BUCKETS, registry=r
+            "imageserve_batch_size",
+            "Images per model call",
+            ["model", "kind"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.images = Counter(
             "imageserve_images", "Images run through a model", ["model", "version", "kind"], registry=r
         )
         self.loads = Counter("imageserve_model_loads", "Model version loads", ["model", "result"], registry=r)
         self.load_duration = Histogram(
-            "imageserve_model_load_duration_seconds", "Load + warm-up time of a model version", ["model"],
-            buckets=_LOAD_BUCKETS, registry=r,
+            "imageserve_model_load_duration_seconds",
+            "Load + warm-up time of a model version",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=r,
         )
         self.unloads = Counter("imageserve_model_unloads", "Model version unloads", ["model"], registry=r)
         self.unload_duration = Histogram(
@@ -97,14 +114,18 @@ class Metrics:
             buckets=_LOAD_BUCKETS,
             registry=r,
         )
-        self.served_versions = Gauge("imageserve_served_versions", "Versions AVAILABLE now", ["model"], registry=r)
+        self.served_versions = Gauge(
+            "imageserve_served_versions", "Versions AVAILABLE now", ["model"], registry=r
+        )
         self._http_server = None
         self.port: int | None = None
 
     def serve(self, host: str, port: int) -> int:
         """Start the ``/metrics`` HTTP endpoint in a background thread; returns the bound port."""
         address = "" if host in ("[::]", "0.0.0.0") else host
-        self._http_server, _thread = start_http_server(port, addr=address or "0.0.0.0", registry=self.registry)
+        self._http_server, _thread = start_http_server(
+            port, addr=address or "0.0.0.0", registry=self.registry
+        )
         self.port = self._http_server.server_port
         log.info("metrics on http://%s:%d/metrics", address or "0.0.0.0", self.port)
         return self.port
@@ -120,7 +141,14 @@ class Metrics:
         self.request_duration.labels(rpc, model).observe(seconds)
 
     def record_batch(
-        self, model: str, version: int, kind: str, size: int, queued_s: float, model_s: float, runtime: str = ""
+        self,
+        model: str,
+        version: int,
+        kind: str,
+        size: int,
+        queued_s: float,
+        model_s: float,
+        runtime: str = "",
     ) -> None:
         self.batch_size.labels(model, kind).observe(size)
         self.queue_duration.labels(model, kind).observe(queued_s)
@@ -144,7 +172,6 @@ class Metrics:
     def track_finetune_jobs(self, counts_by_state: Callable[[], dict[str, int]]) -> None:
         """Report ``imageserve_finetune_jobs{state}`` from ``counts_by_state()`` at every scrape."""
         self.registry.register(_FinetuneJobsCollector(counts_by_state))
-
 
     def track_load(self, load: Callable[[], list[tuple[str, int, int, int, int]]]) -> None:
         """Report ``pending_images`` and ``inflight_requests`` from ``load()`` at every scrape.

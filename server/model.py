@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from exporter import onnx_twin
-from model_format import signatures as sig
 from exporter.publish import sample_png
+from model_format import signatures as sig
 from model_format.manifest import MANIFEST_FILE
 from server import runtime as rt
 from server.batching import BatchOutcome
@@ -76,7 +76,9 @@ def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
     try:
         manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
-        raise LoadError(f"no {MANIFEST_FILE}: not written by the exporter (export it with python -m exporter)") from None
+        raise LoadError(
+            f"no {MANIFEST_FILE}: not written by the exporter (export it with python -m exporter)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise LoadError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
     labels: tuple[str, ...] = ()
@@ -84,7 +86,9 @@ def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
         try:
             labels = tuple((path / manifest["labels_file"]).read_text(encoding="utf-8").splitlines())
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)  # an OSError's text names the path
+            reason = (
+                exc.strerror if isinstance(exc, OSError) else str(exc)
+            )  # an OSError's text names the path
             raise LoadError(f"labels file {manifest['labels_file']} unreadable: {reason}") from None
     num_classes = int(manifest.get("num_classes") or 0)
     if num_classes and len(labels) != num_classes:
@@ -102,7 +106,9 @@ def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
     )
 
 
-_TF_NOISE = re.compile(r"^(Graph execution error|Detected at node|<stack traces unavailable>|\[\[|\{\{function_node)")
+_TF_NOISE = re.compile(
+    r"^(Graph execution error|Detected at node|<stack traces unavailable>|\[\[|\{\{function_node)"
+)
 
 
 def tf_error_reason(exc: Exception) -> str:
@@ -117,7 +123,9 @@ def tf_error_reason(exc: Exception) -> str:
 class LoadedModel:
     """A SavedModel version in memory. Use :meth:`load`; then :meth:`run` from any thread."""
 
-    def __init__(self, name: str, version: int, path: Path, saved_model: Any, metadata: VersionMetadata) -> None:
+    def __init__(
+        self, name: str, version: int, path: Path, saved_model: Any, metadata: VersionMetadata
+    ) -> None:
         self.name = name
         self.version = version
         self.path = path
@@ -136,7 +144,9 @@ class LoadedModel:
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path, options: rt.RuntimeOptions | None = None) -> LoadedModel:
+    def load(
+        cls, name: str, version: int, path: Path, options: rt.RuntimeOptions | None = None
+    ) -> LoadedModel:
         """Load, warm up and pick the runtime; raise :class:`LoadError` with a reason a user can act on."""
         import tensorflow as tf
 
@@ -152,7 +162,9 @@ class LoadedModel:
             reason = redact_path(lines[0] if lines else type(exc).__name__, path, f"{name}/{version}")
             raise LoadError(f"TensorFlow could not load the SavedModel: {reason}") from None
         if not any(signature in saved_model.signatures for signature, _ in KINDS.values()):
-            raise LoadError(f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)")
+            raise LoadError(
+                f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)"
+            )
         metadata = _read_metadata(path, list(saved_model.signatures))
         model = cls(name, version, path, saved_model, metadata)
         # Kept for TF Serving's GetModelMetadata, which must answer even if the directory is deleted later.
@@ -182,7 +194,12 @@ class LoadedModel:
         def load_twin() -> tuple[Any, str]:
             manifest = json.loads((self.path / MANIFEST_FILE).read_text())
             return rt.obtain_twin(
-                self._saved_model, self.path, manifest, self.metadata.input_size, options.cache_dir, options.onnx_threads
+                self._saved_model,
+                self.path,
+                manifest,
+                self.metadata.input_size,
+                options.cache_dir,
+                options.onnx_threads,
             )
 
         def time_onnx(session: Any) -> float:
@@ -190,7 +207,10 @@ class LoadedModel:
             return rt.best_of(lambda: onnx_twin.run_twin(session, output, self._decode(batch).numpy()))
 
         choice = rt.choose(
-            options, load_twin, lambda: rt.best_of(lambda: self._run_tensorflow(kind, batch)), time_onnx,
+            options,
+            load_twin,
+            lambda: rt.best_of(lambda: self._run_tensorflow(kind, batch)),
+            time_onnx,
             f"{self.name} v{self.version}",
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
@@ -262,7 +282,10 @@ class LoadedModel:
         if self._session is not None:
             for signature in self.signature_names:
                 takes_pixels = signature.endswith("_pixels")
-                self.call_signature(signature, {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])})
+                self.call_signature(
+                    signature,
+                    {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
+                )
             return
         for name, function in self._saved_model.signatures.items():
             try:
@@ -282,7 +305,10 @@ class LoadedModel:
             return BatchOutcome(forward(kind, images))
         except tf.errors.InvalidArgumentError as batch_error:
             if len(images) == 1:
-                return BatchOutcome(np.zeros((1, self._width(kind)), np.float32), {0: f"could not decode: {tf_error_reason(batch_error)}"})
+                return BatchOutcome(
+                    np.zeros((1, self._width(kind)), np.float32),
+                    {0: f"could not decode: {tf_error_reason(batch_error)}"},
+                )
         # Some image broke the batch: run them one by one to keep the good ones and name the bad.
         rows = np.zeros((len(images), self._width(kind)), np.float32)
         errors: dict[int, str] = {}

@@ -26,11 +26,11 @@ import enum
 import gc
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
 
 from server.batching import Batcher, BatchStats
 from server.discovery import check_model_name, select_versions
@@ -206,7 +206,9 @@ class ModelRepository:
             versions = self._models.setdefault(name, {})
             for version in self._desired(name, versions_on_disk, fingerprints):
                 if version not in versions or versions[version].state is VersionState.FAILED:
-                    versions[version] = ServedVersion(name, version, versions_on_disk[version], fingerprints[version])
+                    versions[version] = ServedVersion(
+                        name, version, versions_on_disk[version], fingerprints[version]
+                    )
             plan[name] = (versions_on_disk, fingerprints)
         return plan
 
@@ -215,15 +217,23 @@ class ModelRepository:
         loadable = [
             v
             for v in on_disk
-            if not (v in versions and versions[v].state is VersionState.FAILED and versions[v].fingerprint == fingerprints[v])
+            if not (
+                v in versions
+                and versions[v].state is VersionState.FAILED
+                and versions[v].fingerprint == fingerprints[v]
+            )
         ]
         return select_versions(self.settings.model_config(name), loadable)
 
-    async def _reconcile_model(self, name: str, on_disk: dict[int, Path], fingerprints: dict[int, tuple]) -> bool:
+    async def _reconcile_model(
+        self, name: str, on_disk: dict[int, Path], fingerprints: dict[int, tuple]
+    ) -> bool:
         versions = self._models.setdefault(name, {})
         changed = False
         # Forget FAILED entries whose directory is gone.
-        for version in [v for v, sv in versions.items() if sv.state is VersionState.FAILED and v not in on_disk]:
+        for version in [
+            v for v, sv in versions.items() if sv.state is VersionState.FAILED and v not in on_disk
+        ]:
             del versions[version]
             changed = True
         while True:
@@ -260,14 +270,21 @@ class ModelRepository:
         started = time.monotonic()
         log.info("loading %s v%d from %s", name, version, path)
         try:
-            model = await asyncio.get_running_loop().run_in_executor(self._loader, self._fetch_and_load, served)
+            model = await asyncio.get_running_loop().run_in_executor(
+                self._loader, self._fetch_and_load, served
+            )
         except LoadError as exc:
             served.state, served.error = VersionState.FAILED, str(exc)
-            log.error("failed to load %s v%d after %.1f s: %s", name, version, time.monotonic() - started, exc)
+            log.error(
+                "failed to load %s v%d after %.1f s: %s", name, version, time.monotonic() - started, exc
+            )
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
         except Exception as exc:  # anything else is still this version's failure, not the server's
-            served.state, served.error = VersionState.FAILED, f"unexpected error while loading: {type(exc).__name__}"
+            served.state, served.error = (
+                VersionState.FAILED,
+                f"unexpected error while loading: {type(exc).__name__}",
+            )
             log.exception("failed to load %s v%d", name, version)
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
@@ -312,7 +329,11 @@ class ModelRepository:
             self._model_executor,
             name=f"{served.name} v{served.version} {kind}",
             max_batch_size=config.max_batch_size or self.settings.max_batch_size,
-            timeout_s=(config.batch_timeout_ms if config.batch_timeout_ms is not None else self.settings.batch_timeout_ms)
+            timeout_s=(
+                config.batch_timeout_ms
+                if config.batch_timeout_ms is not None
+                else self.settings.batch_timeout_ms
+            )
             / 1000.0,
             max_queued_items=self.settings.max_queued_images,
             concurrency=self.settings.model_threads,
@@ -329,8 +350,13 @@ class ModelRepository:
         log.info("unloading %s v%d (%d requests in flight)", served.name, served.version, served.inflight)
         try:
             await asyncio.wait_for(served.idle.wait(), UNLOAD_WAIT_S)
-        except asyncio.TimeoutError:
-            log.warning("%s v%d: in-flight requests still running after %.0f s; unloading anyway", served.name, served.version, UNLOAD_WAIT_S)
+        except TimeoutError:
+            log.warning(
+                "%s v%d: in-flight requests still running after %.0f s; unloading anyway",
+                served.name,
+                served.version,
+                UNLOAD_WAIT_S,
+            )
         for batcher in served.batchers.values():
             await batcher.close()
         served.batchers = {}
@@ -426,13 +452,19 @@ class ModelRepository:
         listing = ", ".join(map(str, available)) or "none"
         if served is None:
             via = f" (label {ref.label!r})" if ref.label is not None else ""
-            raise NotFound(f"model {ref.name!r} has no version {version}{via} being served; available versions: {listing}")
+            raise NotFound(
+                f"model {ref.name!r} has no version {version}{via} being served; available versions: {listing}"
+            )
         if served.state is VersionState.LOADING:
             raise Unavailable(f"version {version} of model {ref.name!r} is loading; retry shortly")
         if served.state is VersionState.FAILED:
-            raise NotFound(f"version {version} of model {ref.name!r} failed to load: {served.error}; available versions: {listing}")
+            raise NotFound(
+                f"version {version} of model {ref.name!r} failed to load: {served.error}; available versions: {listing}"
+            )
         if served.state is VersionState.UNLOADING:
-            raise NotFound(f"version {version} of model {ref.name!r} is being unloaded; available versions: {listing}")
+            raise NotFound(
+                f"version {version} of model {ref.name!r} is being unloaded; available versions: {listing}"
+            )
         return served
 
     @asynccontextmanager
@@ -442,7 +474,11 @@ class ModelRepository:
         if kind not in served.batchers:
             raise FailedPrecondition(
                 f"model {served.name!r} v{served.version} has no {KINDS[kind][0]!r} signature"
-                + (" (exported without its classification head); use ExtractFeatures" if kind == "classify" else "")
+                + (
+                    " (exported without its classification head); use ExtractFeatures"
+                    if kind == "classify"
+                    else ""
+                )
             )
         served.inflight += 1
         served.idle.clear()

@@ -22,9 +22,10 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from exporter import onnx_twin
 
@@ -73,7 +74,12 @@ def cache_dir_for(state_dir: Path) -> Path:
 
 
 def obtain_twin(
-    saved_model: Any, path: Path, manifest: dict[str, Any], size: int, cache_dir: Path | None, threads: int = 1
+    saved_model: Any,
+    path: Path,
+    manifest: dict[str, Any],
+    size: int,
+    cache_dir: Path | None,
+    threads: int = 1,
 ) -> tuple[Any, str]:
     """A checked ONNX Runtime session for the version, and where its twin came from.
 
@@ -146,7 +152,9 @@ def choose(
     try:
         onnx_s = time_onnx(session)
     except Exception as exc:  # as above: a twin that fails on the warm-up batch is not served
-        log.warning("%s: served by TensorFlow, the ONNX twin failed its warm-up: %s", label, exc, exc_info=True)
+        log.warning(
+            "%s: served by TensorFlow, the ONNX twin failed its warm-up: %s", label, exc, exc_info=True
+        )
         return Choice(TENSORFLOW, f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}")
     tensorflow_s = time_tensorflow()
     timings = (
@@ -170,8 +178,11 @@ def tensorflow_preprocessing(size: int) -> tuple[Any, Any]:
 
     from exporter import signatures as sig
 
-    decode = tf.function(lambda images: sig.decode_images(images, size), input_signature=[tf.TensorSpec([None], tf.string)])
+    decode = tf.function(
+        lambda images: sig.decode_images(images, size), input_signature=[tf.TensorSpec([None], tf.string)]
+    )
     resize = tf.function(
-        lambda pixels: sig.resize_pixels(pixels, size), input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)]
+        lambda pixels: sig.resize_pixels(pixels, size),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
     )
     return decode, resize

@@ -28,9 +28,10 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from exporter.roots import as_root, is_url, storage_problem
 
@@ -54,26 +55,36 @@ def _doc(text: str, **kwargs: Any) -> Any:
 class ModelConfig:
     """Settings of one model, from the config file's ``[models.<name>]`` table."""
 
-    version_policy: str = _doc("which versions to serve: latest (the newest `latest`), all, or specific", default="latest")
+    version_policy: str = _doc(
+        "which versions to serve: latest (the newest `latest`), all, or specific", default="latest"
+    )
     latest: int = _doc("with version_policy=latest: how many of the newest versions to serve", default=1)
     versions: tuple[int, ...] = _doc("with version_policy=specific: the versions to serve", default=())
-    version_labels: Mapping[str, int] = _doc("names for versions, e.g. {stable = 3, canary = 4}", default_factory=dict)
+    version_labels: Mapping[str, int] = _doc(
+        "names for versions, e.g. {stable = 3, canary = 4}", default_factory=dict
+    )
     max_batch_size: int | None = _doc("override of the server's max_batch_size for this model", default=None)
-    batch_timeout_ms: float | None = _doc("override of the server's batch_timeout_ms for this model", default=None)
+    batch_timeout_ms: float | None = _doc(
+        "override of the server's batch_timeout_ms for this model", default=None
+    )
     runtime: str | None = _doc("override of the server's runtime for this model", default=None)
 
     def __post_init__(self) -> None:
         if self.runtime is not None and self.runtime not in RUNTIMES:
             raise SettingsError(f"runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
         if self.version_policy not in VERSION_POLICIES:
-            raise SettingsError(f"version_policy {self.version_policy!r}; expected one of {', '.join(VERSION_POLICIES)}")
+            raise SettingsError(
+                f"version_policy {self.version_policy!r}; expected one of {', '.join(VERSION_POLICIES)}"
+            )
         if self.latest < 1:
             raise SettingsError(f"latest must be >= 1, got {self.latest}")
         if self.version_policy == "specific" and not self.versions:
             raise SettingsError("version_policy 'specific' needs a non-empty versions list")
         for label, version in self.version_labels.items():
             if not isinstance(version, int) or version < 1:
-                raise SettingsError(f"version label {label!r} must point at a positive version number, got {version!r}")
+                raise SettingsError(
+                    f"version label {label!r} must point at a positive version number, got {version!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -86,9 +97,16 @@ class ServerSettings:
         " see docs/object-storage.md)",
         default=Path("models"),
     )
-    config: Path | None = _doc("optional TOML config file (these settings plus [models.<name>] tables)", default=None)
-    state_dir: Path = _doc("where fine-tuning jobs (SQLite, unless finetune_store) and uploaded datasets are kept", default=Path("state"))
-    data_root: Path | None = _doc("directory under which StartFineTune may read data_dir datasets; unset: none", default=None)
+    config: Path | None = _doc(
+        "optional TOML config file (these settings plus [models.<name>] tables)", default=None
+    )
+    state_dir: Path = _doc(
+        "where fine-tuning jobs (SQLite, unless finetune_store) and uploaded datasets are kept",
+        default=Path("state"),
+    )
+    data_root: Path | None = _doc(
+        "directory under which StartFineTune may read data_dir datasets; unset: none", default=None
+    )
 
     # --- network
     host: str = _doc("address to listen on", default="[::]")
@@ -102,12 +120,20 @@ class ServerSettings:
     max_message_bytes: int = _doc("largest request and response message, in bytes", default=64 * MiB)
 
     # --- request limits
-    max_images_per_request: int = _doc("most images one Classify/ExtractFeatures request may carry", default=64)
-    max_image_pixels: int = _doc("largest image (width x height) decoded; larger ones are refused unread", default=40_000_000)
+    max_images_per_request: int = _doc(
+        "most images one Classify/ExtractFeatures request may carry", default=64
+    )
+    max_image_pixels: int = _doc(
+        "largest image (width x height) decoded; larger ones are refused unread", default=40_000_000
+    )
 
     # --- model repository
-    poll_interval_s: float = _doc("how often the model root is scanned for new or removed versions", default=2.0)
-    version_policy: str = _doc("default version policy: latest, all or specific (see [models.<name>])", default="latest")
+    poll_interval_s: float = _doc(
+        "how often the model root is scanned for new or removed versions", default=2.0
+    )
+    version_policy: str = _doc(
+        "default version policy: latest, all or specific (see [models.<name>])", default="latest"
+    )
     latest_versions: int = _doc("default number of newest versions served under the latest policy", default=1)
 
     # --- batching and threads
@@ -118,10 +144,14 @@ class ServerSettings:
         " milliseconds (a request reaching an idle model runs at once)",
         default=2.0,
     )
-    max_queued_images: int = _doc("images waiting per model version before new requests get RESOURCE_EXHAUSTED", default=512)
+    max_queued_images: int = _doc(
+        "images waiting per model version before new requests get RESOURCE_EXHAUSTED", default=512
+    )
     model_threads: int = _doc("threads running model calls (concurrent batches)", default=2)
     tf_intra_op_threads: int = _doc("TensorFlow threads inside one op; 0 lets TensorFlow choose", default=0)
-    tf_inter_op_threads: int = _doc("TensorFlow threads running independent ops; 0 lets TensorFlow choose", default=0)
+    tf_inter_op_threads: int = _doc(
+        "TensorFlow threads running independent ops; 0 lets TensorFlow choose", default=0
+    )
 
     # --- network runtime (server/runtime.py)
     runtime: str = _doc(
@@ -159,9 +189,16 @@ class ServerSettings:
     # --- security
     tls_cert: Path | None = _doc("PEM server certificate; with tls_key, the server speaks TLS", default=None)
     tls_key: Path | None = _doc("PEM private key of tls_cert", default=None)
-    tls_client_ca: Path | None = _doc("PEM CA bundle; when set, clients must present a certificate it signed", default=None)
-    auth_tokens_file: Path | None = _doc("file of '<token> <scope>[,<scope>]' lines (scopes: read, finetune); when set, calls need a token", default=None)
-    auth_tokens: str | None = _doc("the same entries separated by ';' (e.g. from an environment variable); never logged", default=None)
+    tls_client_ca: Path | None = _doc(
+        "PEM CA bundle; when set, clients must present a certificate it signed", default=None
+    )
+    auth_tokens_file: Path | None = _doc(
+        "file of '<token> <scope>[,<scope>]' lines (scopes: read, finetune); when set, calls need a token",
+        default=None,
+    )
+    auth_tokens: str | None = _doc(
+        "the same entries separated by ';' (e.g. from an environment variable); never logged", default=None
+    )
 
     # Per-model tables from the config file; not a flag or environment variable.
     models: Mapping[str, ModelConfig] = field(default_factory=dict, metadata={"help": "", "file_only": True})
@@ -188,7 +225,10 @@ class ServerSettings:
             (self.latest_versions >= 1, "latest_versions must be >= 1"),
             (self.log_format in ("text", "json"), "log_format must be text or json"),
             ((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"),
-            (self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs tls_cert and tls_key"),
+            (
+                self.tls_client_ca is None or self.tls_cert is not None,
+                "tls_client_ca needs tls_cert and tls_key",
+            ),
             (self.finetune_workers >= 1, "finetune_workers must be >= 1"),
             (
                 not self.finetune_store or self.finetune_store.startswith(("postgresql://", "postgres://")),
@@ -265,7 +305,9 @@ def _model_configs(table: Mapping[str, Any], source: str) -> dict[str, ModelConf
     for name, values in table.items():
         unknown = set(values) - known
         if unknown:
-            raise SettingsError(f"[models.{name}] in {source}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise SettingsError(
+                f"[models.{name}] in {source}: unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
         values = dict(values)
         if "versions" in values:
             values["versions"] = tuple(values["versions"])
@@ -304,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if _base_type(types_[f.name]) is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"{f.metadata['help']} (default: {default})")
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, help=f"{f.metadata['help']} (default: {default})"
+            )
         else:
             parser.add_argument(flag, dest=f.name, help=f"{f.metadata['help']} (default: {default})")
     return parser
@@ -315,7 +359,9 @@ def load_settings(argv: list[str] | None = None, environ: Mapping[str, str] | No
     environ = os.environ if environ is None else environ
     flags = vars(build_parser().parse_args([] if argv is None else argv))
     env_values = {
-        f.name: environ[ENV_PREFIX + f.name.upper()] for f in _settable_fields() if ENV_PREFIX + f.name.upper() in environ
+        f.name: environ[ENV_PREFIX + f.name.upper()]
+        for f in _settable_fields()
+        if ENV_PREFIX + f.name.upper() in environ
     }
     config_path = flags.get("config") or env_values.get("config")
     values: dict[str, Any] = {}

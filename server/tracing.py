@@ -49,7 +49,9 @@ def wanted(environ: Mapping[str, str]) -> bool:
     exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if exporter and exporter != "none":
         return True
-    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    return bool(
+        environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
 
 
 def _exporter_from(environ: Mapping[str, str]):
@@ -60,7 +62,11 @@ def _exporter_from(environ: Mapping[str, str]):
         return ConsoleSpanExporter()
     if kind != "otlp":
         raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r} is not supported here; use otlp or console")
-    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "grpc"
+    )
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -115,8 +121,12 @@ def server_span(name: str, carrier: Callable[[], Mapping[str, str]], attributes:
     from opentelemetry.trace import SpanKind
 
     return _state.tracer.start_as_current_span(
-        name, context=propagate.extract(carrier()), kind=SpanKind.SERVER, attributes=dict(attributes),
-        record_exception=False, set_status_on_exception=False,
+        name,
+        context=propagate.extract(carrier()),
+        kind=SpanKind.SERVER,
+        attributes=dict(attributes),
+        record_exception=False,
+        set_status_on_exception=False,
     )
 
 
@@ -200,7 +210,11 @@ def record_batch(
         return
     to_epoch_ns = time.time_ns() - time.monotonic_ns()
     start_ns, end_ns = int(started * 1e9) + to_epoch_ns, int(finished * 1e9) + to_epoch_ns
-    attributes = {"imageserve.batcher": name, "imageserve.batch.size": size, "imageserve.model.runtime_ms": (finished - started) * 1000}
+    attributes = {
+        "imageserve.batcher": name,
+        "imageserve.batch.size": size,
+        "imageserve.model.runtime_ms": (finished - started) * 1000,
+    }
     for parent, queued in zip(parents, enqueued_at):
         if parent is None:
             continue

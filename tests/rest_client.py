@@ -20,8 +20,14 @@ class HttpAnswer:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         context: ssl.SSLContext | None = None, timeout: float = 60) -> HttpAnswer:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 60,
+) -> HttpAnswer:
     """One request; ``body`` is sent as JSON unless it is bytes. HTTP errors are answers, not exceptions."""
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})

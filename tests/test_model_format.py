@@ -12,7 +12,9 @@ from model_format.manifest import KEYS, MANIFEST_FORMAT, read_manifest
 
 def test_importing_the_format_does_not_import_tensorflow():
     code = "import sys, model_format.signatures, model_format.manifest, model_format.layout; print('tensorflow' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -23,7 +25,15 @@ def test_the_default_signature_is_tensorflows():
 
 
 def test_version_names(tmp_path):
-    assert [parse_version(name) for name in ("1", "12", "01", "0", "-1", "v1", "1.0")] == [1, 12, None, None, None, None, None]
+    assert [parse_version(name) for name in ("1", "12", "01", "0", "-1", "v1", "1.0")] == [
+        1,
+        12,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
     for name in ("3", "1", "10", "01", ".staging-4-1-x", "README"):
         (tmp_path / name).mkdir()
     assert existing_versions(tmp_path) == [1, 3, 10]

@@ -39,7 +39,9 @@ def classify_response(result: ClassifyResult) -> pb.ClassifyResponse:
         model=pb.ServedModel(name=result.name, version=result.version),
         results=[
             pb.Classifications(
-                predictions=[pb.Prediction(class_id=p.class_id, label=p.label, score=p.score) for p in predictions]
+                predictions=[
+                    pb.Prediction(class_id=p.class_id, label=p.label, score=p.score) for p in predictions
+                ]
             )
             for predictions in result.predictions
         ],
@@ -83,7 +85,10 @@ def _version_status(served: ServedVersion, include_labels: bool) -> pb.ModelVers
     stats = served.stats()
     status.stats.CopyFrom(
         pb.ServingStats(
-            requests=stats.requests, images=stats.images, batches=stats.batches, max_batch_size=stats.max_batch_size
+            requests=stats.requests,
+            images=stats.images,
+            batches=stats.batches,
+            max_batch_size=stats.max_batch_size,
         )
     )
     return status

@@ -120,7 +120,9 @@ def from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarr
     if dtype is None:
         raise InvalidRequest(f"input {name!r}: unsupported datatype {datatype!r}; use BYTES or UINT8")
     if len(raw) % dtype.itemsize:
-        raise InvalidRequest(f"input {name!r}: {len(raw)} raw bytes is not a whole number of {datatype} elements")
+        raise InvalidRequest(
+            f"input {name!r}: {len(raw)} raw bytes is not a whole number of {datatype} elements"
+        )
     values = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
     check_shape(name, shape, values.size)
     return values.reshape(shape)
@@ -134,7 +136,9 @@ def to_raw(tensor: Tensor) -> bytes:
 class OpenInference:
     """Health, metadata and inference as the Open Inference Protocol defines them."""
 
-    def __init__(self, repository: ModelRepository, inference: InferenceService, server_ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, repository: ModelRepository, inference: InferenceService, server_ready: Callable[[], bool]
+    ) -> None:
         self.repository = repository
         self.inference = inference
         self._server_ready = server_ready
@@ -163,9 +167,13 @@ class OpenInference:
         metadata = served.model.metadata
         outputs = []
         if served.model.has("classify"):
-            outputs.append({"name": sig.PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": [-1, metadata.num_classes]})
+            outputs.append(
+                {"name": sig.PROBABILITIES_OUTPUT, "datatype": "FP32", "shape": [-1, metadata.num_classes]}
+            )
         if served.model.has("features"):
-            outputs.append({"name": sig.FEATURES_OUTPUT, "datatype": "FP32", "shape": [-1, metadata.feature_dim]})
+            outputs.append(
+                {"name": sig.FEATURES_OUTPUT, "datatype": "FP32", "shape": [-1, metadata.feature_dim]}
+            )
         return {
             "name": served.name,
             "versions": available,
@@ -184,11 +192,18 @@ class OpenInference:
                 if ready_only and served.state is not VersionState.AVAILABLE:
                     continue
                 index.append(
-                    {"name": view.name, "version": str(served.version), "state": _STATES[served.state], "reason": served.error}
+                    {
+                        "name": view.name,
+                        "version": str(served.version),
+                        "state": _STATES[served.state],
+                        "reason": served.error,
+                    }
                 )
         return index
 
-    def _signatures(self, ref: ModelRef, input_name: str, outputs: list[str], parameters: dict[str, Any]) -> list[str]:
+    def _signatures(
+        self, ref: ModelRef, input_name: str, outputs: list[str], parameters: dict[str, Any]
+    ) -> list[str]:
         """The signatures to run: the ``signature`` parameter, else one per requested output, else the default."""
         takes_pixels = input_name == sig.PIXELS_INPUT
         signature = parameters.get(SIGNATURE_PARAMETER)
@@ -219,14 +234,19 @@ class OpenInference:
         self.repository.resolve(ref)  # an unknown model is the more useful error, before input checks
         if len(inputs) != 1 or inputs[0].name not in (sig.IMAGES_INPUT, sig.PIXELS_INPUT):
             got = [t.name for t in inputs]
-            raise InvalidRequest(f"send one input, 'images' (BYTES [N], encoded images) or 'pixels' (UINT8 [N,H,W,3]); got {got}")
+            raise InvalidRequest(
+                f"send one input, 'images' (BYTES [N], encoded images) or 'pixels' (UINT8 [N,H,W,3]); got {got}"
+            )
         tensor = inputs[0]
         expected = "BYTES" if tensor.name == sig.IMAGES_INPUT else "UINT8"
         if tensor.datatype != expected:
             raise InvalidRequest(f"input {tensor.name!r} must be {expected}, got {tensor.datatype}")
         signatures = self._signatures(ref, tensor.name, list(outputs or []), parameters or {})
         results = await asyncio.gather(
-            *(self.inference.predict(ref, signature, {tensor.name: tensor.data}, deadline) for signature in signatures)
+            *(
+                self.inference.predict(ref, signature, {tensor.name: tensor.data}, deadline)
+                for signature in signatures
+            )
         )
         wanted = set(outputs or ())
         answer = []
@@ -241,4 +261,3 @@ class OpenInference:
             raise InvalidRequest(f"outputs {sorted(missing)} are not produced by signature {signatures[0]!r}")
         first = results[0]
         return InferResult(first.name, first.version, answer)
-

@@ -54,7 +54,9 @@ class ImageModelServicer:
             self.metrics.record_request(rpc, model, version, code, seconds)
         log.debug("%s model=%s version=%s -> %s in %.1f ms", rpc, model, version or "-", code, seconds * 1000)
 
-    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
         result = await self.inference.classify(
             converters.model_ref(request.model),
             list(request.images),
@@ -102,7 +104,9 @@ class ImageModelServicer:
     async def GetFineTuneJob(self, request: pb.GetFineTuneJobRequest, context) -> pb.FineTuneJob:
         return finetune_converters.job(self._finetune().get(request.job_id))
 
-    async def ListFineTuneJobs(self, request: pb.ListFineTuneJobsRequest, context) -> pb.ListFineTuneJobsResponse:
+    async def ListFineTuneJobs(
+        self, request: pb.ListFineTuneJobsRequest, context
+    ) -> pb.ListFineTuneJobsResponse:
         jobs = self._finetune().list(finetune_converters.job_states(request.states), request.limit)
         return pb.ListFineTuneJobsResponse(jobs=[finetune_converters.job(job) for job in jobs])
 

@@ -51,7 +51,9 @@ def model_ref(spec: model_pb2.ModelSpec) -> ModelRef:
 
 
 def served_spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
-    return model_pb2.ModelSpec(name=name, version=wrappers_pb2.Int64Value(value=version), signature_name=signature)
+    return model_pb2.ModelSpec(
+        name=name, version=wrappers_pb2.Int64Value(value=version), signature_name=signature
+    )
 
 
 def _tensor_to_array(name: str, proto) -> np.ndarray:
@@ -86,15 +88,24 @@ class PredictionServicer(_Observed):
     async def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         inputs = {name: _tensor_to_array(name, proto) for name, proto in request.inputs.items()}
         result = await self.inference.predict(
-            model_ref(request.model_spec), request.model_spec.signature_name, inputs, converters.deadline(context)
+            model_ref(request.model_spec),
+            request.model_spec.signature_name,
+            inputs,
+            converters.deadline(context),
         )
         wanted = set(request.output_filter) or set(result.outputs)
         unknown = wanted - set(result.outputs)
         if unknown:
-            raise InvalidRequest(f"output_filter names unknown outputs {sorted(unknown)}; outputs: {sorted(result.outputs)}")
-        response = predict_pb2.PredictResponse(model_spec=served_spec(result.name, result.version, result.signature))
+            raise InvalidRequest(
+                f"output_filter names unknown outputs {sorted(unknown)}; outputs: {sorted(result.outputs)}"
+            )
+        response = predict_pb2.PredictResponse(
+            model_spec=served_spec(result.name, result.version, result.signature)
+        )
         for name in sorted(wanted):
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(result.outputs[name], np.float32)))
+            response.outputs[name].CopyFrom(
+                tf.make_tensor_proto(np.asarray(result.outputs[name], np.float32))
+            )
         return response
 
     async def GetModelMetadata(
@@ -102,7 +113,9 @@ class PredictionServicer(_Observed):
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         unsupported = set(request.metadata_field) - {"signature_def"}
         if unsupported or not request.metadata_field:
-            raise InvalidRequest("metadata_field must be ['signature_def'] (the only metadata TF Serving defines)")
+            raise InvalidRequest(
+                "metadata_field must be ['signature_def'] (the only metadata TF Serving defines)"
+            )
         return model_metadata(self.repository, model_ref(request.model_spec))
 
 
@@ -120,7 +133,9 @@ class ModelServicer(_Observed):
         return model_status(self.repository, request.model_spec.name, wanted)
 
 
-def model_metadata(repository: ModelRepository, ref: ModelRef) -> get_model_metadata_pb2.GetModelMetadataResponse:
+def model_metadata(
+    repository: ModelRepository, ref: ModelRef
+) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """GetModelMetadata's answer (gRPC and REST): every signature of the served version."""
     served = repository.resolve(ref)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
@@ -128,7 +143,9 @@ def model_metadata(repository: ModelRepository, ref: ModelRef) -> get_model_meta
         signature_map.signature_def[name].CopyFrom(definition)
     packed = any_pb2.Any()
     packed.Pack(signature_map)
-    response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=served_spec(served.name, served.version))
+    response = get_model_metadata_pb2.GetModelMetadataResponse(
+        model_spec=served_spec(served.name, served.version)
+    )
     response.metadata["signature_def"].CopyFrom(packed)
     return response
 

@@ -43,7 +43,9 @@ def parameter_value(parameter: pb.InferParameter) -> Any:
 def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
-        raise InvalidRequest(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input")
+        raise InvalidRequest(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input"
+        )
     tensors = []
     for index, item in enumerate(request.inputs):
         shape = list(item.shape)
@@ -52,7 +54,9 @@ def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
         else:
             field = _CONTENTS_FIELD.get(item.datatype)
             if field is None:
-                raise InvalidRequest(f"input {item.name!r}: unsupported datatype {item.datatype!r}; use BYTES or UINT8")
+                raise InvalidRequest(
+                    f"input {item.name!r}: unsupported datatype {item.datatype!r}; use BYTES or UINT8"
+                )
             values = getattr(item.contents, field)
             check_shape(item.name, shape, len(values))
             if item.datatype == "BYTES":
@@ -76,12 +80,20 @@ class InferenceServicer:
 
     def observe_call(self, rpc, request, response, code, seconds) -> None:
         """Metrics through the main servicer's series, as ``v2.<Method>``."""
-        name = getattr(response, "model_name", "") or getattr(request, "model_name", "") or getattr(request, "name", "")
+        name = (
+            getattr(response, "model_name", "")
+            or getattr(request, "model_name", "")
+            or getattr(request, "name", "")
+        )
         known = name in self._main.repository.model_names()
         version = getattr(response, "model_version", "")
         if self._main.metrics is not None:
             self._main.metrics.record_request(
-                f"v2.{rpc}", name if known else "-", int(version) if version.isdigit() else None, code, seconds
+                f"v2.{rpc}",
+                name if known else "-",
+                int(version) if version.isdigit() else None,
+                code,
+                seconds,
             )
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context) -> pb.ServerLiveResponse:
@@ -106,7 +118,9 @@ class InferenceServicer:
             outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata["outputs"]],
         )
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context
+    ) -> pb.RepositoryIndexResponse:
         models = self.dataplane.repository_index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models])
 
@@ -119,7 +133,9 @@ class InferenceServicer:
             {key: parameter_value(value) for key, value in request.parameters.items()},
             converters.deadline(context),
         )
-        response = pb.ModelInferResponse(model_name=result.name, model_version=str(result.version), id=request.id)
+        response = pb.ModelInferResponse(
+            model_name=result.name, model_version=str(result.version), id=request.id
+        )
         for tensor in result.outputs:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(to_raw(tensor))

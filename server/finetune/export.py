@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from exporter import __version__ as exporter_version
 from exporter.labels import write_labels_file
@@ -67,7 +68,7 @@ def publish_finetuned(
             "training": training,
             "exporter_version": exporter_version,
             "tensorflow_version": tf.__version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         quiet = Progress("finetune", stream=None)
         for attempt in range(PUBLISH_ATTEMPTS):

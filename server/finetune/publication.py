@@ -46,7 +46,9 @@ class LoadOutcome:
         return bool(self.error)
 
 
-async def load_published(repository: ModelRepository, name: str, version: int, timeout_s: float) -> LoadOutcome:
+async def load_published(
+    repository: ModelRepository, name: str, version: int, timeout_s: float
+) -> LoadOutcome:
     """Reconcile the model root now and report the new version's state.
 
     NOTE: the reconcile is shielded: a timeout here must not cancel a load half-way (it would leave
@@ -55,9 +57,10 @@ async def load_published(repository: ModelRepository, name: str, version: int, t
     reconcile = asyncio.ensure_future(repository.reconcile())
     try:
         await asyncio.wait_for(asyncio.shield(reconcile), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return LoadOutcome(
-            False, error=f"it was not loaded within {timeout_s:.0f} s (the load goes on: it is served if it succeeds)"
+            False,
+            error=f"it was not loaded within {timeout_s:.0f} s (the load goes on: it is served if it succeeds)",
         )
     try:
         versions = repository.view(name).versions
@@ -118,5 +121,7 @@ def _withdraw(url: str, name: str, version: int) -> str:
     except OSError as exc:
         log.error("could not withdraw the unloadable version %s/%s/%d: %s", url, name, version, exc)
         return ""
-    log.warning("withdrew the unloadable version %s/%s/%d (deleted its marker; its files stay)", url, name, version)
+    log.warning(
+        "withdrew the unloadable version %s/%s/%d (deleted its marker; its files stay)", url, name, version
+    )
     return f"{name}/{version} (unpublished: its marker was deleted)"

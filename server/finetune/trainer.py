@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,9 @@ class FrozenBase:
         self.runtime, self._session = rt.TENSORFLOW, None
         try:
             cache = Path(twin_cache) if twin_cache else None
-            self._session, origin = rt.obtain_twin(self.saved_model, Path(path), read_manifest(Path(path)), input_size, cache, threads)
+            self._session, origin = rt.obtain_twin(
+                self.saved_model, Path(path), read_manifest(Path(path)), input_size, cache, threads
+            )
             self.runtime = rt.ONNXRUNTIME
             log.info("frozen base features on onnxruntime (twin %s)", origin)
         except (TwinUnusable, OSError, ValueError) as exc:

@@ -92,7 +92,9 @@ def main() -> int:
         return 0
     except Exception as exc:  # a bug: the traceback goes to the server log, the user gets a generic reason
         log.exception("job %s: training worker error", spec.job_id)
-        reason = f"internal error in the training worker ({type(exc).__name__}); details are in the server log"
+        reason = (
+            f"internal error in the training worker ({type(exc).__name__}); details are in the server log"
+        )
         report.send(Failed(reason))
         return 1
     report.send(outcome)

@@ -89,7 +89,12 @@ class WorkerProcess:
             try:
                 message = decode(line)
             except ValueError as exc:
-                log.warning("worker %d: ignored a line that is not a protocol message (%s): %.200r", self.pid, exc, line)
+                log.warning(
+                    "worker %d: ignored a line that is not a protocol message (%s): %.200r",
+                    self.pid,
+                    exc,
+                    line,
+                )
                 continue
             yield message
 

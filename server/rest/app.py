@@ -94,7 +94,14 @@ def _observe(metrics: Metrics | None, model_names: Callable[[], list[str]]):
         code = code_of_http(response.status)
         if metrics is not None:
             metrics.record_request(f"rest.{route}", name, version, code, seconds)
-        log.debug("%s %s model=%s -> %d in %.1f ms", request.method, request.path, name, response.status, seconds * 1000)
+        log.debug(
+            "%s %s model=%s -> %d in %.1f ms",
+            request.method,
+            request.path,
+            name,
+            response.status,
+            seconds * 1000,
+        )
         return response
 
     return observe
@@ -109,7 +116,9 @@ def _authenticate(tokens: TokenTable):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            return error_response(401, "missing token: send an 'Authorization: Bearer <token>' header", challenge)
+            return error_response(
+                401, "missing token: send an 'Authorization: Bearer <token>' header", challenge
+            )
         scopes = tokens.scopes_of(header[len("Bearer ") :].strip())
         if scopes is None:
             return error_response(401, "invalid token", challenge)
@@ -147,12 +156,16 @@ class RestServer:
         )
         await self._runner.setup()
         host = self.settings.host.strip("[]")
-        site = web.TCPSite(self._runner, host, self.settings.rest_port, ssl_context=ssl_context(self.settings))
+        site = web.TCPSite(
+            self._runner, host, self.settings.rest_port, ssl_context=ssl_context(self.settings)
+        )
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
-            raise OSError(f"could not listen for REST on {self.settings.host}:{self.settings.rest_port}: {exc.strerror}") from None
+            raise OSError(
+                f"could not listen for REST on {self.settings.host}:{self.settings.rest_port}: {exc.strerror}"
+            ) from None
         self.port = self._runner.addresses[0][1]
         log.info("REST (Open Inference Protocol V2, TF Serving REST) on %s:%d", self.settings.host, self.port)
         return self.port

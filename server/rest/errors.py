@@ -29,8 +29,14 @@ HTTP_STATUS = {
     "DEADLINE_EXCEEDED": 504,
 }
 #: HTTP status of aiohttp's own refusals (bad path, body too large) -> code name for metrics.
-_CODE_OF_HTTP = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 405: "UNIMPLEMENTED", 413: "INVALID_ARGUMENT"}
+_CODE_OF_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    413: "INVALID_ARGUMENT",
+}
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -78,7 +78,9 @@ def _as_input(name: str, value: Any) -> np.ndarray:
 def predict_inputs(document: dict, input_name: str) -> tuple[dict[str, np.ndarray], bool]:
     """The signature's input from a row (``instances``) or columnar (``inputs``) request; and whether it was rows."""
     if ("instances" in document) == ("inputs" in document):
-        raise InvalidRequest("send either 'instances' (row format) or 'inputs' (columnar format), not both or neither")
+        raise InvalidRequest(
+            "send either 'instances' (row format) or 'inputs' (columnar format), not both or neither"
+        )
     if "instances" in document:
         instances = document["instances"]
         if not isinstance(instances, list):
@@ -86,7 +88,9 @@ def predict_inputs(document: dict, input_name: str) -> tuple[dict[str, np.ndarra
         if instances and all(_named(item) for item in instances):
             names = {key for item in instances for key in item}
             if names != {input_name}:
-                raise InvalidRequest(f"this signature takes one input named {input_name!r}; got {sorted(names)}")
+                raise InvalidRequest(
+                    f"this signature takes one input named {input_name!r}; got {sorted(names)}"
+                )
             value = [item[input_name] for item in instances]
         else:
             value = instances
@@ -100,7 +104,9 @@ def predict_inputs(document: dict, input_name: str) -> tuple[dict[str, np.ndarra
 
 
 class TFServingHandlers:
-    def __init__(self, settings: ServerSettings, repository: ModelRepository, inference: InferenceService) -> None:
+    def __init__(
+        self, settings: ServerSettings, repository: ModelRepository, inference: InferenceService
+    ) -> None:
         self.settings = settings
         self.repository = repository
         self.inference = inference
@@ -108,7 +114,9 @@ class TFServingHandlers:
     def _target(self, request: web.Request) -> dict[str, str | None]:
         match = _PATH.match(request.match_info["path"])
         if match is None:
-            raise NotFound(f"no TF Serving REST endpoint {request.path!r}: use /v1/models/<name>[/versions/<n>|/labels/<l>][/metadata|:predict]")
+            raise NotFound(
+                f"no TF Serving REST endpoint {request.path!r}: use /v1/models/<name>[/versions/<n>|/labels/<l>][/metadata|:predict]"
+            )
         request[MODEL] = match["model"]  # for metrics (the path is one route)
         return match.groupdict()
 
@@ -127,8 +135,14 @@ class TFServingHandlers:
             response.metadata["signature_def"].Unpack(signature_map)
             return web.json_response(
                 {
-                    "model_spec": json_format.MessageToDict(response.model_spec, preserving_proto_field_name=True),
-                    "metadata": {"signature_def": json_format.MessageToDict(signature_map, preserving_proto_field_name=True)},
+                    "model_spec": json_format.MessageToDict(
+                        response.model_spec, preserving_proto_field_name=True
+                    ),
+                    "metadata": {
+                        "signature_def": json_format.MessageToDict(
+                            signature_map, preserving_proto_field_name=True
+                        )
+                    },
                 }
             )
         version = int(target["version"]) if target["version"] is not None else None
@@ -136,17 +150,23 @@ class TFServingHandlers:
             labels = self.settings.model_config(target["model"]).version_labels
             if target["label"] not in labels:
                 known = ", ".join(sorted(labels)) or "none configured"
-                raise NotFound(f"unknown version label {target['label']!r} for model {target['model']!r}; labels: {known}")
+                raise NotFound(
+                    f"unknown version label {target['label']!r} for model {target['model']!r}; labels: {known}"
+                )
             version = labels[target["label"]]
         status = tfserving.model_status(self.repository, target["model"], version)
-        body = json_format.MessageToDict(status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        body = json_format.MessageToDict(
+            status, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
         return web.json_response(body)
 
     async def post(self, request: web.Request) -> web.Response:
         target = self._target(request)
         if target["verb"] != "predict":
             verb = f":{target['verb']}" if target["verb"] else "no verb"
-            raise InvalidRequest(f"{verb}: this server answers ':predict' (its signatures are predict signatures)")
+            raise InvalidRequest(
+                f"{verb}: this server answers ':predict' (its signatures are predict signatures)"
+            )
         ref = self._ref(target)
         self.repository.resolve(ref)  # an unknown model is the more useful error, before input checks
         try:
@@ -169,10 +189,14 @@ class TFServingHandlers:
         if not rows:
             return web.json_response({"outputs": outputs})
         count = len(next(iter(outputs.values())))
-        return web.json_response({"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(count)]})
+        return web.json_response(
+            {"predictions": [{k: v[i] for k, v in outputs.items()} for i in range(count)]}
+        )
 
 
-def routes(settings: ServerSettings, repository: ModelRepository, inference: InferenceService) -> list[web.RouteDef]:
+def routes(
+    settings: ServerSettings, repository: ModelRepository, inference: InferenceService
+) -> list[web.RouteDef]:
     h = TFServingHandlers(settings, repository, inference)
     return [
         web.get("/v1/models/{path:.+}", h.get, name="tfserving.status"),

@@ -33,7 +33,7 @@ def _bytes_element(name: str, value: Any, base64_strings: bool) -> bytes:
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         value, base64_strings = value["b64"], True
     if not isinstance(value, str):
-        raise InvalidRequest(f"input {name!r}: BYTES elements are JSON strings or {{\"b64\": ...}} objects")
+        raise InvalidRequest(f'input {name!r}: BYTES elements are JSON strings or {{"b64": ...}} objects')
     if not base64_strings:
         return value.encode()
     try:
@@ -48,20 +48,32 @@ def _flatten(value: Any) -> list:
     return [value]
 
 
-def json_tensor(name: str, datatype: str, shape: list[int], data: Any, parameters: dict[str, Any]) -> np.ndarray:
+def json_tensor(
+    name: str, datatype: str, shape: list[int], data: Any, parameters: dict[str, Any]
+) -> np.ndarray:
     values = _flatten(data)
     check_shape(name, shape, len(values))
     if datatype == "BYTES":
         base64_strings = parameters.get("content_type") == "base64"
-        return np.array([_bytes_element(name, v, base64_strings) for v in values], dtype=object).reshape(shape)
+        return np.array([_bytes_element(name, v, base64_strings) for v in values], dtype=object).reshape(
+            shape
+        )
     dtype = DATATYPES.get(datatype)
     if dtype is None:
         raise InvalidRequest(f"input {name!r}: unsupported datatype {datatype!r}; use BYTES or UINT8")
     if any(isinstance(v, (bool, str, dict, type(None))) for v in values) and dtype != bool:
         raise InvalidRequest(f"input {name!r}: {datatype} data must be numbers")
     array = np.asarray(values)
-    if dtype.kind in "ui" and array.size and (array.dtype.kind == "f" or array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max):
-        raise InvalidRequest(f"input {name!r}: {datatype} values must be integers in [{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]")
+    if (
+        dtype.kind in "ui"
+        and array.size
+        and (
+            array.dtype.kind == "f" or array.min() < np.iinfo(dtype).min or array.max() > np.iinfo(dtype).max
+        )
+    ):
+        raise InvalidRequest(
+            f"input {name!r}: {datatype} values must be integers in [{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
+        )
     return array.astype(dtype).reshape(shape)
 
 
@@ -78,7 +90,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, l
     binary = b""
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise InvalidRequest(f"{HEADER_LENGTH} must be the JSON part's length in bytes (at most {len(body)})")
+            raise InvalidRequest(
+                f"{HEADER_LENGTH} must be the JSON part's length in bytes (at most {len(body)})"
+            )
         body, binary = body[: int(header_length)], body[int(header_length) :]
     try:
         document = json.loads(body)
@@ -89,8 +103,11 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict, l
     for item in document.get("inputs") or []:
         item = _object(item, "each input")
         name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
-        if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in shape
+        if (
+            not isinstance(name, str)
+            or not isinstance(datatype, str)
+            or not isinstance(shape, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
         ):
             raise InvalidRequest("each input needs a name, a datatype and a shape (a list of integers)")
         parameters = _object(item.get("parameters"), f"input {name!r} parameters")
@@ -148,7 +165,12 @@ class V2Handlers:
         parameters = dict(_object(document.get("parameters"), "parameters"))
         binary_default = bool(parameters.pop("binary_data_output", False))
         requested = [_object(o, "each output") for o in document.get("outputs") or []]
-        binary_of = {o.get("name"): bool(_object(o.get("parameters"), "output parameters").get("binary_data", binary_default)) for o in requested}
+        binary_of = {
+            o.get("name"): bool(
+                _object(o.get("parameters"), "output parameters").get("binary_data", binary_default)
+            )
+            for o in requested
+        }
         result = await self.dataplane.infer(
             info["model"], info.get("version", ""), inputs, [o.get("name") for o in requested], parameters
         )

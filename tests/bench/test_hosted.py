@@ -42,14 +42,28 @@ def _classify_bare(address: str) -> None:
 @pytest.mark.parametrize("mode", ["server", "bare"])
 def test_hosted_process_answers_calls_times_its_model_and_stops_at_end_of_input(mode, model_root, tmp_path):
     if mode == "server":
-        args = [CLASSIFIER, "--model-root", str(model_root), "--host", "127.0.0.1", "--port", "0",
-                "--state-dir", str(tmp_path / "state")]
+        args = [
+            CLASSIFIER,
+            "--model-root",
+            str(model_root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
     else:
         args = ["--bare", str(model_root / CLASSIFIER / "1")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.hosted", *args],
-        cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline()

@@ -15,7 +15,11 @@ class FakeModel:
         return batch * 10.0 * callers
 
     def sweep(self, seconds: float) -> list[dict]:
-        return [{"callers": c, "batch": b, "images_per_s": self.rate(b, seconds, c)} for c in SWEEP_CALLERS for b in SWEEP_BATCHES]
+        return [
+            {"callers": c, "batch": b, "images_per_s": self.rate(b, seconds, c)}
+            for c in SWEEP_CALLERS
+            for b in SWEEP_BATCHES
+        ]
 
     def single_latencies(self, count: int) -> list[float]:
         return [0.03] * count
@@ -28,12 +32,16 @@ def answers(*commands: dict) -> list:
 
 
 def test_each_command_gets_one_json_answer_in_order():
-    rate, rate2, sweep, single = answers({"op": "rate", "batch": 8, "seconds": 1},
-                                         {"op": "rate", "batch": 8, "callers": 2, "seconds": 1},
-                                         {"op": "sweep", "seconds": 1}, {"op": "single", "count": 3})
+    rate, rate2, sweep, single = answers(
+        {"op": "rate", "batch": 8, "seconds": 1},
+        {"op": "rate", "batch": 8, "callers": 2, "seconds": 1},
+        {"op": "sweep", "seconds": 1},
+        {"op": "single", "count": 3},
+    )
     assert (rate, rate2) == (80.0, 160.0)
     assert {(e["callers"], e["batch"]): e["images_per_s"] for e in sweep} == {
-        (c, b): b * 10.0 * c for c in SWEEP_CALLERS for b in SWEEP_BATCHES}
+        (c, b): b * 10.0 * c for c in SWEEP_CALLERS for b in SWEEP_BATCHES
+    }
     assert single == [0.03, 0.03, 0.03]
 
 

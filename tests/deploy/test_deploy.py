@@ -21,7 +21,9 @@ OFFLINE_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.
 
 def test_dockerfile_passes_hadolint():
     hadolint = Path(sys.executable).with_name("hadolint")
-    result = subprocess.run([str(hadolint), str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(hadolint), str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -46,7 +48,9 @@ def test_compose_file_matches_the_compose_spec_and_lints_clean():
     assert dclint.exists(), "run `npm ci --prefix tests/deploy` (scripts/test does it)"
     result = subprocess.run(
         [str(dclint), "--max-warnings", "0", str(REPO_ROOT / "docker-compose.yml")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -57,7 +61,11 @@ def test_compose_services_have_what_the_issue_asks():
     assert server["depends_on"]["exporter"]["condition"] == "service_completed_successfully"
     assert server["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "server.healthcheck"]
     defaults = ServerSettings()
-    assert {p.split(":")[-1] for p in server["ports"]} == {str(defaults.port), str(defaults.metrics_port)} == {"8500", "8510"}
+    assert (
+        {p.split(":")[-1] for p in server["ports"]}
+        == {str(defaults.port), str(defaults.metrics_port)}
+        == {"8500", "8510"}
+    )
     assert {"models:/models"} <= set(exporter["volumes"]) and {"models:/models"} <= set(server["volumes"])
 
 
@@ -69,7 +77,9 @@ def test_every_compose_setting_is_a_real_server_setting():
 
 
 def test_the_exporter_container_command_runs_here(tmp_path):
-    command = [sys.executable if part == "python" else part for part in COMPOSE["services"]["exporter"]["command"]]
+    command = [
+        sys.executable if part == "python" else part for part in COMPOSE["services"]["exporter"]["command"]
+    ]
     command = [str(tmp_path / "models") if part == "/models" else part for part in command]
     env = {**os.environ, **COMPOSE["services"]["exporter"]["environment"], **OFFLINE_ENV}
     env.update(KERAS_HOME=str(tmp_path / "keras"), TFHUB_CACHE_DIR=str(tmp_path / "tfhub"))
@@ -94,7 +104,9 @@ def test_the_server_container_command_and_health_check_run_here(tmp_path, classi
     server = SubprocessServer([], env=environment).start()
     try:
         health_command = COMPOSE["services"]["server"]["healthcheck"]["test"][1:]
-        health_command = [sys.executable if p == "python" else p.replace("8500", str(port)) for p in health_command]
+        health_command = [
+            sys.executable if p == "python" else p.replace("8500", str(port)) for p in health_command
+        ]
         server.wait_serving()
         check = subprocess.run(health_command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
         assert check.returncode == 0 and check.stdout.strip() == "SERVING", check.stderr

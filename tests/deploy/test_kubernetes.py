@@ -88,7 +88,13 @@ def rendered(request) -> dict[str, dict]:
 def test_the_rendered_kustomization_is_valid_kubernetes(rendered):
     for resource in rendered.values():
         validate(resource)
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "PersistentVolumeClaim"} <= set(rendered)
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "PersistentVolumeClaim",
+    } <= set(rendered)
 
 
 def container(rendered) -> dict:
@@ -107,7 +113,11 @@ def settings_of(rendered) -> ServerSettings:
 
 def test_every_imageserve_variable_is_a_real_setting(rendered):
     names = {f.name for f in dataclasses.fields(ServerSettings) if not f.metadata.get("file_only")}
-    unknown = [k for k in environment(rendered) if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in names]
+    unknown = [
+        k
+        for k in environment(rendered)
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in names
+    ]
     assert not unknown, f"not settings (see python -m server --help): {unknown}"
     settings = settings_of(rendered)  # and every value parses and passes the settings' checks
     assert container(rendered)["command"] == ["python", "-m", "server"]
@@ -151,10 +161,17 @@ def test_selectors_volumes_and_autoscaling_fit_together(rendered):
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: m for m in container(rendered)["volumeMounts"]}
     models = mounts[str(settings_of(rendered).model_root)]
-    assert models["readOnly"] and volumes[models["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert (
+        models["readOnly"]
+        and volumes[models["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    )
 
     hpa = rendered["HorizontalPodAutoscaler"]["spec"]
-    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     # kubectl apply resets replicas to the Deployment's value; keep that the HPA's floor.
     assert deployment["spec"]["replicas"] == hpa["minReplicas"] <= hpa["maxReplicas"]
     metrics = Metrics()

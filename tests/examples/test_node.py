@@ -18,7 +18,9 @@ def run_example(*args: str) -> subprocess.CompletedProcess:
     node = shutil.which("node")
     assert node, "Node.js is needed for the example (scripts/test installs its packages with npm)"
     assert (EXAMPLE / "node_modules" / "@grpc" / "grpc-js").exists(), "run `npm ci --prefix examples/node`"
-    return subprocess.run([node, str(EXAMPLE / "classify.js"), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [node, str(EXAMPLE / "classify.js"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_node_example_matches_the_python_client(server, tmp_path, photos):
@@ -28,7 +30,15 @@ def test_node_example_matches_the_python_client(server, tmp_path, photos):
         path.write_bytes(photos[name])
         paths.append(path)
     result = run_example(
-        "--address", server.address, "--model", CLASSIFIER, "--features-model", FEATURES, "--top-k", "3", *map(str, paths)
+        "--address",
+        server.address,
+        "--model",
+        CLASSIFIER,
+        "--features-model",
+        FEATURES,
+        "--top-k",
+        "3",
+        *map(str, paths),
     )
     assert result.returncode == 0, result.stderr
     output = json.loads(result.stdout)
@@ -40,9 +50,13 @@ def test_node_example_matches_the_python_client(server, tmp_path, photos):
     for node_predictions, python_predictions in zip(output["classify"]["results"], classified.predictions):
         assert [p["class_id"] for p in node_predictions] == [p.class_id for p in python_predictions]
         assert [p["label"] for p in node_predictions] == [p.label for p in python_predictions]
-        np.testing.assert_allclose([p["score"] for p in node_predictions], [p.score for p in python_predictions], rtol=1e-6)
+        np.testing.assert_allclose(
+            [p["score"] for p in node_predictions], [p.score for p in python_predictions], rtol=1e-6
+        )
     assert output["features"]["dimension"] == features.features.shape[1] == 512
-    np.testing.assert_allclose(np.array(output["features"]["features"], np.float32), features.features, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.array(output["features"]["features"], np.float32), features.features, rtol=1e-6
+    )
 
 
 def test_node_example_reports_the_servers_error(server, tmp_path, photos):

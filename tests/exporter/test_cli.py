@@ -15,7 +15,9 @@ from tests.conftest import REPO_ROOT
 OFFLINE_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 
 
-def run_exporter(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_exporter(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         cwd=REPO_ROOT,
@@ -61,7 +63,10 @@ def test_offline_imagenet_weights_say_what_to_do(tmp_path):
 
 def test_offline_hub_handle_says_what_to_do(tmp_path):
     result = run_exporter(
-        "mobilenet_v2", "--output", str(tmp_path), env={**OFFLINE_ENV, "TFHUB_CACHE_DIR": str(tmp_path / "hub")}
+        "mobilenet_v2",
+        "--output",
+        str(tmp_path),
+        env={**OFFLINE_ENV, "TFHUB_CACHE_DIR": str(tmp_path / "hub")},
     )
     assert result.returncode == 3, result.stderr
     err = result.stderr
@@ -93,7 +98,13 @@ def test_export_shows_progress_and_saved_model_cli_lists_signatures(tmp_path):
     result = run_exporter("vgg16", "--weights", "random", "--input-size", "32", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "vgg16" / "1")
-    for step in ("building vgg16", "tracing serving signatures", "writing SavedModel", "verifying", "published"):
+    for step in (
+        "building vgg16",
+        "tracing serving signatures",
+        "writing SavedModel",
+        "verifying",
+        "published",
+    ):
         assert step in result.stderr
     assert " s" in result.stderr and "done in" in result.stderr
 
@@ -129,6 +140,8 @@ def test_user_errors_are_reported_before_tensorflow_loads(tmp_path):
         "main(['mobilenet_v2', '--weights', 'random'])]; "
         "print(codes, 'tensorflow' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
     assert result.stdout.split() == ["[2,", "2,", "2]", "False"], result.stderr
     assert "missing.h5: no such file" in result.stderr

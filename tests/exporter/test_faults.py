@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,9 @@ EXPORT = [sys.executable, "-m", "exporter", "vgg16", "--weights", "random", "--i
 
 def run(command, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **kwargs.pop("env", {})}
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env, **kwargs)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env, **kwargs
+    )
 
 
 @pytest.fixture
@@ -24,7 +25,9 @@ def small_disk(tmp_path):
     """A 3 MiB tmpfs: too small for the ~60 MB of VGG16's variables."""
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"mounting a size-limited tmpfs needs root: {mounted.stderr.decode().strip()}")
     yield mount_point
@@ -46,7 +49,9 @@ def test_permission_denied_leaves_nothing_behind(tmp_path):
     # chattr +i: even root may not create entries here (EPERM, "Operation not permitted").
     made_immutable = subprocess.run(["chattr", "+i", str(locked)], capture_output=True)
     if made_immutable.returncode != 0:
-        pytest.skip(f"the immutable flag needs root and a filesystem that has it: {made_immutable.stderr.decode().strip()}")
+        pytest.skip(
+            f"the immutable flag needs root and a filesystem that has it: {made_immutable.stderr.decode().strip()}"
+        )
     try:
         result = run([*EXPORT, "--output", str(output)])
     finally:

@@ -59,7 +59,9 @@ class KerasReference:
         self.preprocess_input = getattr(keras.applications, entry.keras_module).preprocess_input
         constructor = getattr(keras.applications, entry.keras_application)
         # include_top=False, pooling="avg" is Keras' own definition of "GAP of the last conv features".
-        self.headless = constructor(weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3))
+        self.headless = constructor(
+            weights=None, include_top=False, pooling="avg", input_shape=(size, size, 3)
+        )
         self.headless.set_weights(full_model.get_weights()[: len(self.headless.weights)])
         self.full = full_model
 
@@ -120,9 +122,19 @@ def test_keras_entry_matches_reference_pipeline(keras_case, photos):
     name, loaded, reference = keras_case
     assert_reference_is_informative(reference, photos)
     assert_faithful(loaded.signatures, reference, photos)
-    probabilities = loaded.signatures["classify"](images=tf.constant([photos["chelsea.png"]]))["probabilities"]
-    np.testing.assert_allclose(probabilities.numpy()[0], reference.probabilities(photos["chelsea.png"]), atol=1e-5)
-    assert set(loaded.signatures) == {"serving_default", "classify", "classify_pixels", "features", "features_pixels"}
+    probabilities = loaded.signatures["classify"](images=tf.constant([photos["chelsea.png"]]))[
+        "probabilities"
+    ]
+    np.testing.assert_allclose(
+        probabilities.numpy()[0], reference.probabilities(photos["chelsea.png"]), atol=1e-5
+    )
+    assert set(loaded.signatures) == {
+        "serving_default",
+        "classify",
+        "classify_pixels",
+        "features",
+        "features_pixels",
+    }
 
 
 def test_hub_entry_matches_reference_pipeline(export_cache, hub_handles, photos):
@@ -141,8 +153,12 @@ def test_hub_entry_matches_reference_pipeline(export_cache, hub_handles, photos)
 
     assert_reference_is_informative(HubReference(), photos)
     assert_faithful(loaded.signatures, HubReference(), photos)
-    logits = classifier.predict(resized_reference_input(photos["chelsea.png"], HUB_SIZE) / 255.0, verbose=0)[0]
-    probabilities = loaded.signatures["classify"](images=tf.constant([photos["chelsea.png"]]))["probabilities"]
+    logits = classifier.predict(resized_reference_input(photos["chelsea.png"], HUB_SIZE) / 255.0, verbose=0)[
+        0
+    ]
+    probabilities = loaded.signatures["classify"](images=tf.constant([photos["chelsea.png"]]))[
+        "probabilities"
+    ]
     np.testing.assert_allclose(probabilities.numpy()[0], tf.nn.softmax(logits).numpy(), atol=1e-6)
     assert result.manifest["num_classes"] == 1001 and result.manifest["preprocessing"] == "unit"
     assert (result.path / "assets" / "labels.txt").read_text().splitlines()[0] == "background"
@@ -154,7 +170,10 @@ MUTANTS = {
     "caffe without RGB->BGR": ("vgg16", lambda x: x - tf.constant([103.939, 116.779, 123.68])),
     "caffe without mean subtraction": ("vgg16", lambda x: x[..., ::-1]),
     "tf mode scaled to [0, 1]": ("mobilenet_v2_keras", lambda x: x / 255.0),
-    "torch mode with caffe means": ("densenet121", lambda x: (x[..., ::-1] - tf.constant([103.939, 116.779, 123.68]))),
+    "torch mode with caffe means": (
+        "densenet121",
+        lambda x: x[..., ::-1] - tf.constant([103.939, 116.779, 123.68]),
+    ),
 }
 
 
@@ -167,7 +186,11 @@ def test_wrong_preprocessing_fails_fidelity(mutant, keras_references, photos):
     assert MODES[CATALOG[name].preprocessing].fn is not wrong
     mutated = PreprocessingMode("mutant", mutant, wrong)
     module = ServingModule(
-        size, None, lambda pixels: features_model(mutated.fn(pixels), training=False), None, {"net": features_model}
+        size,
+        None,
+        lambda pixels: features_model(mutated.fn(pixels), training=False),
+        None,
+        {"net": features_model},
     )
     assert_reference_is_informative(reference, photos)
     with pytest.raises(AssertionError):

@@ -19,7 +19,9 @@ QUIET = Progress("test", stream=None)
 
 
 def small_export(root: Path, **options):
-    spec = ExportSpec(name="vgg16", weights="random", input_size=32, include_top=False, output_dir=root, **options)
+    spec = ExportSpec(
+        name="vgg16", weights="random", input_size=32, include_top=False, output_dir=root, **options
+    )
     return export_model(spec, QUIET)
 
 
@@ -40,12 +42,21 @@ def test_published_version_is_complete_and_readable(tmp_path):
     result = small_export(tmp_path)
     names = {p.name for p in result.path.iterdir()}
     assert {"saved_model.pb", "variables", "manifest.json"} <= names
-    assert oct(result.path.stat().st_mode & 0o777) != oct(0o700), "a published version must be readable by others"
+    assert oct(result.path.stat().st_mode & 0o777) != oct(0o700), (
+        "a published version must be readable by others"
+    )
     manifest = read_manifest(result.path)
     assert manifest["version"] == 1 and manifest["weights"] == {"kind": "random", "seed": 0}
     assert manifest["num_classes"] is None and manifest["feature_dim"] == 512
     assert set(manifest["signatures"]) == {"serving_default", "features", "features_pixels"}
-    for key in ("source", "input_size", "preprocessing", "exporter_version", "created_at", "tensorflow_version"):
+    for key in (
+        "source",
+        "input_size",
+        "preprocessing",
+        "exporter_version",
+        "created_at",
+        "tensorflow_version",
+    ):
         assert key in manifest
 
 
@@ -59,7 +70,11 @@ def test_reader_polling_the_root_never_sees_half_a_version(tmp_path):
         while not stop.is_set():
             for version in existing_versions(model_dir):
                 path = model_dir / str(version)
-                required = [path / "saved_model.pb", path / "variables" / "variables.index", path / "manifest.json"]
+                required = [
+                    path / "saved_model.pb",
+                    path / "variables" / "variables.index",
+                    path / "manifest.json",
+                ]
                 if all(p.exists() for p in required):
                     seen_complete.add(path.name)
                 else:
@@ -92,7 +107,9 @@ def test_failed_verification_exits_non_zero(tmp_path, monkeypatch, capsys):
     from exporter import cli
 
     monkeypatch.setattr(publish, "verify_saved_model", broken_verification)
-    code = cli.main(["vgg16", "--weights", "random", "--input-size", "32", "--no-top", "--output", str(tmp_path)])
+    code = cli.main(
+        ["vgg16", "--weights", "random", "--input-size", "32", "--no-top", "--output", str(tmp_path)]
+    )
     assert code == 1
     assert "nothing was published" in capsys.readouterr().err
     assert list((tmp_path / "vgg16").iterdir()) == []

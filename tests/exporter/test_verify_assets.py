@@ -51,14 +51,18 @@ def head_on(base_path: Path, tmp_path: Path, labels: list[str], track_whole_base
 
 
 def test_a_tracked_base_with_its_own_labels_is_refused(classifier_export, tmp_path):
-    module, signatures, manifest = head_on(classifier_export.path, tmp_path, ["a", "b"], track_whole_base=True)
+    module, signatures, manifest = head_on(
+        classifier_export.path, tmp_path, ["a", "b"], track_whole_base=True
+    )
     with pytest.raises(VerificationFailed, match="assets 'labels.txt' and 'labels.txt_1' collide"):
         save_and_publish(module, signatures, tmp_path / "models" / "composed", None, manifest, QUIET)
     assert list((tmp_path / "models" / "composed").iterdir()) == []  # nothing published
 
 
 def test_the_base_variables_alone_make_a_version_with_only_its_labels(classifier_export, tmp_path):
-    module, signatures, manifest = head_on(classifier_export.path, tmp_path, ["a", "b"], track_whole_base=False)
+    module, signatures, manifest = head_on(
+        classifier_export.path, tmp_path, ["a", "b"], track_whole_base=False
+    )
     published = save_and_publish(module, signatures, tmp_path / "models" / "composed", None, manifest, QUIET)
     assert sorted(p.name for p in (published.path / "assets").iterdir()) == ["labels.txt"]
     assert (published.path / "assets" / "labels.txt").read_text() == "a\nb\n"
@@ -76,7 +80,9 @@ def test_labels_count_must_match_the_classifier(reloaded):
     path, loaded = reloaded
     manifest = {**json.loads((path / "manifest.json").read_text()), "num_classes": 10}
     shapes = {"classify/probabilities": [2, 1000]}
-    with pytest.raises(VerificationFailed, match="1000 labels in 'assets/labels.txt', but the manifest says 10"):
+    with pytest.raises(
+        VerificationFailed, match="1000 labels in 'assets/labels.txt', but the manifest says 10"
+    ):
         check_assets(path, manifest, loaded, shapes, None)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import grpc
 import numpy as np

@@ -111,8 +111,12 @@ def assert_version_is_its_own(root: Path, name: str, version: int) -> dict:
     return manifest
 
 
-@pytest.mark.parametrize("output", ["tuned_keras_with_head", "tuned_keras_headless", "tuned_hub", "tuned_twice"])
-def test_every_base_kind_gives_a_served_version_with_the_datasets_labels(stub, root, tuned, small_digits, output):
+@pytest.mark.parametrize(
+    "output", ["tuned_keras_with_head", "tuned_keras_headless", "tuned_hub", "tuned_twice"]
+)
+def test_every_base_kind_gives_a_served_version_with_the_datasets_labels(
+    stub, root, tuned, small_digits, output
+):
     job = tuned[output]
     assert job.state == pb.SUCCEEDED, job.error
     assert job.output_version == 1
@@ -157,7 +161,10 @@ def test_a_version_the_server_cannot_load_fails_the_job_and_is_moved_aside(
     monkeypatch.setattr(LoadedModel, "load", classmethod(refuse_unloadable))
     job = fine_tune(stub, "keras_headless", "unloadable", dataset.dataset_id)
     assert job.state == pb.FAILED
-    assert "could not load the new version unloadable v2: simulated: the runtime refused this version" in job.error
+    assert (
+        "could not load the new version unloadable v2: simulated: the runtime refused this version"
+        in job.error
+    )
     assert f"moved aside to unloadable/.rejected-2-{job.job_id}" in job.error
     assert str(root) not in job.error
     assert sorted(p.name for p in (root / "unloadable").iterdir()) == [f".rejected-2-{job.job_id}", "1"]
@@ -176,5 +183,7 @@ def test_a_version_the_policy_does_not_serve_says_which_policy(stub, root, datas
     assert_version_is_its_own(root, "pinned", 2)
     events = list(stub.WatchFineTuneJob(pb.WatchFineTuneJobRequest(job_id=job.job_id), timeout=30))
     message = events[-1].message
-    assert message.startswith("pinned v2 published, not served: model 'pinned' has version_policy 'specific'"), message
+    assert message.startswith(
+        "pinned v2 published, not served: model 'pinned' has version_policy 'specific'"
+    ), message
     assert "add 2 to versions in [models.pinned]" in message

@@ -90,7 +90,9 @@ def test_graceful_stop_with_a_job_running(tmp_path, features_export, digits):
         with grpc.insecure_channel(first.address) as channel:
             stub = pb_grpc.ImageModelServiceStub(channel)
             dataset = upload(stub, *digits.subset(6), name="small")
-            job = start(stub, "stopped", dataset_id=dataset.dataset_id, epochs=1000, early_stopping_patience=1000)
+            job = start(
+                stub, "stopped", dataset_id=dataset.dataset_id, epochs=1000, early_stopping_patience=1000
+            )
             pid = worker_pid(stub, job.job_id)
             wait_event(stub, job.job_id, lambda e: e.HasField("epoch"))
     finally:

@@ -81,11 +81,17 @@ def test_fine_tuning_it_publishes_a_served_version_of_the_digits(fine_tuned, mod
     assert sorted(p.name for p in (version / "assets").iterdir()) == ["labels.txt"]
     assert read_labels_file(version / "assets" / "labels.txt") == [str(d) for d in range(10)]
     manifest = json.loads((version / "manifest.json").read_text())
-    assert (manifest["num_classes"], manifest["labels_file"], manifest["input_size"]) == (10, "assets/labels.txt", 224)
+    assert (manifest["num_classes"], manifest["labels_file"], manifest["input_size"]) == (
+        10,
+        "assets/labels.txt",
+        224,
+    )
 
 
 def test_the_new_version_classifies_held_out_digits(fine_tuned, server, digits_dir):
-    scored = run("examples/digits.py", "score", str(digits_dir / "test"), "--address", server.address, timeout=900)
+    scored = run(
+        "examples/digits.py", "score", str(digits_dir / "test"), "--address", server.address, timeout=900
+    )
     found = re.fullmatch(r"digits v1: held-out accuracy (\d\.\d{4}) \((\d+)/300\)\n", scored.stdout)
     assert found, scored.stdout
     assert float(found.group(1)) >= 0.95, scored.stdout

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.images import encode, photo, png_claiming_size
 from tests.conftest import CLASSIFIER, FEATURES
+from tests.images import encode, photo, png_claiming_size
 
 CAT = photo("chelsea")
 
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 
 
 def features(stub, images) -> np.ndarray:
-    response = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images), timeout=60)
+    response = stub.ExtractFeatures(
+        pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images), timeout=60
+    )
     return np.array([f.values for f in response.features], np.float32)
 
 
@@ -48,10 +50,20 @@ def png16_rgb(pixels8: np.ndarray) -> bytes:
     raw = b"".join(b"\x00" + data[y].tobytes() for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def animated_gif(first: np.ndarray, second: np.ndarray) -> bytes:
@@ -87,7 +99,9 @@ VALID = {
     "palette PNG": lambda: encode(Image.fromarray(CAT).convert("P")),
     "CMYK JPEG": lambda: encode(Image.fromarray(CAT).convert("CMYK"), "JPEG"),
     "16-bit RGB PNG": lambda: png16_rgb(CAT),
-    "16-bit grayscale PNG": lambda: encode(Image.fromarray((CAT[..., 0].astype(np.uint16) * 257)).convert("I;16")),
+    "16-bit grayscale PNG": lambda: encode(
+        Image.fromarray(CAT[..., 0].astype(np.uint16) * 257).convert("I;16")
+    ),
     "BMP": lambda: encode(CAT, "BMP"),
     "WebP": lambda: encode(CAT, "WEBP", lossless=True),
     "animated GIF": lambda: animated_gif(CAT, 255 - CAT),
@@ -112,7 +126,9 @@ def test_sixteen_bit_and_cmyk_decode_to_the_same_picture(stub):
 def test_an_animated_gif_is_its_first_frame(stub):
     gif_features = features(stub, [animated_gif(CAT, 255 - CAT)])[0]
     first_frame = Image.open(io.BytesIO(animated_gif(CAT, 255 - CAT))).convert("RGB")
-    np.testing.assert_allclose(gif_features, features(stub, [encode(np.asarray(first_frame))])[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        gif_features, features(stub, [encode(np.asarray(first_frame))])[0], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_exif_rotated_jpeg_is_classified_upright(stub):
@@ -130,7 +146,10 @@ def truncated(data: bytes, keep: float) -> bytes:
 
 INVALID = {
     "empty": (lambda: b"", "empty image"),
-    "random bytes": (lambda: np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(), "not a recognised image"),
+    "random bytes": (
+        lambda: np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "not a recognised image",
+    ),
     "truncated JPEG": (lambda: truncated(encode(CAT, "JPEG"), 0.4), "could not decode"),
     "truncated PNG": (lambda: truncated(encode(CAT), 0.4), "could not decode"),
     "PNG header only": (lambda: encode(CAT)[:40], ""),
@@ -154,7 +173,9 @@ def test_unusable_images_are_invalid_argument_naming_the_index(stub, kind):
 def test_more_images_than_the_maximum(stub):
     with pytest.raises(grpc.RpcError) as caught:
         classify(stub, [encode(np.zeros((4, 4, 3), np.uint8))] * 65)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "maximum is 64" in caught.value.details()
+    assert (
+        caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "maximum is 64" in caught.value.details()
+    )
 
 
 def test_a_bad_image_does_not_fail_other_callers_in_the_same_batch(stub):
@@ -173,6 +194,8 @@ def test_a_bad_image_does_not_fail_other_callers_in_the_same_batch(stub):
         answers = list(pool.map(call, [[good], [good, bad], [good]] * 8))
     for i, answer in enumerate(answers):
         if i % 3 == 1:
-            assert isinstance(answer, grpc.RpcError) and answer.details().startswith("image 1: could not decode")
+            assert isinstance(answer, grpc.RpcError) and answer.details().startswith(
+                "image 1: could not decode"
+            )
         else:
             assert not isinstance(answer, grpc.RpcError), answer

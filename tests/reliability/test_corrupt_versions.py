@@ -76,7 +76,14 @@ def test_a_corrupt_version_is_failed_and_the_previous_one_keeps_serving(
 
             def version_2():
                 status = stub.GetModelStatus(pb.GetModelStatusRequest(name=NAME))
-                return next((v for v in status.versions if v.version == 2 and v.state == pb.ModelVersionStatus.FAILED), None)
+                return next(
+                    (
+                        v
+                        for v in status.versions
+                        if v.version == 2 and v.state == pb.ModelVersionStatus.FAILED
+                    ),
+                    None,
+                )
 
             failed = wait_for(version_2, 60, what=f"v2 ({kind}) FAILED")
             assert reason in failed.error
@@ -84,8 +91,15 @@ def test_a_corrupt_version_is_failed_and_the_previous_one_keeps_serving(
             request = pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=NAME), images=[photos["chelsea.png"]])
             assert stub.ExtractFeatures(request).model.version == 1
             with pytest.raises(grpc.RpcError) as caught:
-                stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=NAME, version=2), images=[photos["chelsea.png"]]))
-            assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "failed to load" in caught.value.details()
+                stub.ExtractFeatures(
+                    pb.ExtractFeaturesRequest(
+                        model=pb.ModelSpec(name=NAME, version=2), images=[photos["chelsea.png"]]
+                    )
+                )
+            assert (
+                caught.value.code() == grpc.StatusCode.NOT_FOUND
+                and "failed to load" in caught.value.details()
+            )
     finally:
         shutil.rmtree(corrupt_root / NAME / "2")
         corrupt_server.reconcile()

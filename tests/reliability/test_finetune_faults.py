@@ -24,12 +24,16 @@ def small_digits():
     return images, labels
 
 
-def test_disk_full_while_publishing_fails_the_job_and_publishes_nothing(tmp_path, features_export, small_digits):
+def test_disk_full_while_publishing_fails_the_job_and_publishes_nothing(
+    tmp_path, features_export, small_digits
+):
     root = tmp_path / "models"
     copy_version(features_export.path, root, "vgg16", 1)
     full = root / "digits-full"
     full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"mounting a size-limited tmpfs needs root: {mounted.stderr.decode().strip()}")
     server = InProcessServer(test_settings(root, state_dir=tmp_path / "state")).start()
@@ -37,7 +41,9 @@ def test_disk_full_while_publishing_fails_the_job_and_publishes_nothing(tmp_path
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.ImageModelServiceStub(channel)
             dataset = upload(stub, *small_digits)
-            job, _events = wait_done(stub, start(stub, "digits-full", dataset_id=dataset.dataset_id, **FAST).job_id)
+            job, _events = wait_done(
+                stub, start(stub, "digits-full", dataset_id=dataset.dataset_id, **FAST).job_id
+            )
             assert job.state == pb.FAILED
             assert "No space left on device" in job.error, job.error
             assert str(root) not in job.error
@@ -54,14 +60,18 @@ def immutable(directory: Path):
     """chattr +i: nobody, not even root, may create entries in ``directory`` (EPERM)."""
     locked = subprocess.run(["chattr", "+i", str(directory)], capture_output=True)
     if locked.returncode != 0:
-        pytest.skip(f"the immutable flag needs root and a filesystem that has it: {locked.stderr.decode().strip()}")
+        pytest.skip(
+            f"the immutable flag needs root and a filesystem that has it: {locked.stderr.decode().strip()}"
+        )
     try:
         yield directory
     finally:
         subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
-def test_permission_denied_while_publishing_fails_the_job_and_publishes_nothing(tmp_path, features_export, small_digits):
+def test_permission_denied_while_publishing_fails_the_job_and_publishes_nothing(
+    tmp_path, features_export, small_digits
+):
     root = tmp_path / "models"
     copy_version(features_export.path, root, "vgg16", 1)
     locked = root / "digits-locked"
@@ -71,7 +81,9 @@ def test_permission_denied_while_publishing_fails_the_job_and_publishes_nothing(
         with grpc.insecure_channel(server.address) as channel, immutable(locked):
             stub = pb_grpc.ImageModelServiceStub(channel)
             dataset = upload(stub, *small_digits)
-            job, _ = wait_done(stub, start(stub, "digits-locked", dataset_id=dataset.dataset_id, **FAST).job_id)
+            job, _ = wait_done(
+                stub, start(stub, "digits-locked", dataset_id=dataset.dataset_id, **FAST).job_id
+            )
             assert job.state == pb.FAILED
             assert "Operation not permitted" in job.error, job.error
             assert str(root) not in job.error

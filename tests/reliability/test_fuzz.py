@@ -51,7 +51,11 @@ def encoded_images(draw) -> bytes:
 request_images = st.lists(st.one_of(st.binary(max_size=512), encoded_images()), min_size=1, max_size=6)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(images=request_images, top_k=st.one_of(st.none(), st.integers(-2, 1002)))
 def test_classify_answers_a_result_or_invalid_argument(server, stub, images, top_k):
     request = pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images)

@@ -36,7 +36,9 @@ def rss_mib(pid: int) -> float:
 
 
 def valid_images() -> list[bytes]:
-    images = [encode(photo(name), "JPEG", quality=90) for name in ("chelsea", "coffee", "astronaut", "rocket")]
+    images = [
+        encode(photo(name), "JPEG", quality=90) for name in ("chelsea", "coffee", "astronaut", "rocket")
+    ]
     return images + [encode(photo(name)) for name in ("chelsea", "coffee")]
 
 
@@ -47,7 +49,9 @@ def invalid_images() -> list[bytes]:
 
 def expected_top1(version_dir: Path, images: list[bytes]) -> list[int]:
     classify = tf.saved_model.load(str(version_dir)).signatures["classify"]
-    return [int(np.argmax(classify(images=tf.constant([image]))["probabilities"].numpy()[0])) for image in images]
+    return [
+        int(np.argmax(classify(images=tf.constant([image]))["probabilities"].numpy()[0])) for image in images
+    ]
 
 
 async def soak(address: str, on_swap) -> dict:
@@ -98,10 +102,25 @@ def test_soak_with_invalid_images_and_a_hot_swap(tmp_path, classifier_export, cl
     root = tmp_path / "models"
     copy_version(classifier_export.path, root, NAME, 1)
     images = valid_images()
-    expected = {1: expected_top1(classifier_export.path, images), 2: expected_top1(classifier_v2_export.path, images)}
+    expected = {
+        1: expected_top1(classifier_export.path, images),
+        2: expected_top1(classifier_v2_export.path, images),
+    }
     server = SubprocessServer(
-        ["--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-         "--poll-interval-s", "0.5", "--state-dir", str(tmp_path / "state")]
+        [
+            "--model-root",
+            str(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--poll-interval-s",
+            "0.5",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
     ).start()
     try:
         server.wait_serving()
@@ -113,7 +132,9 @@ def test_soak_with_invalid_images_and_a_hot_swap(tmp_path, classifier_export, cl
 
         asyncio.run(warm_up())
         rss_warm = rss_mib(server.process.pid)
-        outcomes = asyncio.run(soak(server.address, lambda: copy_version(classifier_v2_export.path, root, NAME, 2)))
+        outcomes = asyncio.run(
+            soak(server.address, lambda: copy_version(classifier_v2_export.path, root, NAME, 2))
+        )
         rss_end = rss_mib(server.process.pid)
     finally:
         assert server.terminate() == 0

@@ -30,7 +30,13 @@ def corpus() -> dict[str, bytes]:
     images = {}
     for name in ("chelsea", "coffee"):
         pixels = photo(name)
-        for fmt, options in (("JPEG", {"quality": 92}), ("PNG", {}), ("GIF", {}), ("BMP", {}), ("WEBP", {"quality": 90})):
+        for fmt, options in (
+            ("JPEG", {"quality": 92}),
+            ("PNG", {}),
+            ("GIF", {}),
+            ("BMP", {}),
+            ("WEBP", {"quality": 90}),
+        ):
             images[f"{name}.{fmt.lower()}"] = encode(pixels, fmt, **options)
     return images
 
@@ -65,22 +71,36 @@ def runtime_root(tmp_path_factory):
     quiet = Progress("test-export", stream=None)
     export_varied(root, "mobilenet_v2_keras", 224, seed=5)
     export_varied(root, "efficientnet_b0", 32, seed=6, onnx=False)
-    hub, _classifier, _extractor = save_hub_models(tmp_path_factory.mktemp("hub-varied"), 96, batchnorm_seed=8)
+    hub, _classifier, _extractor = save_hub_models(
+        tmp_path_factory.mktemp("hub-varied"), 96, batchnorm_seed=8
+    )
     # Features only: a base with a labels asset would hand the fine-tuned version its labels.txt
     # (the two assets share a name; reported, not this suite's subject).
     base_path = export_model(
-        ExportSpec(name="hubnet", hub_feature_handle=str(hub["feature_vector"]), input_size=96, output_dir=root),
+        ExportSpec(
+            name="hubnet", hub_feature_handle=str(hub["feature_vector"]), input_size=96, output_dir=root
+        ),
         quiet,
     ).path
     bessel = _save_unconvertible(tmp_path_factory.mktemp("bessel") / "fv")
-    export_model(ExportSpec(name=UNCONVERTIBLE, hub_feature_handle=str(bessel), input_size=32, output_dir=root), quiet)
+    export_model(
+        ExportSpec(name=UNCONVERTIBLE, hub_feature_handle=str(bessel), input_size=32, output_dir=root), quiet
+    )
 
     base = FrozenBase(str(base_path), 96)
     keras.utils.set_random_seed(9)
-    head = keras.Sequential([keras.Input((read_manifest(base_path)["feature_dim"],)), keras.layers.Dense(3, activation="softmax")])
+    head = keras.Sequential(
+        [keras.Input((read_manifest(base_path)["feature_dim"],)), keras.layers.Dense(3, activation="softmax")]
+    )
     publish_finetuned(
-        base, read_manifest(base_path), head, ["ant", "bee", "cat"], root / "tuned",
-        {"base_model": "hubnet", "base_version": 1, "job_id": "test"}, {}, {},
+        base,
+        read_manifest(base_path),
+        head,
+        ["ant", "bee", "cat"],
+        root / "tuned",
+        {"base_model": "hubnet", "base_version": 1, "job_id": "test"},
+        {},
+        {},
     )
     for name in [*KINDS, UNCONVERTIBLE]:
         shutil.copytree(root / name, root / f"{name}{TF_SUFFIX}")

@@ -47,7 +47,9 @@ def status(stub, name) -> pb.ModelVersionStatus:
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_onnx_runtime_answers_like_tensorflow(stub, corpus, name):
     served, reference = status(stub, name), status(stub, name + TF_SUFFIX)
-    assert (served.state, served.runtime) == (pb.ModelVersionStatus.AVAILABLE, "onnxruntime"), served.runtime_detail
+    assert (served.state, served.runtime) == (pb.ModelVersionStatus.AVAILABLE, "onnxruntime"), (
+        served.runtime_detail
+    )
     assert reference.runtime == "tensorflow"
     images = list(corpus.values())
 
@@ -57,9 +59,13 @@ def test_onnx_runtime_answers_like_tensorflow(stub, corpus, name):
 
     if served.metadata.num_classes:
         classes = served.metadata.num_classes
-        for image, a, b in zip(corpus, top5(stub, name, images, classes), top5(stub, name + TF_SUFFIX, images, classes)):
+        for image, a, b in zip(
+            corpus, top5(stub, name, images, classes), top5(stub, name + TF_SUFFIX, images, classes)
+        ):
             assert [c for c, _ in a] == [c for c, _ in b], image
-            assert np.allclose([s for _, s in a], [s for _, s in b], rtol=0, atol=PROBABILITY_TOLERANCE), image
+            assert np.allclose([s for _, s in a], [s for _, s in b], rtol=0, atol=PROBABILITY_TOLERANCE), (
+                image
+            )
 
 
 @pytest.mark.xfail(
@@ -78,7 +84,9 @@ def test_network_tf2onnx_cannot_convert_is_served_by_tensorflow(stub, corpus):
     assert (served.state, served.runtime) == (pb.ModelVersionStatus.AVAILABLE, "tensorflow")
     assert "BesselI1e" in served.runtime_detail
     images = list(corpus.values())[:3]
-    np.testing.assert_array_equal(features(stub, UNCONVERTIBLE, images), features(stub, UNCONVERTIBLE + TF_SUFFIX, images))
+    np.testing.assert_array_equal(
+        features(stub, UNCONVERTIBLE, images), features(stub, UNCONVERTIBLE + TF_SUFFIX, images)
+    )
 
 
 def test_version_without_twin_is_converted_at_load_then_cached(runtime_root, runtime_server, stub):
@@ -90,7 +98,9 @@ def test_version_without_twin_is_converted_at_load_then_cached(runtime_root, run
     assert "exported with the version" in status(stub, "mobilenet_v2_keras").runtime_detail
     root, _base = runtime_root
     cache = cache_dir_for(runtime_server.settings.state_dir)
-    again = LoadedModel.load("tuned", 1, root / "tuned" / "1", RuntimeOptions(runtime="onnxruntime", cache_dir=cache))
+    again = LoadedModel.load(
+        "tuned", 1, root / "tuned" / "1", RuntimeOptions(runtime="onnxruntime", cache_dir=cache)
+    )
     assert again.runtime == "onnxruntime"
     assert "from the cache" in again.runtime_detail
 
@@ -100,7 +110,9 @@ def test_fine_tuning_extracts_features_on_the_twin(runtime_root, stub, corpus):
     images = list(corpus.values())
     assert base.runtime == "onnxruntime"
     np.testing.assert_allclose(
-        base.features(images), features(stub, "hubnet" + TF_SUFFIX, images), rtol=0,
+        base.features(images),
+        features(stub, "hubnet" + TF_SUFFIX, images),
+        rtol=0,
         atol=FEATURE_TOLERANCE * float(np.abs(features(stub, "hubnet" + TF_SUFFIX, images)).max()),
     )
 
@@ -110,7 +122,9 @@ def test_auto_keeps_the_faster_runtime_and_reports_both_timings(runtime_root):
     from server.runtime import RuntimeOptions
 
     root, _base = runtime_root
-    model = LoadedModel.load("efficientnet_b0", 1, root / "efficientnet_b0" / "1", RuntimeOptions(runtime="auto"))
+    model = LoadedModel.load(
+        "efficientnet_b0", 1, root / "efficientnet_b0" / "1", RuntimeOptions(runtime="auto")
+    )
     detail = model.runtime_detail
     assert detail.startswith("auto: warm-up batch of 8: onnxruntime") and "tensorflow" in detail
     onnx_ms, tf_ms = (float(part.split()[-2]) for part in detail.split(";")[0].split(":", 2)[2].split(","))

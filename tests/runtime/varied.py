@@ -40,5 +40,7 @@ def export_varied(root: Path, name: str, size: int, seed: int, onnx: bool = True
     def vary(network) -> None:
         assert randomise_batchnorm(network.keras_model, seed) > 0
 
-    spec = ExportSpec(name=name, weights="random", input_size=size, seed=seed, onnx=onnx, output_dir=root, **options)
+    spec = ExportSpec(
+        name=name, weights="random", input_size=size, seed=seed, onnx=onnx, output_dir=root, **options
+    )
     return export_model(spec, Progress("test-export", stream=None), adjust=vary).path

@@ -20,21 +20,62 @@ def openssl(*args: str, cwd: Path) -> None:
 
 
 def make_ca(directory: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=directory)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        cwd=directory,
+    )
 
 
 def make_signed(directory: Path, name: str, ca: str, *, server: bool) -> None:
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", cwd=directory)
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        cwd=directory,
+    )
     extensions = directory / f"{name}.ext"
     extensions.write_text(
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
         if server
         else "extendedKeyUsage=clientAuth\n"
     )
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.crt", "-extfile", extensions.name, cwd=directory)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.crt",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        f"{name}.crt",
+        "-extfile",
+        extensions.name,
+        cwd=directory,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -59,5 +100,7 @@ def model_root(tmp_path_factory, classifier_export):
 @pytest.fixture(scope="session")
 def tokens_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tokens") / "tokens"
-    path.write_text(f"# token  scopes\n{READ_TOKEN} read\n{TUNE_TOKEN} read,finetune\n{TUNE_ONLY_TOKEN} finetune\n")
+    path.write_text(
+        f"# token  scopes\n{READ_TOKEN} read\n{TUNE_TOKEN} read,finetune\n{TUNE_ONLY_TOKEN} finetune\n"
+    )
     return path

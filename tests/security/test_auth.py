@@ -53,8 +53,12 @@ def test_a_read_token_reads_but_cannot_fine_tune(channel, photos):
     start = pb.StartFineTuneRequest(output_model="mine", dataset_id="x")
     for call in (
         lambda: stub.StartFineTune(start, metadata=bearer(READ_TOKEN), timeout=30),
-        lambda: stub.CancelFineTuneJob(pb.CancelFineTuneJobRequest(job_id="x"), metadata=bearer(READ_TOKEN), timeout=30),
-        lambda: stub.UploadDataset(iter([pb.UploadDatasetRequest()]), metadata=bearer(READ_TOKEN), timeout=30),
+        lambda: stub.CancelFineTuneJob(
+            pb.CancelFineTuneJobRequest(job_id="x"), metadata=bearer(READ_TOKEN), timeout=30
+        ),
+        lambda: stub.UploadDataset(
+            iter([pb.UploadDatasetRequest()]), metadata=bearer(READ_TOKEN), timeout=30
+        ),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             call()
@@ -66,7 +70,9 @@ def test_a_read_token_reads_but_cannot_fine_tune(channel, photos):
 def test_a_finetune_token_gets_through_to_the_service(channel):
     stub = pb_grpc.ImageModelServiceStub(channel)
     with pytest.raises(grpc.RpcError) as caught:
-        stub.CancelFineTuneJob(pb.CancelFineTuneJobRequest(job_id="no-such-job"), metadata=bearer(TUNE_TOKEN), timeout=30)
+        stub.CancelFineTuneJob(
+            pb.CancelFineTuneJobRequest(job_id="no-such-job"), metadata=bearer(TUNE_TOKEN), timeout=30
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # authorised: the service itself answered
 
 
@@ -95,14 +101,27 @@ def test_the_client_library_sends_its_token(server, photos):
         assert client.classify(photos["chelsea.png"], model=CLASSIFIER).version == 1
     with ModelClient(server.address) as client, pytest.raises(Unauthenticated):
         client.classify(photos["chelsea.png"], model=CLASSIFIER)
-    with ModelClient(server.address, token=TUNE_ONLY_TOKEN) as client, pytest.raises(PermissionDenied, match="'read'"):
+    with (
+        ModelClient(server.address, token=TUNE_ONLY_TOKEN) as client,
+        pytest.raises(PermissionDenied, match="'read'"),
+    ):
         client.classify(photos["chelsea.png"], model=CLASSIFIER)
 
 
 def test_tokens_from_the_environment(model_root, tmp_path, photos):
     server = SubprocessServer(
-        ["--model-root", str(model_root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-         "--state-dir", str(tmp_path / "state")],
+        [
+            "--model-root",
+            str(model_root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
         env={"IMAGESERVE_AUTH_TOKENS": f"{READ_TOKEN} read; {TUNE_TOKEN} read,finetune"},
     ).start()
     try:

@@ -69,7 +69,9 @@ def test_tls_is_required_and_verifiable(base, server, photos):
         http("GET", f"http://localhost:{server.server.rest.port}/v2/health/live", timeout=10)
 
 
-@pytest.mark.parametrize("client", [None, "stranger"], ids=["no-client-certificate", "untrusted-client-certificate"])
+@pytest.mark.parametrize(
+    "client", [None, "stranger"], ids=["no-client-certificate", "untrusted-client-certificate"]
+)
 def test_mutual_tls_needs_a_client_certificate_from_the_ca(base, pki, photos, client):
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     if client:

@@ -46,7 +46,9 @@ def test_tls_async_client(tls_server, pki, photos):
     import asyncio
 
     async def call():
-        async with AsyncModelClient(localhost(tls_server), root_certificates=pki / "ca.crt", timeout=60) as client:
+        async with AsyncModelClient(
+            localhost(tls_server), root_certificates=pki / "ca.crt", timeout=60
+        ) as client:
             return await client.classify(photos["chelsea.png"], model=CLASSIFIER)
 
     assert asyncio.run(call()).version == 1
@@ -55,7 +57,10 @@ def test_tls_async_client(tls_server, pki, photos):
 @pytest.mark.parametrize("how", ["plaintext", "untrusted CA"])
 def test_tls_refuses_plaintext_and_untrusted_servers(tls_server, pki, photos, how):
     options = {} if how == "plaintext" else {"root_certificates": pki / "stranger-ca.crt"}
-    with ModelClient(localhost(tls_server), timeout=5, retries=0, **options) as client, pytest.raises(Unavailable):
+    with (
+        ModelClient(localhost(tls_server), timeout=5, retries=0, **options) as client,
+        pytest.raises(Unavailable),
+    ):
         client.classify(photos["chelsea.png"], model=CLASSIFIER)
 
 
@@ -64,14 +69,26 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(mtls_server, pki, pho
     with ModelClient(localhost(mtls_server), root_certificates=pki / "ca.crt", timeout=60, **good) as client:
         assert client.classify(photos["chelsea.png"], model=CLASSIFIER).version == 1
     for refused in ({}, dict(client_certificate=pki / "stranger.crt", client_key=pki / "stranger.key")):
-        with ModelClient(localhost(mtls_server), root_certificates=pki / "ca.crt", timeout=5, retries=0, **refused) as client:
+        with ModelClient(
+            localhost(mtls_server), root_certificates=pki / "ca.crt", timeout=5, retries=0, **refused
+        ) as client:
             with pytest.raises(Unavailable):
                 client.classify(photos["chelsea.png"], model=CLASSIFIER)
 
 
 def test_the_health_check_command_speaks_tls(mtls_server, pki):
-    command = [sys.executable, "-m", "server.healthcheck", "--address", localhost(mtls_server),
-               "--ca-cert", str(pki / "ca.crt"), "--client-cert", str(pki / "client.crt"),
-               "--client-key", str(pki / "client.key")]
+    command = [
+        sys.executable,
+        "-m",
+        "server.healthcheck",
+        "--address",
+        localhost(mtls_server),
+        "--ca-cert",
+        str(pki / "ca.crt"),
+        "--client-cert",
+        str(pki / "client.crt"),
+        "--client-key",
+        str(pki / "client.key"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0 and result.stdout.strip() == "SERVING", result.stderr

@@ -23,7 +23,9 @@ def live_classifier_export(export_cache, tmp_path_factory):
     dense.set_weights([kernel * 1e11, bias])
     path = tmp_path_factory.mktemp("live-weights") / "live.weights.h5"
     model.save_weights(str(path))
-    return export_cache.get("mobilenet_v2_keras", weights=str(path), input_size=size, seed=CLASSIFIER_EXPORT["seed"])
+    return export_cache.get(
+        "mobilenet_v2_keras", weights=str(path), input_size=size, seed=CLASSIFIER_EXPORT["seed"]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -100,7 +100,12 @@ def test_multi_image_requests_count_by_images_and_are_never_split():
         return await gather(first, a, b, c)
 
     results = run(scenario, model)
-    assert [r.ravel().tolist() for r in results] == [[0.0], [1.0, 2.0, 3.0], [4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0, 11.0]]
+    assert [r.ravel().tolist() for r in results] == [
+        [0.0],
+        [1.0, 2.0, 3.0],
+        [4.0, 5.0],
+        [6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+    ]
     assert model.batches == [[0], [1, 2, 3], [4, 5], [6, 7, 8, 9, 10, 11]]
 
 
@@ -270,7 +275,9 @@ def test_concurrent_clients_are_batched_by_a_real_server(stub, photos):
     request = pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]], top_k=1)
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda _: stub.Classify(request, timeout=60), range(96)))
-    assert {a.results[0].predictions[0].class_id for a in answers} == {answers[0].results[0].predictions[0].class_id}
+    assert {a.results[0].predictions[0].class_id for a in answers} == {
+        answers[0].results[0].predictions[0].class_id
+    }
     after = stats()
     images, batches = after.images - before.images, after.batches - before.batches
     assert images == 96

@@ -10,8 +10,8 @@ from grpc_status import rpc_status
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from server.model import LoadedModel
-from tests.images import encode, png_claiming_size
 from tests.conftest import CLASSIFIER, FEATURES
+from tests.images import encode, png_claiming_size
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 
@@ -49,7 +49,10 @@ def small_png() -> bytes:
         (b"\x13\x37" * 500, ["image 1: not a recognised image"]),
         (b"just some text, not a picture\n", ["image 1: text, not an image"]),
         (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", ["image 1: a PDF document"]),
-        (png_claiming_size(30000, 30000), ["image 1: 30000x30000 is 900,000,000 pixels", "at most 40,000,000"]),
+        (
+            png_claiming_size(30000, 30000),
+            ["image 1: 30000x30000 is 900,000,000 pixels", "at most 40,000,000"],
+        ),
         (encode(np.zeros((8, 8, 3), np.uint8), "TIFF"), ["image 1: TIFF images are not supported"]),
     ],
     ids=["empty", "random-bytes", "text", "pdf", "decompression-bomb", "tiff"],
@@ -87,21 +90,33 @@ def test_truncated_png_is_caught_by_the_decoder(stub, photos):
 
 def test_truncated_jpeg_is_caught_by_the_decoder(stub, photos):
     truncated = photos["coffee.jpg"][: len(photos["coffee.jpg"]) // 3]
-    assert_status(lambda: classify(stub, [small_png(), small_png(), truncated]), INVALID, "image 2: could not decode")
+    assert_status(
+        lambda: classify(stub, [small_png(), small_png(), truncated]), INVALID, "image 2: could not decode"
+    )
 
 
 def test_unknown_model_lists_the_available_ones(stub):
-    assert_status(lambda: classify(stub, [small_png()], name="vgg61"), NOT_FOUND, "unknown model 'vgg61'", CLASSIFIER, FEATURES)
+    assert_status(
+        lambda: classify(stub, [small_png()], name="vgg61"),
+        NOT_FOUND,
+        "unknown model 'vgg61'",
+        CLASSIFIER,
+        FEATURES,
+    )
 
 
 def test_unknown_version_lists_the_available_ones(stub):
     spec = pb.ModelSpec(name=CLASSIFIER, version=7)
-    assert_status(lambda: classify(stub, [small_png()], spec=spec), NOT_FOUND, "no version 7", "available versions: 1")
+    assert_status(
+        lambda: classify(stub, [small_png()], spec=spec), NOT_FOUND, "no version 7", "available versions: 1"
+    )
 
 
 def test_unknown_version_label(stub):
     spec = pb.ModelSpec(name=CLASSIFIER, version_label="stable")
-    assert_status(lambda: classify(stub, [small_png()], spec=spec), NOT_FOUND, "unknown version label 'stable'")
+    assert_status(
+        lambda: classify(stub, [small_png()], spec=spec), NOT_FOUND, "unknown version label 'stable'"
+    )
 
 
 @pytest.mark.parametrize("name", ["../etc", "/etc/passwd", "a/b", "..", ""])
@@ -111,7 +126,8 @@ def test_model_names_that_are_paths_are_refused(stub, name):
 
 
 @pytest.mark.parametrize(
-    "top_k, fragment", [(0, "top_k must be >= 1"), (-1, "top_k must be >= 1"), (1001, "more than the 1000 classes")]
+    "top_k, fragment",
+    [(0, "top_k must be >= 1"), (-1, "top_k must be >= 1"), (1001, "more than the 1000 classes")],
 )
 def test_top_k_out_of_range(stub, top_k, fragment):
     assert_status(lambda: classify(stub, [small_png()], top_k=top_k), INVALID, fragment)
@@ -122,12 +138,16 @@ def test_no_images(stub):
 
 
 def test_too_many_images(stub):
-    assert_status(lambda: classify(stub, [small_png()] * 65), INVALID, "65 images in one request; the maximum is 64")
+    assert_status(
+        lambda: classify(stub, [small_png()] * 65), INVALID, "65 images in one request; the maximum is 64"
+    )
 
 
 def test_classify_on_a_features_only_model(stub):
     assert_status(
-        lambda: classify(stub, [small_png()], name=FEATURES), grpc.StatusCode.FAILED_PRECONDITION, "use ExtractFeatures"
+        lambda: classify(stub, [small_png()], name=FEATURES),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "use ExtractFeatures",
     )
 
 
@@ -146,6 +166,8 @@ def test_internal_errors_are_generic(stub, monkeypatch):
         raise RuntimeError("secret detail at /srv/models/private")
 
     monkeypatch.setattr(LoadedModel, "run", explode)
-    details = assert_status(lambda: classify(stub, [small_png()]), grpc.StatusCode.INTERNAL, "internal server error")
+    details = assert_status(
+        lambda: classify(stub, [small_png()]), grpc.StatusCode.INTERNAL, "internal server error"
+    )
     assert "secret" not in details and "/srv" not in details and "Traceback" not in details
     monkeypatch.undo()

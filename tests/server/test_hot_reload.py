@@ -59,10 +59,15 @@ def reload_root(tmp_path, classifier_export):
     return tmp_path
 
 
-def test_versions_swap_under_load_without_a_failed_request(reload_root, classifier_export, classifier_v2_export, photos):
+def test_versions_swap_under_load_without_a_failed_request(
+    reload_root, classifier_export, classifier_v2_export, photos
+):
     server = InProcessServer(test_settings(reload_root)).start()
     try:
-        with grpc.insecure_channel(server.address) as channel, ClassifyLoop(server.address, photos["chelsea.jpg"]) as loop:
+        with (
+            grpc.insecure_channel(server.address) as channel,
+            ClassifyLoop(server.address, photos["chelsea.jpg"]) as loop,
+        ):
             stub = pb_grpc.ImageModelServiceStub(channel)
             wait_for(lambda: loop.latest_version() == 1, 30, what="version 1 answering")
 
@@ -77,7 +82,9 @@ def test_versions_swap_under_load_without_a_failed_request(reload_root, classifi
             shutil.copytree(classifier_v2_export.path, broken)
             shutil.rmtree(broken / "variables")
             broken.rename(reload_root / NAME / "3")
-            failed = wait_for(lambda: status(stub).get(3, ("", ""))[0] == "FAILED" and status(stub), 60, what="v3 FAILED")
+            failed = wait_for(
+                lambda: status(stub).get(3, ("", ""))[0] == "FAILED" and status(stub), 60, what="v3 FAILED"
+            )
             assert "could not load" in failed[3][1]
             assert failed[2][0] == "AVAILABLE"
             answered_before = len(loop.versions)

@@ -19,7 +19,9 @@ def signatures(model_root):
 
 def test_classify_matches_the_signature_and_names_labels_and_version(stub, signatures, photos, model_root):
     images = [photos["chelsea.jpg"], photos["coffee.png"]]
-    response = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000))
+    response = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000)
+    )
     assert response.model.name == CLASSIFIER and response.model.version == 1
     expected = signatures[CLASSIFIER]["classify"](images=tf.constant(images))["probabilities"].numpy()
     labels = (model_root / CLASSIFIER / "1" / "assets" / "labels.txt").read_text().splitlines()
@@ -35,14 +37,18 @@ def test_classify_matches_the_signature_and_names_labels_and_version(stub, signa
 
 
 def test_classify_defaults_to_top_5(stub, photos):
-    response = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.png"]]))
+    response = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.png"]])
+    )
     assert len(response.results[0].predictions) == 5
     assert response.results[0].predictions[0].label  # an ImageNet class name such as 'tabby'
 
 
 def test_extract_features_matches_the_signature(stub, signatures, photos):
     images = [photos["chelsea.png"], photos["coffee.jpg"], photos["chelsea.jpg"]]
-    response = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images))
+    response = stub.ExtractFeatures(
+        pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images)
+    )
     assert (response.model.name, response.model.version, response.dimension) == (FEATURES, 1, 512)
     expected = signatures[FEATURES]["features"](images=tf.constant(images))["features"].numpy()
     got = np.array([vector.values for vector in response.features], np.float32)
@@ -53,7 +59,9 @@ def test_features_keep_request_order(stub, photos):
     single = {
         name: stub.ExtractFeatures(
             pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos[name]])
-        ).features[0].values
+        )
+        .features[0]
+        .values
         for name in ("chelsea.png", "coffee.png")
     }
     both = stub.ExtractFeatures(
@@ -76,7 +84,13 @@ def test_model_status_reports_metadata(stub):
     metadata = version.metadata
     assert (metadata.input_size, metadata.num_classes, metadata.feature_dim) == (96, 1000, 1280)
     assert len(metadata.labels) == 1000 and metadata.labels[281] == "tabby"
-    assert set(metadata.signature_names) == {"serving_default", "classify", "classify_pixels", "features", "features_pixels"}
+    assert set(metadata.signature_names) == {
+        "serving_default",
+        "classify",
+        "classify_pixels",
+        "features",
+        "features_pixels",
+    }
     assert metadata.preprocessing == "tf"
     assert metadata.created_at.seconds > 0
 

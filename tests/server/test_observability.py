@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.logs import JsonFormatter, RequestIdFilter, request_id
-from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings, wait_for
 from tests.conftest import CLASSIFIER, FEATURES
+from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings, wait_for
 
 DOCUMENTED_SERIES = (
     "imageserve_requests_total",
@@ -79,10 +79,16 @@ def test_metrics_move_with_traffic(metrics_server, photos):
         stub = pb_grpc.ImageModelServiceStub(channel)
         before = scrape(metrics_server)
         for _ in range(3):
-            stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]]))
-        stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["coffee.png"]] * 2))
+            stub.Classify(
+                pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]])
+            )
+        stub.ExtractFeatures(
+            pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["coffee.png"]] * 2)
+        )
         with pytest.raises(grpc.RpcError):
-            stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name="no-such-model"), images=[photos["chelsea.jpg"]]))
+            stub.Classify(
+                pb.ClassifyRequest(model=pb.ModelSpec(name="no-such-model"), images=[photos["chelsea.jpg"]])
+            )
         after = scrape(metrics_server)
 
     def delta(name, **labels):
@@ -91,13 +97,17 @@ def test_metrics_move_with_traffic(metrics_server, photos):
     ok = dict(rpc="Classify", model=CLASSIFIER, version="1", code="OK")
     assert delta("imageserve_requests_total", **ok) == 3
     assert delta("imageserve_requests_total", rpc="Classify", model="-", version="", code="NOT_FOUND") == 1
-    assert delta("imageserve_requests_total", rpc="ExtractFeatures", model=FEATURES, version="1", code="OK") == 1
+    assert (
+        delta("imageserve_requests_total", rpc="ExtractFeatures", model=FEATURES, version="1", code="OK") == 1
+    )
     assert delta("imageserve_images_total", model=CLASSIFIER, version="1", kind="classify") == 3
     assert delta("imageserve_images_total", model=FEATURES, version="1", kind="features") == 2
     assert delta("imageserve_request_duration_seconds_count", rpc="Classify", model=CLASSIFIER) == 3
     assert delta("imageserve_batch_size_count", model=CLASSIFIER, kind="classify") >= 1
     runtime = metrics_server.call(_runtime_of(metrics_server, CLASSIFIER))
-    assert delta("imageserve_model_duration_seconds_sum", model=CLASSIFIER, kind="classify", runtime=runtime) > 0
+    assert (
+        delta("imageserve_model_duration_seconds_sum", model=CLASSIFIER, kind="classify", runtime=runtime) > 0
+    )
     assert value(after, "imageserve_model_loads_total", model=CLASSIFIER, result="loaded") == 1
     assert value(after, "imageserve_served_versions", model=CLASSIFIER) == 1
     assert value(after, "imageserve_model_load_duration_seconds_count", model=FEATURES) == 1
@@ -115,7 +125,10 @@ def pending(samples, model: str) -> tuple[float, float, float]:
 def test_pending_images_gauge_follows_load_and_returns_to_zero(metrics_server, photos):
     """The HPA's metric: under load a scrape sees queued and running images; idle, zeros (not absent)."""
     idle = scrape(metrics_server)
-    assert (("imageserve_pending_images", (("model", CLASSIFIER), ("stage", "queued"), ("version", "1"))) in idle)
+    assert (
+        "imageserve_pending_images",
+        (("model", CLASSIFIER), ("stage", "queued"), ("version", "1")),
+    ) in idle
     assert pending(idle, CLASSIFIER) == (0, 0, 0)
     request = pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]] * 4)
     seen = {"queued": 0.0, "running": 0.0, "requests": 0.0}
@@ -130,11 +143,19 @@ def test_pending_images_gauge_follows_load_and_returns_to_zero(metrics_server, p
             finally:
                 for call in calls:
                     assert call.result().results  # every request is answered
-            seen.update(queued=max(seen["queued"], queued), running=max(seen["running"], running),
-                        requests=max(seen["requests"], requests))
+            seen.update(
+                queued=max(seen["queued"], queued),
+                running=max(seen["running"], running),
+                requests=max(seen["requests"], requests),
+            )
             return seen["queued"] > 0 and seen["running"] > 0
 
-        wait_for(loaded_scrape_sees_work, 120, interval=0, what=f"a scrape under load to see queued and running images: {seen}")
+        wait_for(
+            loaded_scrape_sees_work,
+            120,
+            interval=0,
+            what=f"a scrape under load to see queued and running images: {seen}",
+        )
     assert seen["running"] <= metrics_server.settings.model_threads * metrics_server.settings.max_batch_size
     assert seen["requests"] >= 1
     assert pending(scrape(metrics_server), CLASSIFIER) == (0, 0, 0)
@@ -148,7 +169,10 @@ def test_request_ids_round_trip(stub, photos):
     generated = dict(call.trailing_metadata())["x-request-id"]
     assert len(generated) == 16
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name="nope"), images=[b"x"]), metadata=(("x-request-id", "bad-1"),))
+        stub.Classify(
+            pb.ClassifyRequest(model=pb.ModelSpec(name="nope"), images=[b"x"]),
+            metadata=(("x-request-id", "bad-1"),),
+        )
     assert ("x-request-id", "bad-1") in caught.value.trailing_metadata()
 
 
@@ -160,13 +184,25 @@ def test_json_log_lines_carry_the_request_id():
     finally:
         request_id.reset(token)
     line = json.loads(JsonFormatter().format(record))
-    assert line["message"] == "loaded vgg16 v3" and line["request_id"] == "order-42" and line["level"] == "INFO"
+    assert (
+        line["message"] == "loaded vgg16 v3" and line["request_id"] == "order-42" and line["level"] == "INFO"
+    )
 
 
 def test_server_logs_json_when_asked(model_root, tmp_path):
     server = SubprocessServer(
-        ["--model-root", str(model_root), "--port", "0", "--metrics-port", "0", "--log-format", "json",
-         "--state-dir", str(tmp_path / "state")]
+        [
+            "--model-root",
+            str(model_root),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--log-format",
+            "json",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
     ).start()
     try:
         server.wait_serving()

@@ -13,11 +13,11 @@ grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc]
 from tritonclient.utils import InferenceServerException
 
 
-
 @pytest.fixture(scope="module")
 def model_root(live_model_root):
     """A classifier whose answers depend on the image (see live_classifier_export)."""
     return live_model_root
+
 
 @pytest.fixture(scope="module")
 def triton(server):
@@ -44,22 +44,36 @@ def test_health_and_metadata(triton):
     assert server["name"] == "imageserve" and "model_repository" in server["extensions"]
     metadata = triton.get_model_metadata(CLASSIFIER, as_json=True)
     assert metadata["versions"] == ["1"] and metadata["platform"] == "tensorflow_savedmodel"
-    assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {("images", "BYTES"), ("pixels", "UINT8")}
-    assert [(t["name"], t["shape"]) for t in metadata["outputs"]] == [("probabilities", ["-1", "1000"]), ("features", ["-1", "1280"])]
+    assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {
+        ("images", "BYTES"),
+        ("pixels", "UINT8"),
+    }
+    assert [(t["name"], t["shape"]) for t in metadata["outputs"]] == [
+        ("probabilities", ["-1", "1000"]),
+        ("features", ["-1", "1280"]),
+    ]
     index = triton.get_model_repository_index(as_json=True)["models"]
-    assert {(m["name"], m["version"], m["state"]) for m in index} == {(CLASSIFIER, "1", "READY"), (FEATURES, "1", "READY")}
+    assert {(m["name"], m["version"], m["state"]) for m in index} == {
+        (CLASSIFIER, "1", "READY"),
+        (FEATURES, "1", "READY"),
+    }
 
 
 def test_infer_images_gives_classify_top5(triton, stub, photos):
     images = [photos["chelsea.jpg"], photos["coffee.png"]]
     result = triton.infer(
-        CLASSIFIER, [images_input(*images)], outputs=[grpcclient.InferRequestedOutput("probabilities")], request_id="r1"
+        CLASSIFIER,
+        [images_input(*images)],
+        outputs=[grpcclient.InferRequestedOutput("probabilities")],
+        request_id="r1",
     )
     probabilities = result.as_numpy("probabilities")
     assert probabilities.dtype == np.float32 and probabilities.shape == (2, 1000)
     response = result.get_response()
     assert response.model_name == CLASSIFIER and response.model_version == "1" and response.id == "r1"
-    classified = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=5))
+    classified = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=5)
+    )
     assert top5(probabilities[0]) != top5(probabilities[1])  # the answers depend on the image
     for row, expected in zip(probabilities, classified.results):
         assert top5(row) == [p.class_id for p in expected.predictions]
@@ -71,15 +85,24 @@ def test_infer_pixels_and_signature_parameter(triton, stub, photos):
     tensor = grpcclient.InferInput("pixels", list(pixels.shape), "UINT8")
     tensor.set_data_from_numpy(pixels)
     result = triton.infer(FEATURES, [tensor], model_version="1")
-    extracted = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]]))
-    np.testing.assert_allclose(result.as_numpy("features")[0], extracted.features[0].values, rtol=1e-5, atol=1e-6)
+    extracted = stub.ExtractFeatures(
+        pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]])
+    )
+    np.testing.assert_allclose(
+        result.as_numpy("features")[0], extracted.features[0].values, rtol=1e-5, atol=1e-6
+    )
     # The classifier's features, chosen by the signature parameter instead of an output name.
-    chosen = triton.infer(CLASSIFIER, [images_input(photos["chelsea.png"])], parameters={"signature": "features"})
+    chosen = triton.infer(
+        CLASSIFIER, [images_input(photos["chelsea.png"])], parameters={"signature": "features"}
+    )
     assert chosen.as_numpy("probabilities") is None and chosen.as_numpy("features").shape == (1, 1280)
     both = triton.infer(
         CLASSIFIER,
         [images_input(photos["chelsea.png"])],
-        outputs=[grpcclient.InferRequestedOutput("probabilities"), grpcclient.InferRequestedOutput("features")],
+        outputs=[
+            grpcclient.InferRequestedOutput("probabilities"),
+            grpcclient.InferRequestedOutput("features"),
+        ],
     )
     np.testing.assert_allclose(both.as_numpy("features"), chosen.as_numpy("features"), rtol=1e-5)
     assert both.as_numpy("probabilities").shape == (1, 1000)
@@ -89,10 +112,20 @@ def test_infer_pixels_and_signature_parameter(triton, stub, photos):
     "call, status, message",
     [
         (lambda c, p: c.infer("nope", [images_input(p)]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
-        (lambda c, p: c.infer(CLASSIFIER, [images_input(p)], model_version="7"), "StatusCode.NOT_FOUND", "has no version 7"),
-        (lambda c, p: c.infer(CLASSIFIER, [images_input(b"not an image")]), "StatusCode.INVALID_ARGUMENT", "image 0:"),
         (
-            lambda c, p: c.infer(CLASSIFIER, [images_input(p)], outputs=[grpcclient.InferRequestedOutput("logits")]),
+            lambda c, p: c.infer(CLASSIFIER, [images_input(p)], model_version="7"),
+            "StatusCode.NOT_FOUND",
+            "has no version 7",
+        ),
+        (
+            lambda c, p: c.infer(CLASSIFIER, [images_input(b"not an image")]),
+            "StatusCode.INVALID_ARGUMENT",
+            "image 0:",
+        ),
+        (
+            lambda c, p: c.infer(
+                CLASSIFIER, [images_input(p)], outputs=[grpcclient.InferRequestedOutput("logits")]
+            ),
             "StatusCode.INVALID_ARGUMENT",
             "unknown outputs ['logits']",
         ),
@@ -103,7 +136,14 @@ def test_infer_pixels_and_signature_parameter(triton, stub, photos):
         ),
         (lambda c, p: c.get_model_metadata("nope"), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
     ],
-    ids=["unknown-model", "unknown-version", "bad-image", "unknown-output", "too-many-images", "metadata-unknown"],
+    ids=[
+        "unknown-model",
+        "unknown-version",
+        "bad-image",
+        "unknown-output",
+        "too-many-images",
+        "metadata-unknown",
+    ],
 )
 def test_errors_use_our_codes_and_messages(triton, photos, call, status, message):
     with pytest.raises(InferenceServerException) as caught:

@@ -20,15 +20,19 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from protos import generate
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.images import encode
-from tests.servers import InProcessServer, SubprocessServer, copy_version, test_settings, wait_for
 from tests.conftest import CLASSIFIER, FEATURES
+from tests.images import encode
+from tests.servers import InProcessServer, SubprocessServer, test_settings, wait_for
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def health_status(channel, service: str = "") -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+    return (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        .status
+    )
 
 
 def test_health_goes_from_not_serving_to_serving_and_loading_is_unavailable(model_root, photos):
@@ -41,7 +45,9 @@ def test_health_goes_from_not_serving_to_serving_and_loading_is_unavailable(mode
             # Every model on disk is "loading, retry" (UNAVAILABLE) until it is served, never "unknown":
             # clients retry UNAVAILABLE only. The second model in load order waits longest.
             for name in (CLASSIFIER, FEATURES):
-                request = pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=name), images=[photos["chelsea.png"]])
+                request = pb.ExtractFeaturesRequest(
+                    model=pb.ModelSpec(name=name), images=[photos["chelsea.png"]]
+                )
                 with pytest.raises(grpc.RpcError) as caught:
                     stub.ExtractFeatures(request)
                 assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
@@ -91,9 +97,13 @@ def test_oversized_message_is_resource_exhausted_and_the_server_lives_on(model_r
             noise = encode(np.random.default_rng(0).integers(0, 255, (700, 700, 3), dtype=np.uint8))
             assert len(noise) > 1024 * 1024
             with pytest.raises(grpc.RpcError) as caught:
-                stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[noise]), timeout=30)
+                stub.Classify(
+                    pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[noise]), timeout=30
+                )
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            ok = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]]))
+            ok = stub.Classify(
+                pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["chelsea.jpg"]])
+            )
             assert ok.model.version == 1
     finally:
         server.stop()
@@ -101,8 +111,20 @@ def test_oversized_message_is_resource_exhausted_and_the_server_lives_on(model_r
 
 def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos):
     server = SubprocessServer(
-        ["--model-root", str(model_root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-         "--shutdown-grace-s", "30", "--max-batch-size", "64"]
+        [
+            "--model-root",
+            str(model_root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--shutdown-grace-s",
+            "30",
+            "--max-batch-size",
+            "64",
+        ]
     ).start()
     try:
         server.wait_serving()
@@ -128,7 +150,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos)
                 results = [f.result(timeout=120) for f in futures]
             assert all(len(r.results) == 64 for r in results)
             with pytest.raises(grpc.RpcError) as caught:
-                stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["coffee.jpg"]]), timeout=10)
+                stub.Classify(
+                    pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=[photos["coffee.jpg"]]),
+                    timeout=10,
+                )
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         assert server.process.wait(60) == 0
         assert "shutting down" in server.log_text() and "stopped" in server.log_text()
@@ -139,7 +164,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos)
 def test_generated_code_is_up_to_date(tmp_path):
     # In a subprocess: protoc's compiler and TensorFlow's protobuf do not share a process safely.
     result = subprocess.run(
-        [sys.executable, "-m", "protos.generate", "--output", str(tmp_path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "protos.generate", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     written = [Path(line) for line in result.stdout.split()]
@@ -147,4 +175,6 @@ def test_generated_code_is_up_to_date(tmp_path):
     for path in written:
         committed = generate.PROTO_ROOT / path.relative_to(tmp_path)
         assert committed.exists(), f"{committed} is missing: run python -m protos.generate"
-        assert filecmp.cmp(path, committed, shallow=False), f"{committed} is stale: run python -m protos.generate"
+        assert filecmp.cmp(path, committed, shallow=False), (
+            f"{committed} is stale: run python -m protos.generate"
+        )

@@ -17,7 +17,9 @@ def test_rest_is_off_by_default_and_set_like_any_setting():
 def test_rest_port_clashing_with_metrics_is_refused_and_8501_is_free_by_default():
     # metrics_port moved to 8510 so that TF Serving's REST port needs no other change.
     assert load_settings(["--rest-port", "8501"]).rest_port == 8501
-    with pytest.raises(SettingsError, match="give each its own port .*8501 is free with the default metrics_port 8510"):
+    with pytest.raises(
+        SettingsError, match="give each its own port .*8501 is free with the default metrics_port 8510"
+    ):
         load_settings(["--rest-port", "8510"])  # the metrics port
     with pytest.raises(SettingsError, match="give each its own port"):
         load_settings(["--rest-port", "9000", "--metrics-port", "9000"])

@@ -18,11 +18,11 @@ def calling_it_block() -> str:
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-
 @pytest.fixture(scope="module")
 def model_root(live_model_root):
     """A classifier whose answers depend on the image (see live_classifier_export)."""
     return live_model_root
+
 
 @pytest.fixture(scope="module")
 def server(model_root):
@@ -42,6 +42,12 @@ def test_calling_it_gives_the_same_answer_through_every_door(server, photos, tmp
     }
     exec(compile(calling_it_block(), "docs/protocols.md", "exec"), names)  # the block asserts equality itself
     lines = capsys.readouterr().out.splitlines()
-    assert [line[:16].strip() for line in lines] == ["imageserve gRPC", "TF Serving gRPC", "TF Serving REST", "V2 gRPC", "V2 REST"]
+    assert [line[:16].strip() for line in lines] == [
+        "imageserve gRPC",
+        "TF Serving gRPC",
+        "TF Serving REST",
+        "V2 gRPC",
+        "V2 REST",
+    ]
     assert len({line[16:].strip() for line in lines}) == 1
     print("\n".join(lines))

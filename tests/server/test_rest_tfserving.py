@@ -22,6 +22,7 @@ def model_root(live_model_root):
     """A classifier whose answers depend on the image (see live_classifier_export)."""
     return live_model_root
 
+
 @pytest.fixture(scope="module")
 def server(model_root):
     running = InProcessServer(test_settings(model_root, rest_port=free_port())).start()
@@ -39,7 +40,9 @@ def b64(data: bytes) -> dict[str, str]:
 
 
 def classify_rows(stub, images) -> np.ndarray:
-    response = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000))
+    response = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000)
+    )
     rows = np.zeros((len(images), 1000), np.float32)
     for row, result in zip(rows, response.results):
         for p in result.predictions:
@@ -52,7 +55,9 @@ def test_documented_model_status(base):
     answer = http("GET", f"{base}/v1/models/{CLASSIFIER}")
     assert answer.status == 200
     assert answer.json() == {
-        "model_version_status": [{"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
     }
     assert http("GET", f"{base}/v1/models/{CLASSIFIER}/versions/1").json() == answer.json()
     assert http("GET", f"{base}/v1/models/{CLASSIFIER}/versions/3").status == 404
@@ -84,27 +89,37 @@ def test_documented_predict_formats_match_classify(base, stub, photos, request_b
     answer = http("POST", f"{base}/v1/models/{CLASSIFIER}:predict", request_body(images))
     assert answer.status == 200, answer.body
     assert list(answer.json()) == [key]
-    np.testing.assert_allclose(np.asarray(answer.json()[key], np.float32), classify_rows(stub, images), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(answer.json()[key], np.float32), classify_rows(stub, images), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_predict_pixels_matches_grpc_predict(base, channel, photos):
     pixels = decode_rgb(photos["chelsea.png"])[::8, ::8][None]
     answer = http(
-        "POST", f"{base}/v1/models/{FEATURES}/versions/1:predict", {"signature_name": "features_pixels", "instances": pixels.tolist()}
+        "POST",
+        f"{base}/v1/models/{FEATURES}/versions/1:predict",
+        {"signature_name": "features_pixels", "instances": pixels.tolist()},
     )
     assert answer.status == 200, answer.body
     request = predict_pb2.PredictRequest()
     request.model_spec.name, request.model_spec.signature_name = FEATURES, "features_pixels"
     request.inputs["pixels"].CopyFrom(tf.make_tensor_proto(pixels))
-    expected = tf.make_ndarray(prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request).outputs["features"])
-    np.testing.assert_allclose(np.asarray(answer.json()["predictions"], np.float32), expected, rtol=1e-5, atol=1e-6)
+    expected = tf.make_ndarray(
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request).outputs["features"]
+    )
+    np.testing.assert_allclose(
+        np.asarray(answer.json()["predictions"], np.float32), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_metadata(base):
     answer = http("GET", f"{base}/v1/models/{CLASSIFIER}/metadata").json()
     assert answer["model_spec"]["name"] == CLASSIFIER and answer["model_spec"]["version"] == "1"
     definitions = answer["metadata"]["signature_def"]["signature_def"]
-    assert {"serving_default", "classify", "classify_pixels", "features", "features_pixels"} <= set(definitions)
+    assert {"serving_default", "classify", "classify_pixels", "features", "features_pixels"} <= set(
+        definitions
+    )
     assert definitions["classify"]["inputs"]["images"]["dtype"] == "DT_STRING"
 
 
@@ -113,7 +128,12 @@ def test_metadata(base):
     [
         (f"/v1/models/{CLASSIFIER}:predict", {"instances": [b64(b"not an image")]}, 400, "image 0:"),
         (f"/v1/models/{CLASSIFIER}:predict", {"instances": [], "inputs": []}, 400, "either 'instances'"),
-        (f"/v1/models/{CLASSIFIER}:predict", {"signature_name": "explode", "instances": [b64(b"x")]}, 400, "signatures:"),
+        (
+            f"/v1/models/{CLASSIFIER}:predict",
+            {"signature_name": "explode", "instances": [b64(b"x")]},
+            400,
+            "signatures:",
+        ),
         (f"/v1/models/{CLASSIFIER}:predict", {"instances": [{"b64": "%%%"}]}, 400, "not valid base64"),
         (f"/v1/models/{CLASSIFIER}:regress", {"examples": []}, 400, "answers ':predict'"),
         (f"/v1/models/{CLASSIFIER}/labels/stable", None, 404, "unknown version label 'stable'"),

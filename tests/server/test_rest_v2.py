@@ -18,11 +18,11 @@ from tritonclient.utils import InferenceServerException
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-
 @pytest.fixture(scope="module")
 def model_root(live_model_root):
     """A classifier whose answers depend on the image (see live_classifier_export)."""
     return live_model_root
+
 
 @pytest.fixture(scope="module")
 def server(model_root):
@@ -63,7 +63,11 @@ def test_tritonclient_http_health_metadata_and_infer(triton, stub, photos):
     tensor = httpclient.InferInput("images", [2], "BYTES")
     tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=True)
     for binary in (True, False):
-        result = triton.infer(CLASSIFIER, [tensor], outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=binary)])
+        result = triton.infer(
+            CLASSIFIER,
+            [tensor],
+            outputs=[httpclient.InferRequestedOutput("probabilities", binary_data=binary)],
+        )
         probabilities = result.as_numpy("probabilities")
         assert probabilities.shape == (2, 1000)
         assert [top5(row) for row in probabilities] == classify_top5(stub, images)
@@ -86,10 +90,19 @@ def test_plain_http_json_infer_with_b64_images(base, stub, photos):
     images = [photos["chelsea.png"], photos["coffee.jpg"]]
     request = {
         "id": "42",
-        "inputs": [{"name": "images", "datatype": "BYTES", "shape": [2], "data": [{"b64": base64.b64encode(i).decode()} for i in images]}],
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": [{"b64": base64.b64encode(i).decode()} for i in images],
+            }
+        ],
         "outputs": [{"name": "probabilities"}],
     }
-    answer = http("POST", f"{base}/v2/models/{CLASSIFIER}/versions/1/infer", request, {"X-Request-Id": "rest-1"})
+    answer = http(
+        "POST", f"{base}/v2/models/{CLASSIFIER}/versions/1/infer", request, {"X-Request-Id": "rest-1"}
+    )
     assert answer.status == 200 and answer.headers["X-Request-Id"] == "rest-1"
     body = answer.json()
     assert body["model_name"] == CLASSIFIER and body["model_version"] == "1" and body["id"] == "42"
@@ -104,7 +117,14 @@ def test_plain_http_pixels_and_signature_parameter(base, stub, photos):
 
     pixels = decode_rgb(photos["chelsea.png"])[::8, ::8][None]
     request = {
-        "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": list(pixels.shape), "data": pixels.ravel().tolist()}],
+        "inputs": [
+            {
+                "name": "pixels",
+                "datatype": "UINT8",
+                "shape": list(pixels.shape),
+                "data": pixels.ravel().tolist(),
+            }
+        ],
         "parameters": {"signature": "features_pixels"},
     }
     answer = http("POST", f"{base}/v2/models/{FEATURES}/infer", request)
@@ -119,14 +139,30 @@ def test_plain_http_pixels_and_signature_parameter(base, stub, photos):
         ("/v2/models/nope/infer", {"inputs": []}, 404, "unknown model 'nope'"),
         (f"/v2/models/{CLASSIFIER}/versions/7/infer", {"inputs": []}, 404, "has no version 7"),
         (f"/v2/models/{CLASSIFIER}/infer", b"{not json", 400, "not JSON"),
-        (f"/v2/models/{CLASSIFIER}/infer", {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [65], "data": ["x"] * 65}]},
-         400, "65 images in one request; the maximum is 64"),
-        (f"/v2/models/{CLASSIFIER}/infer", {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2], "data": ["x"]}]},
-         400, "shape [2] does not hold its 1 elements"),
+        (
+            f"/v2/models/{CLASSIFIER}/infer",
+            {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [65], "data": ["x"] * 65}]},
+            400,
+            "65 images in one request; the maximum is 64",
+        ),
+        (
+            f"/v2/models/{CLASSIFIER}/infer",
+            {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [2], "data": ["x"]}]},
+            400,
+            "shape [2] does not hold its 1 elements",
+        ),
         (f"/v2/models/{CLASSIFIER}/infer", b"x" * (MAX_MESSAGE_BYTES + 1), 413, "exceeded"),
         ("/v2/nowhere", None, 404, "no REST endpoint"),
     ],
-    ids=["unknown-model", "unknown-version", "not-json", "too-many-images", "bad-shape", "too-large", "no-route"],
+    ids=[
+        "unknown-model",
+        "unknown-version",
+        "not-json",
+        "too-many-images",
+        "bad-shape",
+        "too-large",
+        "no-route",
+    ],
 )
 def test_errors_are_json_with_the_right_status(base, path, body, status, message):
     answer = http("POST" if body is not None else "GET", base + path, body)
@@ -137,5 +173,8 @@ def test_errors_are_json_with_the_right_status(base, path, body, status, message
 def test_health_paths(base):
     assert http("GET", f"{base}/v2/health/live").json() == {"live": True}
     assert http("GET", f"{base}/v2/health/ready").status == 200
-    assert http("GET", f"{base}/v2/models/{CLASSIFIER}/versions/1/ready").json() == {"name": CLASSIFIER, "ready": True}
+    assert http("GET", f"{base}/v2/models/{CLASSIFIER}/versions/1/ready").json() == {
+        "name": CLASSIFIER,
+        "ready": True,
+    }
     assert http("GET", f"{base}/v2/models/nope/ready").status == 400

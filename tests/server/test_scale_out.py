@@ -16,8 +16,20 @@ def test_two_servers_on_one_root_both_pick_up_a_new_version(tmp_path, features_e
     copy_version(features_export.path, root, NAME, 1)
     servers = [
         SubprocessServer(
-            ["--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
-             "--poll-interval-s", "0.5", "--state-dir", str(tmp_path / f"state-{i}")]
+            [
+                "--model-root",
+                str(root),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--poll-interval-s",
+                "0.5",
+                "--state-dir",
+                str(tmp_path / f"state-{i}"),
+            ]
         ).start()
         for i in range(2)
     ]
@@ -30,7 +42,9 @@ def test_two_servers_on_one_root_both_pick_up_a_new_version(tmp_path, features_e
         assert [stub.ExtractFeatures(request).model.version for stub in stubs] == [1, 1]
         copy_version(features_export.path, root, NAME, 2)
         for stub in stubs:
-            wait_for(lambda: stub.ExtractFeatures(request).model.version == 2, 60, what="version 2 on each server")
+            wait_for(
+                lambda: stub.ExtractFeatures(request).model.version == 2, 60, what="version 2 on each server"
+            )
         for channel in channels:
             channel.close()
     finally:

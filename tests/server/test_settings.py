@@ -14,7 +14,11 @@ from server.settings import ServerSettings, SettingsError, load_settings
 def test_defaults_are_what_a_newcomer_expects():
     settings = load_settings([], environ={})
     assert settings == ServerSettings()
-    assert (settings.port, settings.poll_interval_s, settings.max_message_bytes) == (8500, 2.0, 64 * 1024 * 1024)
+    assert (settings.port, settings.poll_interval_s, settings.max_message_bytes) == (
+        8500,
+        2.0,
+        64 * 1024 * 1024,
+    )
     assert settings.model_config("anything").version_policy == "latest"
     assert settings.model_config("anything").latest == 1
 
@@ -62,15 +66,25 @@ def test_bad_config_file(tmp_path):
 
 
 def test_help_documents_every_setting_and_bad_settings_exit_2():
-    help_text = subprocess.run([sys.executable, "-m", "server", "--help"], capture_output=True, text=True, timeout=120)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "server", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert help_text.returncode == 0
     for flag in ("--model-root", "--poll-interval-s", "--max-batch-size", "--batch-timeout-ms", "--tls-cert"):
         assert flag in help_text.stdout
-    bad = subprocess.run([sys.executable, "-m", "server", "--port", "x"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "error: port (from command line)" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "server", "--port", "x"], capture_output=True, text=True, timeout=120
+    )
+    assert (
+        bad.returncode == 2
+        and "error: port (from command line)" in bad.stderr
+        and "Traceback" not in bad.stderr
+    )
 
 
 def test_setting_mistakes_are_reported_before_tensorflow_loads():
-    probe = "import sys; from server.cli import main; print(main(['--port', 'x']), 'tensorflow' in sys.modules)"
+    probe = (
+        "import sys; from server.cli import main; print(main(['--port', 'x']), 'tensorflow' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr

@@ -15,8 +15,8 @@ from tensorflow_serving.apis import (
 )
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.images import decode_rgb
 from tests.conftest import CLASSIFIER, FEATURES
+from tests.images import decode_rgb
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,9 @@ def test_predict_with_bytes_matches_classify(predictions, stub, photos):
     assert response.model_spec.name == CLASSIFIER and response.model_spec.version.value == 1
     probabilities = tf.make_ndarray(response.outputs["probabilities"])
     assert probabilities.shape == (2, 1000)
-    classified = stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000))
+    classified = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000)
+    )
     for row, result in zip(probabilities, classified.results):
         expected = np.zeros(1000, np.float32)
         for p in result.predictions:
@@ -51,7 +53,9 @@ def test_predict_with_uint8_pixels_matches_extract_features(predictions, stub, p
     pixels = decode_rgb(photos["chelsea.png"])[None]
     response = predict(predictions, FEATURES, "features_pixels", pixels=pixels)
     features = tf.make_ndarray(response.outputs["features"])
-    extracted = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]]))
+    extracted = stub.ExtractFeatures(
+        pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]])
+    )
     np.testing.assert_allclose(features[0], extracted.features[0].values, rtol=1e-5, atol=1e-6)
     assert response.model_spec.signature_name == "features_pixels"
 
@@ -68,7 +72,10 @@ def test_predict_errors_use_the_same_codes(predictions, photos):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "signatures:" in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         predict(predictions, CLASSIFIER, "classify_pixels", pixels=np.zeros((1, 8, 8), np.uint8))
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uint8 [N, H, W, 3]" in caught.value.details()
+    assert (
+        caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "uint8 [N, H, W, 3]" in caught.value.details()
+    )
 
 
 def test_get_model_metadata_lists_signature_defs(predictions):

@@ -58,7 +58,9 @@ def assert_request_tree(spans: dict[str, list], root_name: str) -> None:
         assert root.start_time <= child.start_time <= child.end_time <= root.end_time, name
     (queue,), (model,) = spans["queue"], spans["model"]
     assert queue.end_time == model.start_time
-    assert model.attributes["imageserve.batch.size"] == 1 and model.attributes["imageserve.model.runtime_ms"] > 0
+    assert (
+        model.attributes["imageserve.batch.size"] == 1 and model.attributes["imageserve.model.runtime_ms"] > 0
+    )
 
 
 def test_grpc_call_traced_under_the_callers_traceparent(server, exporter, photos):
@@ -91,15 +93,30 @@ def test_server_streaming_call_traced_with_its_outcome(server, exporter):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     (root,) = spans_of(exporter, TRACE_ID)["imageserve.v1.ImageModelService/WatchFineTuneJob"]
     assert f"{root.parent.span_id:016x}" == PARENT_ID
-    assert root.attributes["imageserve.status"] == "NOT_FOUND" and root.attributes["rpc.method"] == "WatchFineTuneJob"
+    assert (
+        root.attributes["imageserve.status"] == "NOT_FOUND"
+        and root.attributes["rpc.method"] == "WatchFineTuneJob"
+    )
 
 
 def test_rest_call_traced_under_the_callers_traceparent(server, exporter, photos):
     exporter.clear()
-    body = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
-                        "data": [{"b64": base64.b64encode(photos["chelsea.png"]).decode()}]}]}
-    answer = http("POST", f"http://127.0.0.1:{server.server.rest.port}/v2/models/{CLASSIFIER}/infer", body,
-                  {"traceparent": TRACEPARENT})
+    body = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [{"b64": base64.b64encode(photos["chelsea.png"]).decode()}],
+            }
+        ]
+    }
+    answer = http(
+        "POST",
+        f"http://127.0.0.1:{server.server.rest.port}/v2/models/{CLASSIFIER}/infer",
+        body,
+        {"traceparent": TRACEPARENT},
+    )
     assert answer.status == 200
     spans = spans_of(exporter, TRACE_ID)
     assert_request_tree(spans, "POST v2.infer")

@@ -41,7 +41,9 @@ def served(stub) -> dict[int, str]:
 
 
 def answering_version(stub, **choice) -> int:
-    request = pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=NAME, **choice), images=[publish.sample_png()])
+    request = pb.ExtractFeaturesRequest(
+        model=pb.ModelSpec(name=NAME, **choice), images=[publish.sample_png()]
+    )
     return stub.ExtractFeatures(request, timeout=30).model.version
 
 
@@ -70,7 +72,10 @@ def test_version_policy(three_versions, tmp_path, config, expected_versions, def
                     with pytest.raises(grpc.RpcError) as caught:
                         answering_version(stub, version=version)
                     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-                    assert f"available versions: {', '.join(map(str, sorted(expected_versions)))}" in caught.value.details()
+                    assert (
+                        f"available versions: {', '.join(map(str, sorted(expected_versions)))}"
+                        in caught.value.details()
+                    )
     finally:
         server.stop()
 
@@ -94,7 +99,9 @@ def test_version_labels_and_their_reload(three_versions, tmp_path):
             assert "labels: canary, stable" in caught.value.details()
 
             # Promote: edit the file; the server re-reads it on its next poll, no restart.
-            write_config(config, "[models.vgg16]\nversion_policy = 'all'\nversion_labels = { stable = 3, old = 1 }\n")
+            write_config(
+                config, "[models.vgg16]\nversion_policy = 'all'\nversion_labels = { stable = 3, old = 1 }\n"
+            )
             wait_for(lambda: answering_version(stub, version_label="stable") == 3, 30, what="label reload")
             assert answering_version(stub, version_label="old") == 1
     finally:
@@ -110,6 +117,8 @@ def test_label_pointing_at_an_unserved_version(three_versions, tmp_path):
             with pytest.raises(grpc.RpcError) as caught:
                 answering_version(stub, version_label="stable")
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-            assert "no version 1 (label 'stable') being served; available versions: 3" in caught.value.details()
+            assert (
+                "no version 1 (label 'stable') being served; available versions: 3" in caught.value.details()
+            )
     finally:
         server.stop()
