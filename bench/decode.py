@@ -64,9 +64,9 @@ def main() -> None:
         print(f"{name:24s} {value:8.1f} images/s")
     ratio = results["end to end, graph"] / results["end to end, threads"]
     print(f"graph / threads (end to end): {ratio:.2f}")
-    print(
-        f"written: {write_results('decode', {'machine': machine(), 'images_per_s': results, 'graph_over_threads': ratio})}"
-    )
+    summary = {"machine": machine(), "images_per_s": results, "graph_over_threads": ratio}
+    written = write_results("decode", summary)
+    print(f"written: {written}")
 
 
 if __name__ == "__main__":

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     images, class_ids = digit_pngs()
     train, val = stratified_split(class_ids, VALIDATION_FRACTION, args.seed)
     print(
-        f"digits: {len(train)} training, {len(val)} validation images, {args.epochs} epochs, VGG16 32x32 random"
+        f"digits: {len(train)} training, {len(val)} validation images, {args.epochs} epochs, VGG16 32x32 "
+        "random"
     )
     recipe = run_recipe(images, class_ids, train, val, args.epochs, args.seed)
     ours = run_ours(images, class_ids, train, val, args.epochs, args.seed, str(base_path))
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{result['name']:<20}{result['seconds']:>10.1f} s{ratio:>9.1f}x{result['val_accuracy']:>14.4f}"
         )
     print(
-        f"ours = {ours[0]['extract_seconds']:.1f} s feature extraction (once) + {ours[0]['train_seconds']:.1f} s "
+        f"ours = {ours[0]['extract_seconds']:.1f} s feature extraction (once) + "
+        f"{ours[0]['train_seconds']:.1f} s "
         f"training; target: >= 5x faster, accuracy within 1 point"
     )
     path = write_results(

@@ -14,7 +14,8 @@ Commands are JSON lines, one JSON answer line each (:func:`serve_commands`):
     {"op": "rate", "batch": 16, "callers": 2, "seconds": 3}
                             -> images/s with 2 threads each calling with batches of 16
     {"op": "sweep", "seconds": 3}
-                            -> [{"callers": 1, "batch": 1, "images_per_s": ...}, ...] (SWEEP_CALLERS x SWEEP_BATCHES)
+                            -> [{"callers": 1, "batch": 1, "images_per_s": ...}, ...]
+                               (SWEEP_CALLERS x SWEEP_BATCHES)
     {"op": "single", "count": 20}                 -> single-image latencies in seconds
 """
 

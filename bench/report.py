@@ -37,7 +37,8 @@ def report(results: dict) -> list[str]:
                 f"   {on['concurrency']:>4} | {on['limit_images_per_s']:6.1f} "
                 f"{on['concurrent_limit_images_per_s']:6.1f} | {on['images_per_s']:13.1f} "
                 f"{on['p50_ms']:7.1f} {on['p95_ms']:7.1f} {on['p99_ms']:7.1f} {on['errors']:4d} "
-                f"{on['ratio_to_limit']:6.2f} {on['ratio_to_concurrent_limit']:6.2f} | {off['images_per_s']:15.1f} {off['p50_ms']:7.1f} "
+                f"{on['ratio_to_limit']:6.2f} {on['ratio_to_concurrent_limit']:6.2f} | "
+                f"{off['images_per_s']:15.1f} {off['p50_ms']:7.1f} "
                 f"{off['p99_ms']:7.1f} {off['errors']:4d} | {gain:6.2f}"
             )
             if on["errors"] or off["errors"]:

@@ -76,8 +76,10 @@ def report(model: str, ratios: dict, extraction: dict | None) -> list[str]:
     r = ratios
     print(f"\n== {model}: ONNX Runtime vs TensorFlow (issue 20 targets)")
     print(
-        f"   served c=16 on onnxruntime {r['served_c16_onnx_images_per_s']:.1f} img/s; in-process concurrent limits: "
-        f"tensorflow {r['tensorflow_concurrent_limit_images_per_s']:.1f}, onnxruntime {r['onnx_concurrent_limit_images_per_s']:.1f}"
+        f"   served c=16 on onnxruntime {r['served_c16_onnx_images_per_s']:.1f} img/s; in-process "
+        "concurrent limits: "
+        f"tensorflow {r['tensorflow_concurrent_limit_images_per_s']:.1f}, onnxruntime "
+        f"{r['onnx_concurrent_limit_images_per_s']:.1f}"
     )
     checks = [
         (
@@ -104,7 +106,8 @@ def report(model: str, ratios: dict, extraction: dict | None) -> list[str]:
         rates = extraction["images_per_s"]
         checks.append(
             (
-                f"fine-tuning extraction ORT {rates['onnxruntime']:.1f} / TF {rates['tensorflow']:.1f} img/s >= 2.0",
+                f"fine-tuning extraction ORT {rates['onnxruntime']:.1f} / TF {rates['tensorflow']:.1f} "
+                "img/s >= 2.0",
                 extraction["speedup"],
                 2.0,
                 True,

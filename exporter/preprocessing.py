@@ -3,9 +3,9 @@
 Every function takes float32 RGB pixels in [0, 255], shape ``[N, H, W, 3]``, already resized to the
 model's input size, and returns what the network expects. The modes mirror Keras Applications'
 ``imagenet_utils.preprocess_input`` (``caffe``, ``tf``, ``torch``) plus EfficientNet-Lite's
-(``lite``), the TF Hub image convention (``unit``) and ``none`` for Keras models that normalise inside the network (EfficientNet,
-MobileNetV3). ``tests/exporter/test_fidelity.py`` checks each against the family's own
-``preprocess_input``.
+(``lite``), the TF Hub image convention (``unit``) and ``none`` for Keras models that normalise
+inside the network (EfficientNet, MobileNetV3). ``tests/exporter/test_fidelity.py`` checks each
+against the family's own ``preprocess_input``.
 """
 
 from __future__ import annotations

@@ -64,14 +64,16 @@ def _offline_alternatives(entry: CatalogEntry) -> str:
             f"  python -m exporter {entry.name} --weights PATH     load the weights from a local .h5 file"
         )
         lines.append(
-            f"  python -m exporter {entry.name} --weights random   random weights, to try the pipeline offline"
+            f"  python -m exporter {entry.name} --weights random   random weights, to try the pipeline "
+            "offline"
         )
     else:
         lines.append(
             f"  python -m exporter {entry.name} --hub-handle /local/savedmodel/dir [--hub-feature-handle DIR]"
         )
         lines.append(
-            "  python -m exporter mobilenet_v2_keras --weights random   the Keras MobileNetV2, offline stand-in"
+            "  python -m exporter mobilenet_v2_keras --weights random   the Keras MobileNetV2, offline "
+            "stand-in"
         )
     return "\n".join(lines)
 
@@ -153,7 +155,8 @@ def build_keras(
         except (ValueError, OSError) as exc:
             raise UserError(
                 f"--weights {weights}: could not load into {entry.name} (include_top={include_top}, "
-                f"input {input_size}x{input_size}): {exc}. Weights saved without the classification head need --no-top."
+                f"input {input_size}x{input_size}): {exc}. Weights saved without the classification head "
+                "need --no-top."
             ) from None
         weights_info = {"kind": "file", "path": str(path.resolve()), "sha256": sha256_file(path)}
 
@@ -212,7 +215,8 @@ def _probe_width(fn: Callable[[tf.Tensor], tf.Tensor], input_size: int, what: st
         out = fn(tf.zeros([1, input_size, input_size, 3], tf.float32))
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
         raise UserError(
-            f"hub handle {handle!r} did not accept a [1, {input_size}, {input_size}, 3] float32 image as a {what}: "
+            f"hub handle {handle!r} did not accept a [1, {input_size}, {input_size}, 3] float32 image as a "
+            f"{what}: "
             f"{str(exc).splitlines()[0]}. Check --input-size."
         ) from None
     if len(out.shape) != 2:

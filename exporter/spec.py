@@ -57,7 +57,8 @@ def validate_spec(entry: CatalogEntry, spec: ExportSpec) -> int:
     if not entry.supports_random_weights and spec.weights != IMAGENET:
         raise UserError(
             f"{entry.name} is a TF Hub model: its weights come from the handle, so --weights {spec.weights} "
-            "does not apply. Offline, use the Keras stand-in: python -m exporter mobilenet_v2_keras --weights random"
+            "does not apply. Offline, use the Keras stand-in: python -m exporter mobilenet_v2_keras "
+            "--weights random"
         )
     size = spec.input_size or entry.default_input_size
     if size < entry.min_input_size:

@@ -133,7 +133,8 @@ class Batcher:
             raise Unavailable(f"{self.name} is not accepting requests (unloading); retry")
         if self._queued_items + len(items) > self.max_queued_items:
             raise QueueFull(
-                f"{self.name}: queue full ({self._queued_items} images waiting, limit {self.max_queued_items}); "
+                f"{self.name}: queue full ({self._queued_items} images waiting, limit "
+                f"{self.max_queued_items}); "
                 "retry with backoff"
             )
         pending = _Pending(

@@ -68,7 +68,8 @@ class ModelRootScanner:
         return version_fingerprint(path)
 
     def materialize(self, name: str, version: int, path: Path) -> Path:
-        """Where the version loads from: in place (an object-store root copies it first, server/model_store.py)."""
+        """Where the version loads from: in place (an object-store root copies it first,
+        server/model_store.py)."""
         return path
 
     def scan(self) -> dict[str, dict[int, Path]]:

@@ -1,7 +1,8 @@
 """Errors the serving core raises; each class names its gRPC status code in ``code``.
 
 The core never imports gRPC; one decorator in the API layer (:mod:`server.api.errors`) turns these
-into status codes with the message unchanged. Messages say what to do and never contain server paths or stack traces.
+into status codes with the message unchanged. Messages say what to do and never contain server
+paths or stack traces.
 """
 
 from __future__ import annotations

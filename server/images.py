@@ -49,7 +49,8 @@ class ImageInfo:
 
     @property
     def needs_orientation(self) -> bool:
-        """True for a JPEG whose EXIF orientation asks for a flip or rotation (see :func:`apply_orientation`)."""
+        """True for a JPEG whose EXIF orientation asks for a flip or rotation (see
+        :func:`apply_orientation`)."""
         return self.orientation not in (1, None)
 
 

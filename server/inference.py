@@ -106,7 +106,8 @@ class InferenceService:
             metadata = served.model.metadata
             if k > metadata.num_classes:
                 raise InvalidRequest(
-                    f"top_k {k} is more than the {metadata.num_classes} classes of {served.name!r} v{served.version}"
+                    f"top_k {k} is more than the {metadata.num_classes} classes of {served.name!r} "
+                    f"v{served.version}"
                 )
             probabilities = await served.batchers["classify"].submit(prepared, deadline)
             k = min(k, probabilities.shape[1])
@@ -152,7 +153,8 @@ class InferenceService:
         else:
             if value.dtype.kind not in ("S", "O") or value.ndim != 1:
                 raise InvalidRequest(
-                    f"input 'images' must be a 1-D string tensor of encoded images, got {value.dtype} {value.shape}"
+                    f"input 'images' must be a 1-D string tensor of encoded images, got {value.dtype} "
+                    f"{value.shape}"
                 )
             prepared = await self._prepare_images([bytes(item) for item in value])
         output_name = sig.PROBABILITIES_OUTPUT if kind == "classify" else sig.FEATURES_OUTPUT
@@ -185,7 +187,8 @@ class InferenceService:
             raise InvalidRequest("no images in the request")
         if count > self.settings.max_images_per_request:
             raise InvalidRequest(
-                f"{count} images in one request; the maximum is {self.settings.max_images_per_request}: split the request"
+                f"{count} images in one request; the maximum is {self.settings.max_images_per_request}: "
+                "split the request"
             )
         if height < 1 or width < 1 or height * width > self.settings.max_image_pixels:
             raise InvalidRequest(

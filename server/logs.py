@@ -14,7 +14,8 @@ from server import tracing
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
-#: The current gRPC call's request id (set by server.api.errors.grpc_method, applied at registration), ``-`` outside a call.
+#: The current gRPC call's request id (set by server.api.errors.grpc_method, applied at
+#: registration), ``-`` outside a call.
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 

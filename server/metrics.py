@@ -190,7 +190,8 @@ class _LoadCollector:
         return (
             GaugeMetricFamily(
                 "imageserve_pending_images",
-                "Images accepted and not yet answered by the model: waiting in the batch queue or in a model call",
+                "Images accepted and not yet answered by the model: waiting in the batch queue or in a "
+                "model call",
                 labels=["model", "version", "stage"],
             ),
             GaugeMetricFamily(

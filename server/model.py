@@ -63,11 +63,15 @@ def _describe_source(manifest: dict[str, Any]) -> str:
     weights = manifest.get("weights", {})
     kind = source.get("kind", "unknown")
     if kind == "keras":
-        return f"keras {source.get('keras_application') or source.get('keras_builder')} weights={weights.get('kind')}"
+        builder = source.get("keras_application") or source.get("keras_builder")
+        return f"keras {builder} weights={weights.get('kind')}"
     if kind == "hub":
         return "hub " + ", ".join(f"{k}={v}" for k, v in weights.get("handles", {}).items())
     if kind == "finetune":
-        return f"finetune of {source.get('base_model')} v{source.get('base_version')} (job {source.get('job_id')})"
+        return (
+            f"finetune of {source.get('base_model')} v{source.get('base_version')} "
+            f"(job {source.get('job_id')})"
+        )
     return kind
 
 

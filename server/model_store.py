@@ -165,7 +165,8 @@ class RemoteModelRoot:
                 self._fs.get_file(f"{ref.path}/{path}", str(local))
                 if local.stat().st_size != size:
                     raise LoadError(
-                        f"{ref.url}/{path} changed during the download; it is retried when the version changes"
+                        f"{ref.url}/{path} changed during the download; it is retried when the version "
+                        "changes"
                     )
         except (OSError, ValueError) as exc:
             raise LoadError(f"could not download {ref.url}: {exc}") from None

@@ -453,13 +453,15 @@ class ModelRepository:
         if served is None:
             via = f" (label {ref.label!r})" if ref.label is not None else ""
             raise NotFound(
-                f"model {ref.name!r} has no version {version}{via} being served; available versions: {listing}"
+                f"model {ref.name!r} has no version {version}{via} being served; available versions: "
+                f"{listing}"
             )
         if served.state is VersionState.LOADING:
             raise Unavailable(f"version {version} of model {ref.name!r} is loading; retry shortly")
         if served.state is VersionState.FAILED:
             raise NotFound(
-                f"version {version} of model {ref.name!r} failed to load: {served.error}; available versions: {listing}"
+                f"version {version} of model {ref.name!r} failed to load: {served.error}; available "
+                f"versions: {listing}"
             )
         if served.state is VersionState.UNLOADING:
             raise NotFound(

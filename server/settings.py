@@ -160,7 +160,8 @@ class ServerSettings:
         default="auto",
     )
     onnx_threads: int = _doc(
-        "ONNX Runtime threads per model call; 0: cores / model_threads, so concurrent calls fill the cores once",
+        "ONNX Runtime threads per model call; 0: cores / model_threads, so concurrent calls fill the cores "
+        "once",
         default=0,
     )
 
@@ -232,7 +233,8 @@ class ServerSettings:
             (self.finetune_workers >= 1, "finetune_workers must be >= 1"),
             (
                 not self.finetune_store or self.finetune_store.startswith(("postgresql://", "postgres://")),
-                "finetune_store must be empty (SQLite in state_dir) or a postgresql://user@host:port/database URL",
+                "finetune_store must be empty (SQLite in state_dir) or a "
+                "postgresql://user@host:port/database URL",
             ),
             (self.finetune_lease_s >= 1, "finetune_lease_s must be >= 1 (seconds)"),
         ]
@@ -338,7 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server",
         description="Serve every SavedModel under the model root over gRPC.",
-        epilog=f"Every flag can also be set as an environment variable {ENV_PREFIX}<NAME> or in the config file.",
+        epilog=(
+            f"Every flag can also be set as an environment variable {ENV_PREFIX}<NAME> or in the config file."
+        ),
         argument_default=argparse.SUPPRESS,
     )
     types_ = _field_types()

@@ -75,7 +75,8 @@ def _exporter_from(environ: Mapping[str, str]):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
     except ImportError:
         raise ValueError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} needs opentelemetry-exporter-otlp-proto-http installed; or use grpc"
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} needs opentelemetry-exporter-otlp-proto-http "
+            "installed; or use grpc"
         ) from None
     return HttpExporter()
 

@@ -11,7 +11,10 @@ from model_format.manifest import KEYS, MANIFEST_FORMAT, read_manifest
 
 
 def test_importing_the_format_does_not_import_tensorflow():
-    code = "import sys, model_format.signatures, model_format.manifest, model_format.layout; print('tensorflow' in sys.modules)"
+    code = (
+        "import sys, model_format.signatures, model_format.manifest, model_format.layout; "
+        "print('tensorflow' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )

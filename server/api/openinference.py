@@ -204,7 +204,8 @@ class OpenInference:
     def _signatures(
         self, ref: ModelRef, input_name: str, outputs: list[str], parameters: dict[str, Any]
     ) -> list[str]:
-        """The signatures to run: the ``signature`` parameter, else one per requested output, else the default."""
+        """The signatures to run: the ``signature`` parameter, else one per requested output, else the
+        default."""
         takes_pixels = input_name == sig.PIXELS_INPUT
         signature = parameters.get(SIGNATURE_PARAMETER)
         if signature is not None:
@@ -235,7 +236,8 @@ class OpenInference:
         if len(inputs) != 1 or inputs[0].name not in (sig.IMAGES_INPUT, sig.PIXELS_INPUT):
             got = [t.name for t in inputs]
             raise InvalidRequest(
-                f"send one input, 'images' (BYTES [N], encoded images) or 'pixels' (UINT8 [N,H,W,3]); got {got}"
+                "send one input, 'images' (BYTES [N], encoded images) or 'pixels' (UINT8 [N,H,W,3]); got "
+                f"{got}"
             )
         tensor = inputs[0]
         expected = "BYTES" if tensor.name == sig.IMAGES_INPUT else "UINT8"

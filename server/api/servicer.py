@@ -42,7 +42,8 @@ class ImageModelServicer:
         self.metrics = metrics
 
     def observe_call(self, rpc: str, request, response, code: str, seconds: float) -> None:
-        """Called once per call by :func:`server.api.errors.grpc_method`: metrics and the debug request log."""
+        """Called once per call by :func:`server.api.errors.grpc_method`: metrics and the debug request
+        log."""
         served = getattr(response, "model", None)
         if isinstance(served, pb.ServedModel):
             model, version = served.name, served.version

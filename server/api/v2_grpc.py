@@ -1,8 +1,8 @@
 """``inference.GRPCInferenceService`` (Open Inference Protocol / KServe V2) on the main gRPC port.
 
 Each method converts the protobuf request into plain values, calls :class:`OpenInference`, and
-converts back; errors go through the same :func:`server.api.errors.grpc_method` mapping as the imageserve API, so a
-V2 client sees the same status codes and messages.
+converts back; errors go through the same :func:`server.api.errors.grpc_method` mapping as the
+imageserve API, so a V2 client sees the same status codes and messages.
 """
 
 from __future__ import annotations

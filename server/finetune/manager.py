@@ -18,8 +18,9 @@ Lifecycle of a job::
   has expired ("interrupted: replica X stopped"). With the embedded store the only server is this one.
 - A job this server was running when it stopped or died is FAILED ("interrupted") when it next
   starts (with a shared store, a stopping replica puts its jobs back in the queue instead, and a dead
-  one's are FAILED by another once the lease expires); QUEUED jobs stay queued and run. The embedded store is opened at start if it exists,
-  otherwise on the first fine-tuning call, so a server that never fine-tunes writes nothing.
+  one's are FAILED by another once the lease expires); QUEUED jobs stay queued and run. The
+  embedded store is opened at start if it exists, otherwise on the first fine-tuning call, so a
+  server that never fine-tunes writes nothing.
 
 Everything runs on the server's event loop; store calls are short and synchronous.
 """

@@ -60,7 +60,9 @@ async def load_published(
     except TimeoutError:
         return LoadOutcome(
             False,
-            error=f"it was not loaded within {timeout_s:.0f} s (the load goes on: it is served if it succeeds)",
+            error=(
+                f"it was not loaded within {timeout_s:.0f} s (the load goes on: it is served if it succeeds)"
+            ),
         )
     try:
         versions = repository.view(name).versions
@@ -93,7 +95,8 @@ def policy_note(config: ModelConfig, name: str, version: int, available: list[in
         )
     return (
         f"not served: model {name!r} has version_policy 'latest' with latest = {config.latest} and newer "
-        f"versions exist ({serving}); raise latest in [models.{name}] of the server's config file to serve it too"
+        f"versions exist ({serving}); raise latest in [models.{name}] of the server's config file to serve "
+        "it too"
     )
 
 

@@ -74,10 +74,10 @@ class JobStore(abc.ABC):
     def _transaction(self) -> AbstractContextManager[Run]:
         """One transaction; its function runs statements in it. Commits on exit, rolls back on error."""
 
-    def _announce(self, run: Run, kind: str, job_id: str) -> None:
+    def _announce(self, run: Run, kind: str, job_id: str) -> None:  # noqa: B027 - optional hook, empty by default
         """Tell other servers, at commit, that ``job_id`` changed (a shared store does)."""
 
-    def listen(self, listener: Listener) -> None:
+    def listen(self, listener: Listener) -> None:  # noqa: B027 - optional hook, empty by default
         """Call ``listener`` when another server writes (a shared store does; the embedded one has none)."""
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -248,7 +248,8 @@ class JobStore(abc.ABC):
         """Ask the job's runner (on any server) to cancel it; False if the job is not RUNNING."""
         with self._transaction() as run:
             rows = run(
-                f"UPDATE jobs SET cancel_requested = 1 WHERE job_id = ? AND state = {_RUNNING} RETURNING job_id",
+                f"UPDATE jobs SET cancel_requested = 1 WHERE job_id = ? "
+                f"AND state = {_RUNNING} RETURNING job_id",
                 (job_id,),
             )
             if rows:
@@ -264,7 +265,8 @@ class JobStore(abc.ABC):
             rows = run(
                 f"UPDATE jobs SET state = '{queued}', phase = '{JobPhase.UNSPECIFIED.value}', owner = NULL, "
                 "lease_expires_at = NULL, started_at = NULL, worker_pid = NULL "
-                f"WHERE job_id = ? AND owner = ? AND state = {_RUNNING} AND cancel_requested = 0 RETURNING job_id",
+                f"WHERE job_id = ? AND owner = ? AND state = {_RUNNING} "
+                "AND cancel_requested = 0 RETURNING job_id",
                 (job_id, owner),
             )
             if rows:

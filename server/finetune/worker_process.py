@@ -133,7 +133,8 @@ def describe_exit(returncode: int) -> str:
 
 
 def _staging_pid(name: str) -> int | None:
-    """The pid in ``.staging-<version>-<pid>-<random>``, as :func:`exporter.publish.save_and_publish` names it."""
+    """The pid in ``.staging-<version>-<pid>-<random>``, as :func:`exporter.publish.save_and_publish` names
+    it."""
     if not name.startswith(STAGING_PREFIX):
         return None
     parts = name[len(STAGING_PREFIX) :].split("-")

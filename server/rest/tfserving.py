@@ -76,7 +76,8 @@ def _as_input(name: str, value: Any) -> np.ndarray:
 
 
 def predict_inputs(document: dict, input_name: str) -> tuple[dict[str, np.ndarray], bool]:
-    """The signature's input from a row (``instances``) or columnar (``inputs``) request; and whether it was rows."""
+    """The signature's input from a row (``instances``) or columnar (``inputs``) request; and whether it was
+    rows."""
     if ("instances" in document) == ("inputs" in document):
         raise InvalidRequest(
             "send either 'instances' (row format) or 'inputs' (columnar format), not both or neither"
@@ -115,7 +116,8 @@ class TFServingHandlers:
         match = _PATH.match(request.match_info["path"])
         if match is None:
             raise NotFound(
-                f"no TF Serving REST endpoint {request.path!r}: use /v1/models/<name>[/versions/<n>|/labels/<l>][/metadata|:predict]"
+                f"no TF Serving REST endpoint {request.path!r}: use "
+                "/v1/models/<name>[/versions/<n>|/labels/<l>][/metadata|:predict]"
             )
         request[MODEL] = match["model"]  # for metrics (the path is one route)
         return match.groupdict()
@@ -151,7 +153,8 @@ class TFServingHandlers:
             if target["label"] not in labels:
                 known = ", ".join(sorted(labels)) or "none configured"
                 raise NotFound(
-                    f"unknown version label {target['label']!r} for model {target['model']!r}; labels: {known}"
+                    f"unknown version label {target['label']!r} for model {target['model']!r}; labels: "
+                    f"{known}"
                 )
             version = labels[target["label"]]
         status = tfserving.model_status(self.repository, target["model"], version)

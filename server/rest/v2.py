@@ -61,7 +61,7 @@ def json_tensor(
     dtype = DATATYPES.get(datatype)
     if dtype is None:
         raise InvalidRequest(f"input {name!r}: unsupported datatype {datatype!r}; use BYTES or UINT8")
-    if any(isinstance(v, (bool, str, dict, type(None))) for v in values) and dtype != bool:
+    if any(isinstance(v, (bool, str, dict, type(None))) for v in values) and dtype != np.dtype(bool):
         raise InvalidRequest(f"input {name!r}: {datatype} data must be numbers")
     array = np.asarray(values)
     if (
@@ -72,7 +72,8 @@ def json_tensor(
         )
     ):
         raise InvalidRequest(
-            f"input {name!r}: {datatype} values must be integers in [{np.iinfo(dtype).min}, {np.iinfo(dtype).max}]"
+            f"input {name!r}: {datatype} values must be integers in [{np.iinfo(dtype).min}, "
+            f"{np.iinfo(dtype).max}]"
         )
     return array.astype(dtype).reshape(shape)
 

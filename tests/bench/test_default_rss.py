@@ -36,8 +36,12 @@ def test_the_report_names_each_runtime_and_a_model_that_stays_on_tensorflow(caps
         return {
             "runtime_setting": setting, "rss_serving_mib": 900.0, "rss_after_load_mib": 1000.0, "errors": 0,
             "startup_s": 20.0, "runtimes": {
-                "vgg16 v1": {"runtime": vgg_runtime, "runtime_detail": "no usable ONNX twin: 138 M parameters"},
-                "efficientnet_lite0 v1": {"runtime": setting.replace("auto", "onnxruntime"), "runtime_detail": ""},
+                "vgg16 v1": {
+                    "runtime": vgg_runtime, "runtime_detail": "no usable ONNX twin: 138 M parameters",
+                },
+                "efficientnet_lite0 v1": {
+                    "runtime": setting.replace("auto", "onnxruntime"), "runtime_detail": "",
+                },
             },
         }  # fmt: skip
 

@@ -131,9 +131,9 @@ def test_real_export_records_where_its_weights_came_from(lite0_export):
         "catalog_entry": "efficientnet_lite0",
         "keras_builder": "exporter.efficientnet_lite:efficientnet_lite0",
     }
-    assert (manifest["input_size"], manifest["preprocessing"], manifest["num_classes"], manifest["feature_dim"]) == (
-        224, "lite", 1000, 1280,
-    )  # fmt: skip
+    assert (
+        manifest["input_size"], manifest["preprocessing"], manifest["num_classes"], manifest["feature_dim"],
+    ) == (224, "lite", 1000, 1280)  # fmt: skip
     assert (lite0_export.path / "assets" / "labels.txt").read_text().splitlines()[285] == "Egyptian_cat"
 
 

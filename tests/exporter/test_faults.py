@@ -50,7 +50,8 @@ def test_permission_denied_leaves_nothing_behind(tmp_path):
     made_immutable = subprocess.run(["chattr", "+i", str(locked)], capture_output=True)
     if made_immutable.returncode != 0:
         pytest.skip(
-            f"the immutable flag needs root and a filesystem that has it: {made_immutable.stderr.decode().strip()}"
+            "the immutable flag needs root and a filesystem that has it: "
+            f"{made_immutable.stderr.decode().strip()}"
         )
     try:
         result = run([*EXPORT, "--output", str(output)])

@@ -26,7 +26,8 @@ def test_the_known_lines_are_noise_and_others_are_not():
 def test_import_prints_nothing_but_what_follows():
     code = (
         "import sys; from exporter.tensorflow_import import import_tensorflow_quietly;"
-        "import_tensorflow_quietly(); import tensorflow as tf; print('after', tf.__version__, file=sys.stderr)"
+        "import_tensorflow_quietly(); import tensorflow as tf; print('after', tf.__version__, "
+        "file=sys.stderr)"
     )
     env = {
         k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "IMAGESERVE_TF_IMPORT_LOGS")

@@ -119,7 +119,8 @@ def wait_event(
     timeout: float = JOB_TIMEOUT_S,
     after: int = 0,
 ):
-    """The first event after ``after`` that ``matches`` (the watch is cancelled then); fails if the job ends first."""
+    """The first event after ``after`` that ``matches`` (the watch is cancelled then); fails if the job ends
+    first."""
     stream = watch(stub, job_id, after=after, timeout=timeout)
     try:
         for event in stream:

@@ -42,7 +42,8 @@ def test_digits_fine_tuned_on_real_features(stub, digits):
     assert job.base_model == BASE
     accuracy, versions = classify_accuracy(stub, "digits_lite", digits.test_images, digits.test_labels)
     print(
-        f"lite0 features, {len(images)} digits: held-out accuracy {accuracy:.4f}, val {job.metrics.val_accuracy:.4f}"
+        f"lite0 features, {len(images)} digits: held-out accuracy {accuracy:.4f}, val "
+        f"{job.metrics.val_accuracy:.4f}"
     )
     assert versions == {1}
     assert accuracy >= MIN_ACCURACY, f"held-out accuracy {accuracy:.3f}"

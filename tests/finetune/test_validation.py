@@ -125,7 +125,7 @@ def test_paths_outside_the_data_root_are_refused(stub, data_root, tmp_path, thre
     inside = write_image_dir(data_root / "inside", *three_classes)
     for data_dir in ("../outside", "inside/../../outside", str(outside), "/etc"):
         details = assert_status(
-            lambda: start(stub, "escape", data_dir=data_dir),
+            lambda data_dir=data_dir: start(stub, "escape", data_dir=data_dir),
             INVALID,
             "relative to the server's data root",
             "without '..'",

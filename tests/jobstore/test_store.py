@@ -41,8 +41,8 @@ def add_jobs(store: JobStore, count: int) -> list[str]:
     ids = []
     for n in range(count):
         job_id = f"ft-{time.monotonic_ns()}-{n}"
-        job = Job(job_id, JobState.QUEUED, JobPhase.UNSPECIFIED, "vgg16", 1, "out", Hyperparameters(), DATASET,
-                  created_at=time.time())  # fmt: skip
+        job = Job(job_id, JobState.QUEUED, JobPhase.UNSPECIFIED, "vgg16", 1, "out", Hyperparameters(),
+                  DATASET, created_at=time.time())  # fmt: skip
         store.add_job(job, "/models/vgg16/1", "fingerprint")
         ids.append(job_id)
     return ids

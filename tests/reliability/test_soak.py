@@ -144,8 +144,10 @@ def test_soak_with_invalid_images_and_a_hot_swap(tmp_path, classifier_export, cl
     sent = outcomes["requests"]
     print(
         f"\nsoak: {sent} requests at concurrency {CONCURRENCY} in {outcomes['seconds']:.1f} s "
-        f"({sent / outcomes['seconds']:.0f}/s); {len(outcomes['ok'])} answered (versions {sorted(answered_by)}), "
-        f"{outcomes['invalid_refused']} invalid refused, {len(outcomes['unexpected'])} unexpected, {len(wrong)} wrong; "
+        f"({sent / outcomes['seconds']:.0f}/s); {len(outcomes['ok'])} answered (versions "
+        f"{sorted(answered_by)}), "
+        f"{outcomes['invalid_refused']} invalid refused, {len(outcomes['unexpected'])} unexpected, "
+        f"{len(wrong)} wrong; "
         f"RSS {rss_warm:.0f} -> {rss_end:.0f} MiB ({growth:+.1%})"
     )
     assert outcomes["unexpected"] == []

@@ -71,8 +71,10 @@ def test_onnx_runtime_answers_like_tensorflow(stub, corpus, name):
 @pytest.mark.xfail(
     strict=True,
     reason="randomised BatchNorm statistics are not enough: features of these random-weight versions still "
-    "differ between photos by only ~1e-5..1e-7 x max|feature| (measured 2026-12-01), so the comparison above is "
-    "weaker than it should be; needs weights that make activations vary (e.g. real or partly trained weights)",
+    "differ between photos by only ~1e-5..1e-7 x max|feature| (measured 2026-12-01), so the comparison "
+    "above is "
+    "weaker than it should be; needs weights that make activations vary (e.g. real or partly trained "
+    "weights)",
 )
 def test_the_compared_activations_vary_between_images(stub, corpus):
     theirs = features(stub, "mobilenet_v2_keras" + TF_SUFFIX, list(corpus.values()))

@@ -10,7 +10,7 @@ from tests.conftest import CLASSIFIER, FEATURES
 from tests.images import decode_rgb
 
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is in the test extra")
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException  # noqa: E402 - needs the importorskip above
 
 
 @pytest.fixture(scope="module")

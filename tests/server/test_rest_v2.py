@@ -1,4 +1,5 @@
-"""The Open Inference Protocol over HTTP (REST port): tritonclient.http and plain HTTP get Classify's answers."""
+"""The Open Inference Protocol over HTTP (REST port): tritonclient.http and plain HTTP get Classify's
+answers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from tests.rest_client import http
 from tests.servers import InProcessServer, free_port, test_settings
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the test extra")
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException  # noqa: E402 - needs the importorskip above
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 

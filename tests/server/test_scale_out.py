@@ -43,7 +43,9 @@ def test_two_servers_on_one_root_both_pick_up_a_new_version(tmp_path, features_e
         copy_version(features_export.path, root, NAME, 2)
         for stub in stubs:
             wait_for(
-                lambda: stub.ExtractFeatures(request).model.version == 2, 60, what="version 2 on each server"
+                lambda stub=stub: stub.ExtractFeatures(request).model.version == 2,
+                60,
+                what="version 2 on each server",
             )
         for channel in channels:
             channel.close()

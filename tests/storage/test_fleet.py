@@ -73,7 +73,8 @@ def test_a_version_published_under_load_reaches_both_replicas_without_a_failed_r
         exit_codes = [replica.terminate() for replica in replicas]
     per_replica = {r: {v: sum(1 for rr, vv in answers if (rr, vv) == (r, v)) for v in (1, 2)} for r in (0, 1)}
     print(
-        f"fleet: {len(answers)} answers {per_replica}, {len(failures)} failed, both on v2 {swap_s:.1f} s after publishing"
+        f"fleet: {len(answers)} answers {per_replica}, {len(failures)} failed, both on v2 {swap_s:.1f} s "
+        "after publishing"
     )
     assert failures == []
     assert settled(), f"not both replicas on version 2 within {SWAP_DEADLINE_S:.0f} s: {per_replica}"
