@@ -97,6 +97,22 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
+def loopback_args(model_root: Path, *flags: str) -> list[str]:
+    """``python -m server`` flags for a test: the model root, loopback, a free port, metrics off,
+    then ``flags``."""
+    return [
+        "--model-root",
+        str(model_root),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        *flags,
+    ]
+
+
 class SubprocessServer:
     """``python -m server`` as a user runs it; the port is read from its log line."""
 

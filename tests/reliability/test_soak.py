@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from client import AsyncModelClient, InvalidImage
 from tests.images import encode, photo
-from tests.servers import SubprocessServer, copy_version
+from tests.servers import SubprocessServer, copy_version, loopback_args
 
 NAME = "mobilenet_v2_keras"
 REQUESTS = int(os.environ.get("IMAGESERVE_SOAK_REQUESTS", "2000"))
@@ -107,20 +107,7 @@ def test_soak_with_invalid_images_and_a_hot_swap(tmp_path, classifier_export, cl
         2: expected_top1(classifier_v2_export.path, images),
     }
     server = SubprocessServer(
-        [
-            "--model-root",
-            str(root),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--poll-interval-s",
-            "0.5",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ]
+        loopback_args(root, "--poll-interval-s", "0.5", "--state-dir", str(tmp_path / "state"))
     ).start()
     try:
         server.wait_serving()

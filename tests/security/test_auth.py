@@ -13,7 +13,7 @@ from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.auth import TokenTable
 from server.settings import SettingsError
 from tests.security.conftest import CLASSIFIER, READ_TOKEN, TUNE_ONLY_TOKEN, TUNE_TOKEN
-from tests.servers import InProcessServer, SubprocessServer, test_settings
+from tests.servers import InProcessServer, SubprocessServer, loopback_args, test_settings
 
 
 @pytest.fixture(scope="module")
@@ -110,18 +110,7 @@ def test_the_client_library_sends_its_token(server, photos):
 
 def test_tokens_from_the_environment(model_root, tmp_path, photos):
     server = SubprocessServer(
-        [
-            "--model-root",
-            str(model_root),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
+        loopback_args(model_root, "--state-dir", str(tmp_path / "state")),
         env={"IMAGESERVE_AUTH_TOKENS": f"{READ_TOKEN} read; {TUNE_TOKEN} read,finetune"},
     ).start()
     try:

@@ -22,7 +22,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.images import encode
-from tests.servers import InProcessServer, SubprocessServer, test_settings, wait_for
+from tests.servers import InProcessServer, SubprocessServer, loopback_args, test_settings, wait_for
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -111,20 +111,7 @@ def test_oversized_message_is_resource_exhausted_and_the_server_lives_on(model_r
 
 def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos):
     server = SubprocessServer(
-        [
-            "--model-root",
-            str(model_root),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--shutdown-grace-s",
-            "30",
-            "--max-batch-size",
-            "64",
-        ]
+        loopback_args(model_root, "--shutdown-grace-s", "30", "--max-batch-size", "64")
     ).start()
     try:
         server.wait_serving()

@@ -6,7 +6,7 @@ import grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.servers import SubprocessServer, copy_version, wait_for
+from tests.servers import SubprocessServer, copy_version, loopback_args, wait_for
 
 NAME = "vgg16"
 
@@ -16,20 +16,7 @@ def test_two_servers_on_one_root_both_pick_up_a_new_version(tmp_path, features_e
     copy_version(features_export.path, root, NAME, 1)
     servers = [
         SubprocessServer(
-            [
-                "--model-root",
-                str(root),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--poll-interval-s",
-                "0.5",
-                "--state-dir",
-                str(tmp_path / f"state-{i}"),
-            ]
+            loopback_args(root, "--poll-interval-s", "0.5", "--state-dir", str(tmp_path / f"state-{i}"))
         ).start()
         for i in range(2)
     ]
