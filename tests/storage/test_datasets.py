@@ -19,7 +19,6 @@ from server.finetune.jobs import UploadedImage, UploadInfo
 from server.finetune.store_sqlite import SQLiteJobStore
 from server.model_store import RemoteModelRoot
 from tests.finetune.helpers import load_digit_images, start, upload, wait_done
-from tests.postgres import PostgresServer, available
 from tests.servers import InProcessServer, test_settings
 from tests.storage.conftest import bucket_path, publish_version, s3
 
@@ -82,15 +81,6 @@ def test_a_local_model_root_keeps_datasets_in_state_dir_only(tmp_path):
     assert intake.index_path(dataset_id).is_file()
     assert intake.ensure_local(dataset_id) is False
     assert list(model_root.iterdir()) == []
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if not available():
-        pytest.skip("initdb and pg_ctl (Debian: postgresql) are not on the PATH")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 def test_a_replica_trains_on_a_dataset_uploaded_through_another(
