@@ -75,6 +75,13 @@ def upload_version(local_dir: Path, url: str, name: str, version: int) -> str:
     target = f"{base}/{name}/{version}"
     if fs.exists(target) and fs.find(target):
         raise VersionExists(f"{url}/{name}/{version} already exists; versions are never overwritten")
+    upload_tree(fs, local_dir, target)  # without its marker it is never served; a failure frees the number
+    return f"{url}/{name}/{version}"
+
+
+def upload_tree(fs: Any, local_dir: Path, target: str) -> None:
+    """Upload every file under ``local_dir`` to ``target`` (a path within ``fs``), then the marker,
+    LAST, listing each file and its size. A failed upload is removed (it had no marker anyway)."""
     files = {}
     try:
         for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
@@ -82,13 +89,26 @@ def upload_version(local_dir: Path, url: str, name: str, version: int) -> str:
             fs.put_file(str(path), f"{target}/{relative}")
             files[relative] = path.stat().st_size
     except OSError:
-        _remove_quietly(fs, target)  # without its marker it is never served; this frees the number
+        _remove_quietly(fs, target)
         raise
     marker = {"files": files, "published_at": time.time()}
     fs.pipe_file(
         f"{target}/{PUBLISHED_MARKER}", (json.dumps(marker, indent=2, sort_keys=True) + "\n").encode()
     )
-    return f"{url}/{name}/{version}"
+
+
+def download_tree(fs: Any, source: str, local_dir: Path) -> None:
+    """Copy the files the marker of ``source`` lists into ``local_dir``, checking each one's size.
+
+    Raises FileNotFoundError when ``source`` has no marker (never uploaded, or unfinished), OSError
+    when a file is missing or changed size."""
+    marker = json.loads(fs.cat_file(f"{source}/{PUBLISHED_MARKER}"))
+    for relative, size in sorted(marker["files"].items()):
+        local = local_dir / relative
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f"{source}/{relative}", str(local))
+        if local.stat().st_size != size:
+            raise OSError(f"{source}/{relative} has {local.stat().st_size} bytes; its marker says {size}")
 
 
 def _remove_quietly(fs: Any, path: str) -> None:

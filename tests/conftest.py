@@ -144,3 +144,16 @@ def stub(channel):
     from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 
     return pb_grpc.ImageModelServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (initdb + pg_ctl on a loopback port) for the session: tests/jobstore,
+    tests/storage."""
+    from tests.postgres import PostgresServer, available
+
+    if not available():
+        pytest.skip("initdb and pg_ctl (Debian: postgresql) are not on the PATH")
+    server = PostgresServer().start()
+    yield server
+    server.stop()

@@ -188,6 +188,7 @@ class UploadWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.final_dir, ignore_errors=True)  # finished, but its copy to the bucket failed
 
 
 # --- data-root directories -----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Dataset intake: uploads and data-root directories become datasets (files in the state directory,
 a row in the job store). Nothing is kept of an upload that fails or is abandoned.
 
-With a shared job store, every replica must reach the same ``<state_dir>/datasets`` (a shared volume):
-a dataset uploaded through one replica may be trained on by another.
+With a shared job store, a dataset uploaded through one replica may be trained on by another: every
+replica must reach the same ``<state_dir>/datasets`` (a shared volume), unless the model root is a
+bucket, where datasets are copied too (:mod:`server.finetune.shared_datasets`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from exporter.roots import is_url
 from server.errors import NotFound
+from server.finetune import shared_datasets
 from server.finetune.datasets import (
     DIRECTORY,
     UPLOAD,
@@ -43,7 +46,7 @@ class DatasetIntake:
 
     def remove_unfinished_uploads(self, min_age_s: float = 0.0) -> None:
         """Uploads do not survive their server; ``min_age_s`` spares those another replica is receiving."""
-        for unfinished in self.datasets_dir.glob(".upload-*"):
+        for unfinished in [*self.datasets_dir.glob(".upload-*"), *self.datasets_dir.glob(".fetch-*")]:
             try:
                 age = time.time() - unfinished.stat().st_mtime
             except FileNotFoundError:
@@ -76,6 +79,7 @@ class DatasetIntake:
                 else:
                     await loop.run_in_executor(files, writer.add, item)
             summary = await loop.run_in_executor(files, writer.finish)
+            await loop.run_in_executor(files, self._share, writer.final_dir, summary.dataset_id)
         except BaseException:
             await asyncio.shield(loop.run_in_executor(files, writer.abort))
             raise
@@ -100,13 +104,35 @@ class DatasetIntake:
         await asyncio.to_thread(
             save_directory_index, self.datasets_dir, summary.dataset_id, data_dir, entries, skipped
         )
+        try:
+            await asyncio.to_thread(self._share, self.datasets_dir / summary.dataset_id, summary.dataset_id)
+        except BaseException:
+            shutil.rmtree(self.datasets_dir / summary.dataset_id, ignore_errors=True)
+            raise
         store.add_dataset(summary, DIRECTORY, source=data_dir)
         return summary
 
     def uploaded(self, store: JobStore, dataset_id: str, min_per_class: int) -> DatasetSummary:
         """A stored upload, checked for training with ``min_per_class``."""
         dataset = store.get_dataset(dataset_id)
-        if dataset is None or not self.index_path(dataset_id).is_file():
+        if dataset is None or not (self.index_path(dataset_id).is_file() or self._shared(dataset_id)):
             raise NotFound(f"unknown dataset {dataset_id!r}; upload one with UploadDataset first")
         check_counts(dataset.images_per_class, min_per_class)
         return dataset
+
+    def _share(self, local_dir: Path, dataset_id: str) -> None:
+        """With a bucket model root, a finished dataset is uploaded beside the models, for other replicas."""
+        if is_url(self.settings.model_root):
+            shared_datasets.publish(self.settings.model_root, local_dir, dataset_id)
+
+    def _shared(self, dataset_id: str) -> bool:
+        return is_url(self.settings.model_root) and shared_datasets.published(
+            self.settings.model_root, dataset_id
+        )
+
+    def ensure_local(self, dataset_id: str) -> bool:
+        """Copy the dataset from the bucket model root if this replica's state_dir lacks it; True if copied.
+        Raises OSError or ValueError when it cannot (the job then fails with the reason)."""
+        if not is_url(self.settings.model_root):
+            return False
+        return shared_datasets.fetch(self.settings.model_root, self.datasets_dir, dataset_id)

@@ -29,6 +29,7 @@ from server.finetune.journal import Journal
 from server.finetune.messages import Failed, Outcome, Progress, Succeeded
 from server.finetune.pipeline import JobSpec
 from server.finetune.publication import LoadOutcome, load_published, quarantine
+from server.finetune.shared_datasets import remote_url
 from server.finetune.worker_process import WorkerProcess, describe_exit, published_version, remove_staging_of
 from server.repository import ModelRepository
 from server.settings import ServerSettings
@@ -113,6 +114,8 @@ class JobRunner:
     async def run(self) -> None:
         job, store, journal = self.job, self.journal.store, self.journal
         threads = self.settings.finetune_threads
+        if not await self._dataset_here():
+            return
         try:
             worker = await WorkerProcess.spawn(self._spec(), threads, self.settings.log_level)
         except OSError as exc:
@@ -158,6 +161,25 @@ class JobRunner:
             store.get_job(job.job_id).state.value,
             returncode,
         )
+
+    async def _dataset_here(self) -> bool:
+        """Copy the job's dataset from the bucket model root if this replica lacks it; False (the job
+        FAILED) if it cannot."""
+        job, journal = self.job, self.journal
+        dataset_id = job.dataset.dataset_id
+        try:
+            copied = await asyncio.to_thread(self.intake.ensure_local, dataset_id)
+        except (OSError, ValueError) as exc:
+            source = remote_url(self.settings.model_root, dataset_id)
+            reason = f"could not copy the dataset {dataset_id} from {source}: {exc}; upload it again"
+            log.error("job %s: %s", job.job_id, reason)
+            journal.finish(job.job_id, JobState.FAILED, reason, error=reason)
+            return False
+        if copied:
+            message = f"dataset {dataset_id} copied from the model root's bucket"
+            log.info("job %s: %s", job.job_id, message)
+            journal.event(job.job_id, JobState.RUNNING, job.phase, message)
+        return True
 
     async def _ended(self, outcome: Outcome | None, returncode: int) -> None:
         job, journal = self.job, self.journal

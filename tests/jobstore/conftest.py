@@ -1,5 +1,5 @@
-"""Job store fixtures: a real PostgreSQL server per session (initdb + pg_ctl on a loopback port), a
-fresh database per test, and stores of both kinds."""
+"""Job store fixtures: a fresh database per test on the session's PostgreSQL server (``postgres`` in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,7 @@ import itertools
 
 import pytest
 
-from tests.postgres import PostgresServer, available
-
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    if not available():
-        pytest.skip("initdb and pg_ctl (Debian: postgresql) are not on the PATH")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
