@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from tests.conftest import CLASSIFIER, REPO_ROOT
+from tests.servers import loopback_args
 
 
 def _photo() -> bytes:
@@ -42,17 +43,7 @@ def _classify_bare(address: str) -> None:
 @pytest.mark.parametrize("mode", ["server", "bare"])
 def test_hosted_process_answers_calls_times_its_model_and_stops_at_end_of_input(mode, model_root, tmp_path):
     if mode == "server":
-        args = [
-            CLASSIFIER,
-            "--model-root",
-            str(model_root),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ]
+        args = [CLASSIFIER, *loopback_args(model_root, "--state-dir", str(tmp_path / "state"))]
     else:
         args = ["--bare", str(model_root / CLASSIFIER / "1")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
