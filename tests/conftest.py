@@ -153,7 +153,9 @@ def postgres():
     from tests.postgres import PostgresServer, available
 
     if not available():
-        pytest.skip("initdb and pg_ctl (Debian: postgresql) are not on the PATH")
+        pytest.skip(
+            "no initdb/pg_ctl on the PATH or in /usr/lib/postgresql/*/bin (Debian: apt install postgresql)"
+        )
     server = PostgresServer().start()
     yield server
     server.stop()

@@ -1,5 +1,6 @@
 """A real PostgreSQL server for tests: ``initdb`` into a fresh directory, ``pg_ctl start`` on a free
-loopback port, removed at the end. Needs ``initdb`` and ``pg_ctl`` (Debian: postgresql) on the PATH."""
+loopback port, removed at the end. Needs ``initdb`` and ``pg_ctl``: on the PATH, or where Debian's
+``postgresql`` package puts them (``/usr/lib/postgresql/<major>/bin``, which is not on the PATH)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from tests.servers import free_port
+
+DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
 
 USER = "imageserve"
 
@@ -53,12 +56,24 @@ class PostgresServer:
             db.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
 
-    def _run(self, *command: str) -> None:
+    def _run(self, program: str, *arguments: str) -> None:
+        command = (binary(program), *arguments)
         done = subprocess.run([*self._as, *command], check=False, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             log = (self.dir / "log").read_text() if (self.dir / "log").exists() else ""
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}\n{log}")
 
 
+def binary(program: str) -> str | None:
+    """``program``'s path: on the PATH first, else the newest Debian cluster's bin directory."""
+    found = shutil.which(program)
+    if found:
+        return found
+    candidates = sorted(
+        Path("/").glob(DEBIAN_BIN_DIRS.lstrip("/")), key=lambda d: int(d.parent.name), reverse=True
+    )
+    return next((str(d / program) for d in candidates if (d / program).is_file()), None)
+
+
 def available() -> bool:
-    return shutil.which("initdb") is not None and shutil.which("pg_ctl") is not None
+    return binary("initdb") is not None and binary("pg_ctl") is not None
