@@ -36,7 +36,7 @@ from server.batching import Batcher, BatchStats
 from server.discovery import check_model_name, select_versions
 from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
-from server.model_store import open_model_root
+from server.model_store import RemoteVersion, open_model_root
 from server.runtime import ONNXRUNTIME, RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, reload_model_configs
 
@@ -68,7 +68,7 @@ class ServedVersion:
 
     name: str
     version: int
-    path: Path  # in a bucket: its RemoteVersion until the copy to the local cache (server/model_store.py)
+    path: Path | RemoteVersion  # a bucket's version is a RemoteVersion until copied to the local cache
     fingerprint: tuple
     state: VersionState = VersionState.LOADING
     error: str = ""
