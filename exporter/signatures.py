@@ -31,22 +31,23 @@ from model_format.signatures import (  # noqa: F401 - the names, re-exported bes
 )
 
 
+def decode_image(data: tf.Tensor, size: int) -> tf.Tensor:
+    """Decode one encoded image to float32 ``[size, size, 3]`` in [0, 255]."""
+    # NOTE: TensorFlow's default JPEG IDCT is libjpeg's fast integer one; the accurate one decodes
+    # bit-identically to Pillow (and so to Keras' load_img), which the fidelity test relies on.
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8),
+    )
+    image.set_shape([None, None, 3])
+    return tf.image.resize(image, [size, size], method="bilinear")
+
+
 def decode_images(images: tf.Tensor, size: int) -> tf.Tensor:
     """Decode a batch of encoded images to float32 ``[N, size, size, 3]`` in [0, 255]."""
-
-    def decode_one(data: tf.Tensor) -> tf.Tensor:
-        # NOTE: TensorFlow's default JPEG IDCT is libjpeg's fast integer one; the accurate one decodes
-        # bit-identically to Pillow (and so to Keras' load_img), which the fidelity test relies on.
-        image = tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8),
-        )
-        image.set_shape([None, None, 3])
-        return tf.image.resize(image, [size, size], method="bilinear")
-
     return tf.map_fn(
-        decode_one,
+        lambda data: decode_image(data, size),
         images,
         fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
         parallel_iterations=16,

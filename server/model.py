@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,9 @@ class LoadedModel:
         }
         self._kinds = frozenset(self._functions)
         self._session: Any = None  # the ONNX twin's session when runtime is onnxruntime
+        self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
+        self._onnx_batches = 0  # batches inside _run_onnx now
+        self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
 
     @classmethod
@@ -195,9 +199,11 @@ class LoadedModel:
         kind = "classify" if self.has("classify") else "features"
         batch = [sample_png()] * options.timing_batch
 
+        twin: list[bytes] = []
+
         def load_twin() -> tuple[Any, str]:
             manifest = json.loads((self.path / MANIFEST_FILE).read_text())
-            return rt.obtain_twin(
+            session, origin, model = rt.obtain_twin(
                 self._saved_model,
                 self.path,
                 manifest,
@@ -205,6 +211,8 @@ class LoadedModel:
                 options.cache_dir,
                 options.onnx_threads,
             )
+            twin.append(model)
+            return session, origin
 
         def time_onnx(session: Any) -> float:
             output = KINDS[kind][1]
@@ -220,6 +228,7 @@ class LoadedModel:
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
         if choice.runtime == rt.ONNXRUNTIME:
             self._session = choice.session
+            self._lone_session = rt.lone_batch_session(twin[0], options.onnx_threads)
             self.warm_up()
             # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
             # once the twin serves (decode/resize are separate functions), so they are released.
@@ -290,6 +299,7 @@ class LoadedModel:
                     signature,
                     {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
                 )
+            self._decode(tf.constant([image, image]))  # batches decode through their own function
             return
         for name, function in self._saved_model.signatures.items():
             try:
@@ -331,8 +341,16 @@ class LoadedModel:
     def _run_onnx(self, kind: str, images: Any) -> np.ndarray:
         import tensorflow as tf
 
-        pixels = self._decode(tf.constant(images, dtype=tf.string)).numpy()
-        return onnx_twin.run_twin(self._session, KINDS[kind][1], pixels)
+        with self._onnx_batches_lock:
+            self._onnx_batches += 1
+        try:
+            pixels = self._decode(tf.constant(images, dtype=tf.string)).numpy()
+            # Counted from before the decode: a batch decoding now will want its cores in a moment.
+            alone = self._onnx_batches == 1 and self._lone_session is not None
+            return onnx_twin.run_twin(self._lone_session if alone else self._session, KINDS[kind][1], pixels)
+        finally:
+            with self._onnx_batches_lock:
+                self._onnx_batches -= 1
 
     def _width(self, kind: str) -> int:
         return self.metadata.num_classes if kind == "classify" else self.metadata.feature_dim

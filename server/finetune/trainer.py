@@ -118,7 +118,7 @@ class FrozenBase:
         self.runtime, self._session = rt.TENSORFLOW, None
         try:
             cache = Path(twin_cache) if twin_cache else None
-            self._session, origin = rt.obtain_twin(
+            self._session, origin, _ = rt.obtain_twin(
                 self.saved_model, Path(path), read_manifest(Path(path)), input_size, cache, threads
             )
             self.runtime = rt.ONNXRUNTIME

@@ -68,6 +68,48 @@ def test_onnx_runtime_answers_like_tensorflow(stub, corpus, name):
             )
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2_keras", "tuned"])
+def test_one_image_per_request_answers_like_a_batch(stub, corpus, name):
+    """A lone image takes the single-image decode and, on an idle server, the twin's session on every
+    core (server/runtime.py): the same answers as in a batch and as TensorFlow."""
+    images = list(corpus.values())
+    reference = features(stub, name + TF_SUFFIX, images)
+    for index, image in enumerate(images):
+        for served in (name, name + TF_SUFFIX):
+            alone = features(stub, served, [image])[0]
+            error = np.abs(alone - reference[index]).max() / np.abs(reference[index]).max()
+            assert error <= FEATURE_TOLERANCE, (served, list(corpus)[index], error)
+
+
+def test_single_image_decode_gives_the_batch_pixels(corpus):
+    import tensorflow as tf
+
+    from server.runtime import tensorflow_preprocessing
+
+    decode, _ = tensorflow_preprocessing(224)
+    for image_name, image in corpus.items():
+        alone = decode(tf.constant([image])).numpy()
+        in_batch = decode(tf.constant([image, image])).numpy()[:1]
+        assert np.array_equal(alone, in_batch), image_name
+
+
+def test_lone_batches_get_every_core_unless_the_sessions_already_do(runtime_root):
+    import os
+
+    from exporter import onnx_twin
+    from model_format.manifest import read_manifest
+    from server.runtime import lone_batch_session
+
+    root, _base = runtime_root
+    version = root / "hubnet" / "1"
+    model = onnx_twin.read_twin(version, read_manifest(version)["onnx"])
+    cores = os.cpu_count() or 1
+    assert lone_batch_session(model, cores) is None
+    if cores > 1:
+        session = lone_batch_session(model, 1)
+        assert session.get_session_options().intra_op_num_threads == cores
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="randomised BatchNorm statistics are not enough: features of these random-weight versions still "
