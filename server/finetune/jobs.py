@@ -7,6 +7,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# The metrics are API values, defined once with the client's other result types.
+from client.results import ClassMetrics, EpochMetrics, FineTuneMetrics
 from server.finetune.hyperparameters import Hyperparameters
 
 
@@ -33,43 +35,13 @@ class JobPhase(enum.Enum):
     EXPORTING = "EXPORTING"
 
 
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int  # 1-based
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
+def metrics_to_dict(metrics: FineTuneMetrics) -> dict[str, Any]:
+    """A job's final metrics as JSON-ready values (stored with the job, sent by the worker)."""
+    return dataclasses.asdict(metrics)
 
 
-@dataclass(frozen=True)
-class ClassMetrics:
-    label: str
-    precision: float
-    recall: float
-    support: int
-
-
-@dataclass(frozen=True)
-class FineTuneMetrics:
-    """Final metrics of the restored best epoch, on the validation split."""
-
-    val_accuracy: float
-    val_loss: float
-    train_accuracy: float
-    train_loss: float
-    epochs_run: int
-    best_epoch: int
-    per_class: tuple[ClassMetrics, ...]
-    extract_seconds: float
-    train_seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FineTuneMetrics:
-        return cls(**{**data, "per_class": tuple(ClassMetrics(**c) for c in data["per_class"])})
+def metrics_from_dict(data: dict[str, Any]) -> FineTuneMetrics:
+    return FineTuneMetrics(**{**data, "per_class": [ClassMetrics(**c) for c in data["per_class"]]})
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import (
     DatasetSummary,
     EpochMetrics,
-    FineTuneMetrics,
     Job,
     JobEvent,
     JobPhase,
     JobState,
+    metrics_from_dict,
 )
 
 Row = Mapping[str, Any]
@@ -136,7 +136,7 @@ def job_from_row(row: Row, dataset: DatasetSummary | None) -> Job:
         output_version=row["output_version"],
         dataset=dataset or DatasetSummary(row["dataset_id"], "(deleted)", 0, {}),
         hyperparameters=Hyperparameters.from_dict(json.loads(row["hyperparameters"])),
-        metrics=FineTuneMetrics.from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
+        metrics=metrics_from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
         artifacts=tuple(json.loads(row["artifacts"])),
         error=row["error"],
         created_at=row["created_at"],
