@@ -1,4 +1,8 @@
-"""The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O."""
+"""The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O.
+
+The values the API returns as they are (a dataset, a job's metrics) are the client's own types
+(:mod:`client.results`), defined once; the server adds only what it keeps about jobs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The metrics are API values, defined once with the client's other result types.
-from client.results import ClassMetrics, EpochMetrics, FineTuneMetrics
+from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics
 from server.finetune.hyperparameters import Hyperparameters
 
 
@@ -45,23 +49,6 @@ def metrics_from_dict(data: dict[str, Any]) -> FineTuneMetrics:
 
 
 @dataclass(frozen=True)
-class DatasetSummary:
-    """A stored dataset: an upload, or a snapshot of a data-root directory's file list."""
-
-    dataset_id: str
-    name: str
-    num_images: int
-    images_per_class: dict[str, int]
-    created_at: float = 0.0
-
-    @property
-    def imbalance_ratio(self) -> float:
-        """Largest class size / smallest class size (1.0 is balanced)."""
-        counts = [n for n in self.images_per_class.values() if n > 0]
-        return max(counts) / min(counts) if counts else 0.0
-
-
-@dataclass(frozen=True)
 class Job:
     job_id: str
     state: JobState
@@ -70,7 +57,7 @@ class Job:
     base_version: int
     output_model: str
     hyperparameters: Hyperparameters
-    dataset: DatasetSummary
+    dataset: Dataset
     created_at: float  # wall-clock seconds since the epoch, for display
     request_id: str = ""
     output_version: int = 0

@@ -40,7 +40,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidRequest, Not
 from server.finetune.datasets import DIRECTORY, UPLOAD, new_id
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import (
-    DatasetSummary,
+    Dataset,
     Job,
     JobEvent,
     JobPhase,
@@ -210,7 +210,7 @@ class FineTuneManager:
 
     # --- datasets --------------------------------------------------------------------------------
 
-    async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> DatasetSummary:
+    async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> Dataset:
         """Store an upload as a dataset; nothing is kept if any image or limit is refused."""
         return await self.intake.upload(self._open(), items)
 

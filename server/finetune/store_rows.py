@@ -16,13 +16,15 @@ Tables (times are wall-clock seconds since the epoch)::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from server.finetune.datasets import imbalance_ratio
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import (
-    DatasetSummary,
+    Dataset,
     EpochMetrics,
     Job,
     JobEvent,
@@ -124,7 +126,7 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     return encoded
 
 
-def job_from_row(row: Row, dataset: DatasetSummary | None) -> Job:
+def job_from_row(row: Row, dataset: Dataset | None) -> Job:
     return Job(
         job_id=row["job_id"],
         request_id=row["request_id"] or "",
@@ -134,7 +136,7 @@ def job_from_row(row: Row, dataset: DatasetSummary | None) -> Job:
         base_version=row["base_version"],
         output_model=row["output_model"],
         output_version=row["output_version"],
-        dataset=dataset or DatasetSummary(row["dataset_id"], "(deleted)", 0, {}),
+        dataset=dataset or Dataset(row["dataset_id"], "(deleted)", 0, {}, 0.0),
         hyperparameters=Hyperparameters.from_dict(json.loads(row["hyperparameters"])),
         metrics=metrics_from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
         artifacts=tuple(json.loads(row["artifacts"])),
@@ -159,11 +161,13 @@ def event_from_row(row: Row) -> JobEvent:
     )
 
 
-def dataset_from_row(row: Row) -> DatasetSummary:
-    return DatasetSummary(
+def dataset_from_row(row: Row) -> Dataset:
+    images_per_class = json.loads(row["images_per_class"])
+    return Dataset(
         dataset_id=row["dataset_id"],
         name=row["name"],
         num_images=row["num_images"],
-        images_per_class=json.loads(row["images_per_class"]),
-        created_at=row["created_at"],
+        images_per_class=images_per_class,
+        imbalance_ratio=imbalance_ratio(images_per_class),
+        created_at=dt.datetime.fromtimestamp(row["created_at"], dt.UTC) if row["created_at"] else None,
     )
