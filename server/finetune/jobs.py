@@ -11,22 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-# The metrics are API values, defined once with the client's other result types.
-from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics
+# API values, defined once with the client's other result types (JobState.done: the job has ended).
+from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics, JobState
 from server.finetune.hyperparameters import Hyperparameters
-
-
-class JobState(enum.Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
