@@ -15,8 +15,6 @@ from typing import Any
 from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics, JobState
 from server.finetune.hyperparameters import Hyperparameters
 
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-
 
 class JobPhase(enum.Enum):
     UNSPECIFIED = "UNSPECIFIED"
