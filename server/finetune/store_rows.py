@@ -31,6 +31,7 @@ from server.finetune.jobs import (
     JobPhase,
     JobState,
     metrics_from_dict,
+    metrics_to_dict,
 )
 
 Row = Mapping[str, Any]
@@ -119,7 +120,7 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (JobState, JobPhase)):
             value = value.value
         elif key == "metrics":
-            value = json.dumps(value.to_dict()) if value is not None else None
+            value = json.dumps(metrics_to_dict(value)) if value is not None else None
         elif key == "artifacts":
             value = json.dumps(list(value))
         encoded[key] = value
