@@ -247,6 +247,7 @@ def dataset(message: pb.Dataset) -> Dataset:
         num_images=message.num_images,
         images_per_class=dict(sorted(message.images_per_class.items())),
         imbalance_ratio=message.imbalance_ratio,
+        created_at=_time(message, "created_at"),
     )
 
 

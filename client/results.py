@@ -286,6 +286,8 @@ class Dataset:
     images_per_class: dict[str, int]
     #: Largest class size / smallest class size (1.0 is balanced).
     imbalance_ratio: float
+    #: When the server stored it (UTC), if known.
+    created_at: datetime | None = None
 
     @property
     def labels(self) -> list[str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from client.results import Prediction  # one definition of a prediction, the API's
 from model_format import signatures as sig
 from server import tracing
 from server.errors import InvalidRequest
@@ -23,13 +24,6 @@ from server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
-
-
-@dataclass(frozen=True)
-class Prediction:
-    class_id: int
-    label: str
-    score: float
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from server.errors import InvalidRequest
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import (
-    DatasetSummary,
+    Dataset,
     FineTuneMetrics,
     Job,
     JobEvent,
@@ -101,14 +101,17 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     return stamp
 
 
-def dataset(summary: DatasetSummary) -> pb.Dataset:
-    return pb.Dataset(
-        dataset_id=summary.dataset_id,
-        name=summary.name,
-        num_images=summary.num_images,
-        images_per_class=summary.images_per_class,
-        imbalance_ratio=summary.imbalance_ratio,
+def dataset(plain: Dataset) -> pb.Dataset:
+    message = pb.Dataset(
+        dataset_id=plain.dataset_id,
+        name=plain.name,
+        num_images=plain.num_images,
+        images_per_class=plain.images_per_class,
+        imbalance_ratio=plain.imbalance_ratio,
     )
+    if plain.created_at is not None:
+        message.created_at.FromDatetime(plain.created_at)
+    return message
 
 
 def hyperparameters_message(hp: Hyperparameters) -> pb.FineTuneHyperparameters:

@@ -17,10 +17,10 @@ Checks, all with a message naming the image or path (never an absolute server pa
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
-import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -34,7 +34,7 @@ from server.errors import (
     NotFound,
     PermissionDenied,
 )
-from server.finetune.jobs import DatasetSummary, UploadedImage
+from server.finetune.jobs import Dataset, UploadedImage
 from server.images import inspect_image
 
 MAX_LABEL_CHARS = 128
@@ -92,11 +92,20 @@ def check_counts(images_per_class: dict[str, int], min_per_class: int) -> None:
         )
 
 
-def summarize(dataset_id: str, name: str, entries: list[Entry]) -> DatasetSummary:
+def imbalance_ratio(images_per_class: dict[str, int]) -> float:
+    """Largest class size / smallest class size (1.0 is balanced; 0.0 for no images)."""
+    counts = [n for n in images_per_class.values() if n > 0]
+    return max(counts) / min(counts) if counts else 0.0
+
+
+def summarize(dataset_id: str, name: str, entries: list[Entry]) -> Dataset:
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry.label] = counts.get(entry.label, 0) + 1
-    return DatasetSummary(dataset_id, name, len(entries), dict(sorted(counts.items())), time.time())
+    per_class = dict(sorted(counts.items()))
+    return Dataset(
+        dataset_id, name, len(entries), per_class, imbalance_ratio(per_class), dt.datetime.now(dt.UTC)
+    )
 
 
 def write_index(directory: Path, name: str, kind: str, entries: list[Entry], skipped: int = 0) -> None:
@@ -178,7 +187,7 @@ class UploadWriter:
         (self.dir / relative).write_bytes(image.data)
         self.entries.append(Entry(image.label, relative, display))
 
-    def finish(self) -> DatasetSummary:
+    def finish(self) -> Dataset:
         if not self.entries:
             raise InvalidRequest("the upload contained no images; send one LabeledImage message per image")
         name = self.name or f"upload of {len(self.entries)} images"

@@ -30,7 +30,7 @@ from server.finetune.datasets import (
     scan_data_dir,
     summarize,
 )
-from server.finetune.jobs import DatasetSummary, UploadedImage, UploadInfo
+from server.finetune.jobs import Dataset, UploadedImage, UploadInfo
 from server.finetune.store import JobStore
 from server.settings import ServerSettings
 
@@ -58,9 +58,7 @@ class DatasetIntake:
     def index_path(self, dataset_id: str) -> Path:
         return index_path(self.datasets_dir, dataset_id)
 
-    async def upload(
-        self, store: JobStore, items: AsyncIterator[UploadedImage | UploadInfo]
-    ) -> DatasetSummary:
+    async def upload(self, store: JobStore, items: AsyncIterator[UploadedImage | UploadInfo]) -> Dataset:
         """Store an upload as a dataset; nothing is kept if any image or limit is refused."""
         writer = UploadWriter(
             self.datasets_dir,
@@ -94,7 +92,7 @@ class DatasetIntake:
         )
         return summary
 
-    async def from_directory(self, store: JobStore, data_dir: str, min_per_class: int) -> DatasetSummary:
+    async def from_directory(self, store: JobStore, data_dir: str, min_per_class: int) -> Dataset:
         """A snapshot of a data-root directory's file list, checked and stored as a dataset."""
         entries, skipped = await asyncio.to_thread(
             scan_data_dir, self.settings.data_root, data_dir, self.settings.max_upload_images
@@ -112,7 +110,7 @@ class DatasetIntake:
         store.add_dataset(summary, DIRECTORY, source=data_dir)
         return summary
 
-    def uploaded(self, store: JobStore, dataset_id: str, min_per_class: int) -> DatasetSummary:
+    def uploaded(self, store: JobStore, dataset_id: str, min_per_class: int) -> Dataset:
         """A stored upload, checked for training with ``min_per_class``."""
         dataset = store.get_dataset(dataset_id)
         if dataset is None or not (self.index_path(dataset_id).is_file() or self._shared(dataset_id)):

@@ -1,4 +1,8 @@
-"""The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O."""
+"""The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O.
+
+The values the API returns as they are (a dataset, a job's metrics) are the client's own types
+(:mod:`client.results`), defined once; the server adds only what it keeps about jobs.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# API values, defined once with the client's other result types (JobState.done: the job has ended).
+from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics, JobState
 from server.finetune.hyperparameters import Hyperparameters
-
-
-class JobState(enum.Enum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATES
-
-
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 class JobPhase(enum.Enum):
@@ -33,60 +24,13 @@ class JobPhase(enum.Enum):
     EXPORTING = "EXPORTING"
 
 
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int  # 1-based
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
+def metrics_to_dict(metrics: FineTuneMetrics) -> dict[str, Any]:
+    """A job's final metrics as JSON-ready values (stored with the job, sent by the worker)."""
+    return dataclasses.asdict(metrics)
 
 
-@dataclass(frozen=True)
-class ClassMetrics:
-    label: str
-    precision: float
-    recall: float
-    support: int
-
-
-@dataclass(frozen=True)
-class FineTuneMetrics:
-    """Final metrics of the restored best epoch, on the validation split."""
-
-    val_accuracy: float
-    val_loss: float
-    train_accuracy: float
-    train_loss: float
-    epochs_run: int
-    best_epoch: int
-    per_class: tuple[ClassMetrics, ...]
-    extract_seconds: float
-    train_seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FineTuneMetrics:
-        return cls(**{**data, "per_class": tuple(ClassMetrics(**c) for c in data["per_class"])})
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    """A stored dataset: an upload, or a snapshot of a data-root directory's file list."""
-
-    dataset_id: str
-    name: str
-    num_images: int
-    images_per_class: dict[str, int]
-    created_at: float = 0.0
-
-    @property
-    def imbalance_ratio(self) -> float:
-        """Largest class size / smallest class size (1.0 is balanced)."""
-        counts = [n for n in self.images_per_class.values() if n > 0]
-        return max(counts) / min(counts) if counts else 0.0
+def metrics_from_dict(data: dict[str, Any]) -> FineTuneMetrics:
+    return FineTuneMetrics(**{**data, "per_class": [ClassMetrics(**c) for c in data["per_class"]]})
 
 
 @dataclass(frozen=True)
@@ -98,7 +42,7 @@ class Job:
     base_version: int
     output_model: str
     hyperparameters: Hyperparameters
-    dataset: DatasetSummary
+    dataset: Dataset
     created_at: float  # wall-clock seconds since the epoch, for display
     request_id: str = ""
     output_version: int = 0

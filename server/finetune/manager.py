@@ -40,7 +40,7 @@ from server.errors import AlreadyExists, FailedPrecondition, InvalidRequest, Not
 from server.finetune.datasets import DIRECTORY, UPLOAD, new_id
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import (
-    DatasetSummary,
+    Dataset,
     Job,
     JobEvent,
     JobPhase,
@@ -210,7 +210,7 @@ class FineTuneManager:
 
     # --- datasets --------------------------------------------------------------------------------
 
-    async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> DatasetSummary:
+    async def upload_dataset(self, items: AsyncIterator[UploadedImage | UploadInfo]) -> Dataset:
         """Store an upload as a dataset; nothing is kept if any image or limit is refused."""
         return await self.intake.upload(self._open(), items)
 
@@ -310,7 +310,9 @@ class FineTuneManager:
         """Jobs in the store by state name, every state present (for the metrics gauge; any thread)."""
         store = self._store
         counts = store.count_by_state() if store is not None else {}
-        return {state.value: counts.get(state.value, 0) for state in JobState}
+        return {
+            state.value: counts.get(state.value, 0) for state in JobState if state is not JobState.UNSPECIFIED
+        }
 
     async def cancel(self, job_id: str) -> Job:
         """QUEUED: CANCELLED at once. RUNNING (on any replica): its worker is terminated, then
@@ -318,7 +320,7 @@ class FineTuneManager:
         job = self.get(job_id)
         if job.state is JobState.CANCELLED:
             return job
-        if job.state.terminal:
+        if job.state.done:
             published = (
                 f" and published {job.output_model} v{job.output_version}" if job.output_version else ""
             )
@@ -347,7 +349,7 @@ class FineTuneManager:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._stopping:
             changed = self.journal.changed
-            if self._store.get_job(job_id).state.terminal:
+            if self._store.get_job(job_id).state.done:
                 return
             try:
                 await asyncio.wait_for(changed.wait(), min(1.0, deadline - time.monotonic()))
@@ -365,7 +367,7 @@ class FineTuneManager:
             store = self._existing_store()
             if store is None:
                 return
-            ended = store.get_job(job_id).state.terminal
+            ended = store.get_job(job_id).state.done
             events = store.events_after(job_id, last)
             for event in events:
                 yield event
@@ -400,7 +402,7 @@ class FineTuneManager:
             await runner.run()
         except Exception:  # a bug here must not leave the job RUNNING forever
             log.exception("job %s: the server side of the job failed", job_id)
-            if not self._store.get_job(job_id).state.terminal:
+            if not self._store.get_job(job_id).state.done:
                 msg = "internal server error; details are in the server log"
                 self.journal.finish(job_id, JobState.FAILED, msg)
         finally:

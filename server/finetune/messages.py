@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase
+from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase, metrics_from_dict, metrics_to_dict
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Succeeded:
         return {
             "kind": "succeeded",
             "output_version": self.output_version,
-            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "metrics": metrics_to_dict(self.metrics) if self.metrics else None,
             "artifacts": list(self.artifacts),
         }
 
@@ -64,7 +64,7 @@ class Failed:
         return {
             "kind": "failed",
             "error": self.error,
-            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "metrics": metrics_to_dict(self.metrics) if self.metrics else None,
         }
 
 
@@ -83,7 +83,7 @@ def decode(line: bytes | str) -> WorkerMessage:
         raise ValueError("not a protocol message")  # noqa: TRY004 (callers catch ValueError, as for bad JSON)
     kind = data.get("kind")
     try:
-        metrics = FineTuneMetrics.from_dict(data["metrics"]) if data.get("metrics") else None
+        metrics = metrics_from_dict(data["metrics"]) if data.get("metrics") else None
         if kind == "event":
             epoch = data.get("epoch")
             return Progress(

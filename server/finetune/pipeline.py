@@ -257,7 +257,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
         train_loss=on_train.loss,
         epochs_run=len(result.history),
         best_epoch=result.best_epoch,
-        per_class=tuple(on_val.per_class),
+        per_class=list(on_val.per_class),
         extract_seconds=round(extract_seconds, 3),
         train_seconds=round(result.seconds, 3),
     )

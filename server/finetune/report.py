@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from server.finetune.jobs import EpochMetrics, FineTuneMetrics
+from server.finetune.jobs import EpochMetrics, FineTuneMetrics, metrics_to_dict
 
 METRICS_FILE = "metrics.json"
 CURVE_FILE = "training_curve.png"
@@ -31,7 +31,7 @@ def metrics_document(
         **context,
         "labels": list(labels),
         "history": [epoch.__dict__ for epoch in history],
-        "final": {k: v for k, v in metrics.to_dict().items() if k != "per_class"},
+        "final": {k: v for k, v in metrics_to_dict(metrics).items() if k != "per_class"},
         "per_class": [c.__dict__ for c in metrics.per_class],
         "confusion_matrix": {
             "rows": "true class (labels order)",

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from server.finetune.jobs import DatasetSummary, EpochMetrics, Job, JobEvent, JobPhase, JobState
+from server.finetune.jobs import Dataset, EpochMetrics, Job, JobEvent, JobPhase, JobState
 from server.finetune.store_rows import (
     JOB_COLUMNS,
     Row,
@@ -92,7 +92,7 @@ class JobStore(abc.ABC):
 
     # --- datasets --------------------------------------------------------------------------------
 
-    def add_dataset(self, dataset: DatasetSummary, kind: str, source: str) -> None:
+    def add_dataset(self, dataset: Dataset, kind: str, source: str) -> None:
         self._all(
             "INSERT INTO datasets (dataset_id, name, kind, source, num_images, images_per_class, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -103,11 +103,11 @@ class JobStore(abc.ABC):
                 source,
                 dataset.num_images,
                 json.dumps(dataset.images_per_class, sort_keys=True),
-                dataset.created_at,
+                dataset.created_at.timestamp() if dataset.created_at else 0.0,
             ),
         )
 
-    def get_dataset(self, dataset_id: str) -> DatasetSummary | None:
+    def get_dataset(self, dataset_id: str) -> Dataset | None:
         row = self._one("SELECT * FROM datasets WHERE dataset_id = ?", (dataset_id,))
         return dataset_from_row(row) if row else None
 

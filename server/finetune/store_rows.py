@@ -16,19 +16,22 @@ Tables (times are wall-clock seconds since the epoch)::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
 
+from server.finetune.datasets import imbalance_ratio
 from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import (
-    DatasetSummary,
+    Dataset,
     EpochMetrics,
-    FineTuneMetrics,
     Job,
     JobEvent,
     JobPhase,
     JobState,
+    metrics_from_dict,
+    metrics_to_dict,
 )
 
 Row = Mapping[str, Any]
@@ -117,14 +120,14 @@ def encode_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (JobState, JobPhase)):
             value = value.value
         elif key == "metrics":
-            value = json.dumps(value.to_dict()) if value is not None else None
+            value = json.dumps(metrics_to_dict(value)) if value is not None else None
         elif key == "artifacts":
             value = json.dumps(list(value))
         encoded[key] = value
     return encoded
 
 
-def job_from_row(row: Row, dataset: DatasetSummary | None) -> Job:
+def job_from_row(row: Row, dataset: Dataset | None) -> Job:
     return Job(
         job_id=row["job_id"],
         request_id=row["request_id"] or "",
@@ -134,9 +137,9 @@ def job_from_row(row: Row, dataset: DatasetSummary | None) -> Job:
         base_version=row["base_version"],
         output_model=row["output_model"],
         output_version=row["output_version"],
-        dataset=dataset or DatasetSummary(row["dataset_id"], "(deleted)", 0, {}),
+        dataset=dataset or Dataset(row["dataset_id"], "(deleted)", 0, {}, 0.0),
         hyperparameters=Hyperparameters.from_dict(json.loads(row["hyperparameters"])),
-        metrics=FineTuneMetrics.from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
+        metrics=metrics_from_dict(json.loads(row["metrics"])) if row["metrics"] else None,
         artifacts=tuple(json.loads(row["artifacts"])),
         error=row["error"],
         created_at=row["created_at"],
@@ -159,11 +162,13 @@ def event_from_row(row: Row) -> JobEvent:
     )
 
 
-def dataset_from_row(row: Row) -> DatasetSummary:
-    return DatasetSummary(
+def dataset_from_row(row: Row) -> Dataset:
+    images_per_class = json.loads(row["images_per_class"])
+    return Dataset(
         dataset_id=row["dataset_id"],
         name=row["name"],
         num_images=row["num_images"],
-        images_per_class=json.loads(row["images_per_class"]),
-        created_at=row["created_at"],
+        images_per_class=images_per_class,
+        imbalance_ratio=imbalance_ratio(images_per_class),
+        created_at=dt.datetime.fromtimestamp(row["created_at"], dt.UTC) if row["created_at"] else None,
     )

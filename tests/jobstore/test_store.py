@@ -3,18 +3,19 @@ over once, cancel requests reach the runner, events keep their order, writes are
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
 import pytest
 
 from server.finetune.hyperparameters import Hyperparameters
-from server.finetune.jobs import DatasetSummary, Job, JobPhase, JobState
+from server.finetune.jobs import Dataset, Job, JobPhase, JobState
 from server.finetune.store import JobStore
 from server.finetune.store_postgres import PostgresJobStore, redact
 from server.finetune.store_sqlite import SQLiteJobStore
 
-DATASET = DatasetSummary("ds-1", "digits", 20, {"0": 10, "1": 10}, created_at=1.0)
+DATASET = Dataset("ds-1", "digits", 20, {"0": 10, "1": 10}, 1.0, dt.datetime.fromtimestamp(1.0, dt.UTC))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -265,7 +265,7 @@ class LabeledImage(_message.Message):
     def __init__(self, label: _Optional[str] = ..., image: _Optional[bytes] = ..., filename: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("dataset_id", "name", "num_images", "images_per_class", "imbalance_ratio")
+    __slots__ = ("dataset_id", "name", "num_images", "images_per_class", "imbalance_ratio", "created_at")
     class ImagesPerClassEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -278,12 +278,14 @@ class Dataset(_message.Message):
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     IMAGES_PER_CLASS_FIELD_NUMBER: _ClassVar[int]
     IMBALANCE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     name: str
     num_images: int
     images_per_class: _containers.ScalarMap[str, int]
     imbalance_ratio: float
-    def __init__(self, dataset_id: _Optional[str] = ..., name: _Optional[str] = ..., num_images: _Optional[int] = ..., images_per_class: _Optional[_Mapping[str, int]] = ..., imbalance_ratio: _Optional[float] = ...) -> None: ...
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, dataset_id: _Optional[str] = ..., name: _Optional[str] = ..., num_images: _Optional[int] = ..., images_per_class: _Optional[_Mapping[str, int]] = ..., imbalance_ratio: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartFineTuneRequest(_message.Message):
     __slots__ = ("base_model", "dataset_id", "data_dir", "output_model", "hyperparameters", "request_id")
