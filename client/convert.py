@@ -156,18 +156,10 @@ def server_info(message: pb.ServerInfo) -> ServerInfo:
 
 _WEIGHTING_TO_PB = {"none": pb.CLASS_WEIGHTING_NONE, "balanced": pb.CLASS_WEIGHTING_BALANCED}
 _WEIGHTING_FROM_PB = {pb.CLASS_WEIGHTING_NONE: "none", pb.CLASS_WEIGHTING_BALANCED: "balanced"}
-#: proto3 ``optional`` fields of FineTuneHyperparameters: set only when the caller gives a value.
-_OPTIONAL_HYPERPARAMETERS = (
-    "hidden_units",
-    "dropout",
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "validation_fraction",
-    "seed",
-    "early_stopping_patience",
-    "min_val_accuracy",
-    "min_images_per_class",
+#: proto3 ``optional`` fields of FineTuneHyperparameters (read from the proto): set only when the caller
+#: gives a value.
+_OPTIONAL_HYPERPARAMETERS = tuple(
+    field.name for field in pb.FineTuneHyperparameters.DESCRIPTOR.fields if field.has_presence
 )
 
 

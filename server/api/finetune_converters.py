@@ -27,17 +27,9 @@ _WEIGHTING_TO_PLAIN = {
     pb.CLASS_WEIGHTING_BALANCED: "balanced",
 }
 _WEIGHTING_TO_PB = {"none": pb.CLASS_WEIGHTING_NONE, "balanced": pb.CLASS_WEIGHTING_BALANCED}
-_OPTIONAL_FIELDS = (
-    "hidden_units",
-    "dropout",
-    "learning_rate",
-    "epochs",
-    "batch_size",
-    "validation_fraction",
-    "seed",
-    "early_stopping_patience",
-    "min_val_accuracy",
-    "min_images_per_class",
+# proto3 ``optional`` fields of FineTuneHyperparameters (read from the proto): unset means the default.
+_OPTIONAL_FIELDS = tuple(
+    field.name for field in pb.FineTuneHyperparameters.DESCRIPTOR.fields if field.has_presence
 )
 
 
