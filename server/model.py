@@ -199,11 +199,9 @@ class LoadedModel:
         kind = "classify" if self.has("classify") else "features"
         batch = [sample_png()] * options.timing_batch
 
-        twin: list[bytes] = []
-
-        def load_twin() -> tuple[Any, str]:
+        def load_twin() -> tuple[Any, str, bytes]:
             manifest = json.loads((self.path / MANIFEST_FILE).read_text())
-            session, origin, model = rt.obtain_twin(
+            return rt.obtain_twin(
                 self._saved_model,
                 self.path,
                 manifest,
@@ -211,8 +209,6 @@ class LoadedModel:
                 options.cache_dir,
                 options.onnx_threads,
             )
-            twin.append(model)
-            return session, origin
 
         def time_onnx(session: Any) -> float:
             output = KINDS[kind][1]
@@ -227,8 +223,7 @@ class LoadedModel:
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
         if choice.runtime == rt.ONNXRUNTIME:
-            self._session = choice.session
-            self._lone_session = rt.lone_batch_session(twin[0], options.onnx_threads)
+            self._session, self._lone_session = choice.session, choice.lone_session
             self.warm_up()
             # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
             # once the twin serves (decode/resize are separate functions), so they are released.

@@ -56,6 +56,7 @@ class Choice:
     runtime: str
     detail: str
     session: Any = None  # the ONNX Runtime session when runtime is onnxruntime
+    lone_session: Any = None  # the same twin on every core, for a batch running alone (lone_batch_session)
 
 
 def content_key(path: Path) -> str:
@@ -127,7 +128,7 @@ def best_of(run: Callable[[], Any], rounds: int = TIMING_ROUNDS) -> float:
 
 def choose(
     options: RuntimeOptions,
-    load_twin: Callable[[], tuple[Any, str]],
+    load_twin: Callable[[], tuple[Any, str, bytes]],
     time_tensorflow: Callable[[], float],
     time_onnx: Callable[[Any], float],
     label: str,
@@ -140,7 +141,7 @@ def choose(
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
     try:
-        session, origin = load_twin()
+        session, origin, model = load_twin()
     except onnx_twin.TwinUnusable as exc:
         log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
         return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
@@ -148,7 +149,8 @@ def choose(
         log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
         return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
     if options.runtime == ONNXRUNTIME:
-        return Choice(ONNXRUNTIME, f"runtime = onnxruntime (setting); twin {origin}", session)
+        detail = f"runtime = onnxruntime (setting); twin {origin}"
+        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads))
     try:
         onnx_s = time_onnx(session)
     except Exception as exc:  # as above: a twin that fails on the warm-up batch is not served
@@ -163,7 +165,8 @@ def choose(
     )
     log.info("%s: %s (twin %s)", label, timings, origin)
     if onnx_s <= tensorflow_s:
-        return Choice(ONNXRUNTIME, f"auto: {timings}; twin {origin}", session)
+        detail = f"auto: {timings}; twin {origin}"
+        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads))
     return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
 
 
