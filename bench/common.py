@@ -74,9 +74,15 @@ def machine() -> dict[str, str | int]:
     }
 
 
-def write_results(kind: str, results: dict) -> Path:
+def results_path(kind: str) -> Path:
+    """A new dated results file's path: ``bench/results/<kind>-<YYYYmmdd-HHMMSS>.json``."""
+    return RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+
+def write_results(kind: str, results: dict, path: Path | None = None) -> Path:
+    """Write ``results`` as JSON to ``path`` (again and again: a long run checkpoints into one file)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = path or results_path(kind)
     path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     return path
 

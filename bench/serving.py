@@ -26,10 +26,10 @@ SERVING) with the default models' offline stand-ins, the RSS of a plain server w
 loaded on ``--runtime tensorflow`` and on the default ``auto`` (:func:`bench.scenarios.measure_default_rss`),
 and TensorFlow vs ONNX Runtime in-process on EfficientNet-Lite0 and VGG16 (:mod:`bench.runtime_models`).
 Prints a table with the ratios server/limit and batched/unbatched, checks the targets and writes JSON
-under bench/results/. Parts: :mod:`bench.processes` (the server processes), :mod:`bench.load`,
+under bench/results/ (after every step, so a failed step keeps the others; failures go under "errors"). Parts: :mod:`bench.processes` (the server processes), :mod:`bench.load`,
 :mod:`bench.scenarios`, :mod:`bench.report`.
 
-    python -m bench.serving              # everything (~45 minutes on 2 cores)
+    python -m bench.serving              # everything (~85 minutes on 2 cores)
     python -m bench.serving --quick      # shorter runs, for a smoke test
 """
 
@@ -40,12 +40,15 @@ import os
 import shutil
 import sys
 import tempfile
+import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench import runtime_models, runtimes
-from bench.common import ensure_export, machine, real_jpegs, write_results
+from bench.common import ensure_export, machine, real_jpegs, results_path, write_results
 from bench.processes import REPO_ROOT
 from bench.report import report
 from bench.scenarios import measure_cold_start, measure_default_rss, measure_server, measure_swaps
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per load level (default 10, quick 3)")
     parser.add_argument("--swaps", type=int, help="hot swaps for the RSS check (default 20, quick 3)")
     parser.add_argument(
-        "--models", default=",".join(f"{k}:{v}" for k, v in MODELS.items()), help="name:size,..."
+        "--models",
+        default=",".join(f"{k}:{v}" for k, v in MODELS.items()),
+        help="name:size,... served and measured in steps 1-4; '' for none (then only the later steps)",
     )
     parser.add_argument("--server-flag", action="append", default=[], help="extra flag for python -m server")
     parser.add_argument(
@@ -104,7 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         "processes": processes,
         "models": {},
     }
-    for spec in args.models.split(","):
+    # NOTE: a full run takes over an hour; the results so far are written after every step, and a step
+    # that fails is recorded under "errors" instead of ending the run (one such crash lost 65 minutes).
+    path = results_path("serving")
+
+    def checkpoint() -> None:
+        write_results("serving", results, path)
+
+    def guarded(key: str, measure: Callable[[], object]) -> object | None:
+        try:
+            return measure()
+        except Exception as exc:  # any failure of one step: keep the others' figures
+            traceback.print_exc()
+            results.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"[:2000]
+            return None
+        finally:
+            checkpoint()
+
+    for spec in filter(None, args.models.split(",")):
         name, size = spec.split(":")
         model_path = ensure_export(name, int(size))
         root = Path(tempfile.mkdtemp(prefix="bench-root-"))
@@ -151,32 +173,41 @@ def main(argv: list[str] | None = None) -> int:
                 "feature_extraction": extraction,
             }
         shutil.rmtree(root, ignore_errors=True)
+        checkpoint()
     first = args.models.split(",")[0].split(":")
-    if swaps:
+    if swaps and results["models"]:
         print(f"[bench] RSS over {swaps} hot swaps under load ...", flush=True)
-        results["swaps"] = measure_swaps(
-            ensure_export(first[0], int(first[1])), first[0], photos, swaps, args.server_flag
+        results["swaps"] = guarded(
+            "swaps",
+            lambda: measure_swaps(
+                ensure_export(first[0], int(first[1])), first[0], photos, swaps, args.server_flag
+            ),
         )
     if not args.quick:
         print("[bench] cold start with the default models' stand-ins at 224 ...", flush=True)
-        results["cold_start"] = measure_cold_start(args.server_flag)
+        results["cold_start"] = guarded("cold_start", lambda: measure_cold_start(args.server_flag))
     if default_rss:
         print(
             "[bench] RSS of a server with the default models' stand-ins, runtime tensorflow then auto ...",
             flush=True,
         )
-        results["default_rss"] = measure_default_rss(args.server_flag, photos)
+        results["default_rss"] = guarded("default_rss", lambda: measure_default_rss(args.server_flag, photos))
     for spec in filter(None, compared.split(",")):
         name, size = spec.split(":")
         print(f"[bench] {name} at {size}: TensorFlow vs ONNX Runtime in-process, one process ...", flush=True)
-        results.setdefault("runtime_models", {})[spec] = runtime_models.compare(name, int(size), 2.0)
+        compare = partial(runtime_models.compare, name, int(size), 2.0)
+        compared_one = guarded(f"runtime_models {spec}", compare)
+        if compared_one is not None:
+            results.setdefault("runtime_models", {})[spec] = compared_one
+            checkpoint()
     failures = report(results)
     for name, result in results["models"].items():
         if "onnxruntime" in result:
             onnx = result["onnxruntime"]
             failures += runtimes.report(name, onnx["ratios"], onnx["feature_extraction"])
+    failures += [f"step {key} failed: {error}" for key, error in results.get("errors", {}).items()]
     results["targets_missed"] = failures
-    print(f"\nwritten: {write_results('serving', results)}")
+    print(f"\nwritten: {write_results('serving', results, path)}")
     print("all targets met" if not failures else "targets missed:\n  " + "\n  ".join(failures))
     return 0 if not failures else 1
 

@@ -140,6 +140,8 @@ def add_onnx_twin(
     check = record["check"]
     figures = ", ".join(f"{key} {value:.1e}" for key, value in check.items() if isinstance(value, float))
     progress.note(f"  ONNX twin: {len(model) / 1e6:.1f} MB, opset {record['opset']}, {figures}")
+    if "left_out" in record:
+        progress.note(f"  note: the twin computes features only; {record['left_out']}")
     manifest["onnx"] = record
     return {TWIN_FILE: model}
 

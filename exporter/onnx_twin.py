@@ -112,29 +112,61 @@ def run_twin(session: Any, output: str, pixels: np.ndarray) -> np.ndarray:
     return session.run([output], {sig.PIXELS_INPUT: np.ascontiguousarray(pixels, np.float32)})[0]
 
 
-def convert(module: Any, size: int) -> bytes:
-    """The module's predict/embed as one serialized ONNX model; raises :class:`TwinUnusable`."""
+def twin_outputs(session: Any) -> frozenset[str]:
+    """The outputs a twin's session computes: both, or ``features`` only (a partial twin, see below)."""
+    return frozenset(output.name for output in session.get_outputs())
+
+
+def _parameters(function: Any) -> int:
+    return sum(
+        int(np.prod(variable.shape))
+        for variable in function.get_concrete_function().variables
+        if variable.shape.is_fully_defined()
+    )
+
+
+def plan(module: Any, size: int) -> tuple[Any, list[str], str]:
+    """(the tf.function to convert, its outputs, why an output is left out or "").
+
+    A network over :data:`MAX_TWIN_PARAMETERS` whose ``embed`` alone fits gets a **features-only**
+    twin: VGG16 with its classification head has 138 M parameters, 124 M of them in the head, while
+    its feature extractor (all that ``ExtractFeatures`` and fine-tuning run) has 14.7 M. ``probabilities``
+    then stay TensorFlow's. Raises :class:`TwinUnusable` when nothing fits.
+    """
     import tensorflow as tf
-    import tf2onnx
 
     functions = twin_functions(module)
     if not functions:
         raise TwinUnusable("the version has no predict/embed function (exported by an older exporter?)")
     spec = tf.TensorSpec([None, size, size, 3], tf.float32, name=sig.PIXELS_INPUT)
-    both = tf.function(
-        lambda pixels: {name: fn(pixels) for name, fn in functions.items()}, input_signature=[spec]
-    )
-    parameters = sum(
-        int(np.prod(variable.shape))
-        for variable in both.get_concrete_function().variables
-        if variable.shape.is_fully_defined()
-    )
-    if parameters > MAX_TWIN_PARAMETERS:
-        raise TwinUnusable(
-            f"the network has {parameters / 1e6:.1f} M parameters; converting more than "
-            f"{MAX_TWIN_PARAMETERS / 1e6:.0f} M with tf2onnx takes more memory than a server can spare "
-            "(VGG16 with its classification head, 138 M: over 20 GB); TensorFlow serves it"
+
+    def combined(outputs: dict[str, Any]) -> Any:
+        return tf.function(
+            lambda pixels: {name: fn(pixels) for name, fn in outputs.items()}, input_signature=[spec]
         )
+
+    both = combined(functions)
+    parameters = _parameters(both)
+    if parameters <= MAX_TWIN_PARAMETERS:
+        return both, sorted(functions), ""
+    too_big = (
+        f"the network has {parameters / 1e6:.1f} M parameters; converting more than "
+        f"{MAX_TWIN_PARAMETERS / 1e6:.0f} M with tf2onnx takes more memory than a server can spare "
+        "(VGG16 with its classification head, 138 M: over 20 GB)"
+    )
+    if sig.FEATURES_OUTPUT in functions and len(functions) > 1:
+        features_only = combined({sig.FEATURES_OUTPUT: functions[sig.FEATURES_OUTPUT]})
+        if _parameters(features_only) <= MAX_TWIN_PARAMETERS:
+            return features_only, [sig.FEATURES_OUTPUT], too_big
+    raise TwinUnusable(f"{too_big}; TensorFlow serves it")
+
+
+def convert(both: Any) -> bytes:
+    """A tf.function from :func:`plan` as one serialized ONNX model; raises :class:`TwinUnusable`."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = both.input_signature[0]
     captured = {
         internal.name: external
         for external, internal in both.get_concrete_function().graph.captures
@@ -188,7 +220,13 @@ def check_twin(module: Any, session: Any, size: int, pixels: np.ndarray | None =
 
     pixels = check_pixels(size) if pixels is None else pixels
     figures: dict[str, Any] = {"images": int(pixels.shape[0])}
-    for output, function in twin_functions(module).items():
+    functions, present = twin_functions(module), twin_outputs(session)
+    # A twin may leave out probabilities (a features-only twin, see plan()), never the features.
+    if sig.FEATURES_OUTPUT in functions and sig.FEATURES_OUTPUT not in present:
+        raise TwinUnusable(f"the twin has no {sig.FEATURES_OUTPUT} output")
+    for output, function in functions.items():
+        if output not in present:
+            continue
         expected = function(tf.constant(pixels)).numpy()
         actual = run_twin(session, output, pixels)
         if actual.shape != expected.shape:
@@ -228,7 +266,8 @@ def check_twin(module: Any, session: Any, size: int, pixels: np.ndarray | None =
 def make_twin(module: Any, size: int, threads: int = 1) -> tuple[bytes, dict[str, Any], Any]:
     """Convert and check; return (ONNX bytes, record, ready session). Raises :class:`TwinUnusable`."""
     started = time.monotonic()
-    model = convert(module, size)
+    function, outputs, left_out = plan(module, size)
+    model = convert(function)
     converted = time.monotonic()
     session = new_session(model, threads)
     figures = check_twin(module, session, size)
@@ -236,12 +275,14 @@ def make_twin(module: Any, size: int, threads: int = 1) -> tuple[bytes, dict[str
         "file": TWIN_FILE,
         "sha256": sha256_of(model),
         "opset": OPSET,
-        "outputs": sorted(twin_functions(module)),
+        "outputs": outputs,
         "input_size": size,
         "tools": tool_versions(),
         "check": figures,
         "convert_seconds": round(converted - started, 2),
     }
+    if left_out:
+        record["left_out"] = f"{sig.PROBABILITIES_OUTPUT} stay on TensorFlow: {left_out}"
     return model, record, session
 
 

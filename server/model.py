@@ -147,6 +147,9 @@ class LoadedModel:
         self._kinds = frozenset(self._functions)
         self._session: Any = None  # the ONNX twin's session when runtime is onnxruntime
         self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
+        # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, exporter/onnx_twin.py).
+        self._onnx_kinds: frozenset[str] = frozenset()
+        self.tensorflow_released = False  # the SavedModel was dropped: every kind runs on the twin
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
@@ -195,9 +198,9 @@ class LoadedModel:
         return model
 
     def _pick_runtime(self, options: rt.RuntimeOptions) -> None:
-        """Follow ``options.runtime``; with ONNX Runtime, drop TensorFlow's copy of the network."""
-        kind = "classify" if self.has("classify") else "features"
+        """Follow ``options.runtime``; if the twin runs every kind, drop TensorFlow's copy of the network."""
         batch = [sample_png()] * options.timing_batch
+        kind_of_output = {output: kind for kind, (_signature, output) in KINDS.items()}
 
         def load_twin() -> tuple[Any, str, bytes]:
             manifest = json.loads((self.path / MANIFEST_FILE).read_text())
@@ -210,26 +213,42 @@ class LoadedModel:
                 options.onnx_threads,
             )
 
-        def time_onnx(session: Any) -> float:
-            output = KINDS[kind][1]
+        def time_onnx(session: Any, output: str) -> float:
             return rt.best_of(lambda: onnx_twin.run_twin(session, output, self._decode(batch).numpy()))
 
         choice = rt.choose(
             options,
             load_twin,
-            lambda: rt.best_of(lambda: self._run_tensorflow(kind, batch)),
+            lambda output: rt.best_of(lambda: self._run_tensorflow(kind_of_output[output], batch)),
             time_onnx,
             f"{self.name} v{self.version}",
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
-        if choice.runtime == rt.ONNXRUNTIME:
-            self._session, self._lone_session = choice.session, choice.lone_session
-            self.warm_up()
-            # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
-            # once the twin serves (decode/resize are separate functions), so they are released.
-            self._saved_model = None
-            self._functions = {}
-            gc.collect()
+        if choice.runtime != rt.ONNXRUNTIME:
+            return
+        self._session, self._lone_session = choice.session, choice.lone_session
+        self._onnx_kinds = frozenset(kind for kind in self._kinds if KINDS[kind][1] in choice.outputs)
+        left = sorted(self._kinds - self._onnx_kinds)
+        if left:
+            self.runtime = self.runtime_of(self.kind_of(sig.DEFAULT) or "features")
+            self.runtime_detail = (
+                f"{', '.join(sorted(self._onnx_kinds))} on onnxruntime, {', '.join(left)} on tensorflow "
+                f"(the twin has {', '.join(sorted(choice.outputs))} only: the whole network is too big "
+                f"to convert); {choice.detail}"
+            )
+        self.warm_up()
+        if left:
+            return
+        # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
+        # once the twin serves every kind (decode/resize are separate functions), so they are released.
+        self._saved_model = None
+        self._functions = {}
+        self.tensorflow_released = True
+        gc.collect()
+
+    def runtime_of(self, kind: str) -> str:
+        """The runtime that runs ``kind`` (the ``runtime`` label of its batches' metrics)."""
+        return rt.ONNXRUNTIME if kind in self._onnx_kinds else rt.TENSORFLOW
 
     def has(self, kind: str) -> bool:
         return kind in self._kinds
@@ -237,7 +256,7 @@ class LoadedModel:
     def function(self, kind: str) -> Any:
         """A callable ``f(images=<string tensor>) -> {output: tensor or array}`` running ``kind`` on the
         chosen runtime (what :meth:`run` calls; the benchmark times it directly)."""
-        if self._session is None:
+        if kind not in self._onnx_kinds:
             return self._functions[kind]
         output = KINDS[kind][1]
         return lambda images: {output: self._run_onnx(kind, images)}
@@ -259,7 +278,7 @@ class LoadedModel:
         import tensorflow as tf
 
         try:
-            if self._session is not None:
+            if self.kind_of(signature) in self._onnx_kinds:
                 kind = self.kind_of(signature)
                 if signature.endswith("_pixels"):
                     pixels = self._resize(tf.constant(inputs[sig.PIXELS_INPUT])).numpy()
@@ -287,16 +306,21 @@ class LoadedModel:
 
         image = sample_png()
         pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
-        if self._session is not None:
+        if self._onnx_kinds:
             for signature in self.signature_names:
+                if self.kind_of(signature) not in self._onnx_kinds:
+                    continue
                 takes_pixels = signature.endswith("_pixels")
                 self.call_signature(
                     signature,
                     {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
                 )
             self._decode(tf.constant([image, image]))  # batches decode through their own function
-            return
+            if self._onnx_kinds == self._kinds:
+                return
         for name, function in self._saved_model.signatures.items():
+            if self.kind_of(name) in self._onnx_kinds:
+                continue
             try:
                 if sig.PIXELS_INPUT in function.structured_input_signature[1]:
                     function(**{sig.PIXELS_INPUT: tf.constant(pixels)})
@@ -309,7 +333,7 @@ class LoadedModel:
         """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""
         import tensorflow as tf
 
-        forward = self._run_tensorflow if self._session is None else self._run_onnx
+        forward = self._run_onnx if kind in self._onnx_kinds else self._run_tensorflow
         try:
             return BatchOutcome(forward(kind, images))
         except tf.errors.InvalidArgumentError as batch_error:

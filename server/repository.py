@@ -37,7 +37,7 @@ from server.discovery import check_model_name, select_versions
 from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
 from server.model_store import RemoteVersion, open_model_root
-from server.runtime import ONNXRUNTIME, RuntimeOptions, cache_dir_for, default_onnx_threads
+from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, reload_model_configs
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class ModelRepository:
             log.exception("failed to load %s v%d", name, version)
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
-        if model.runtime == ONNXRUNTIME:  # TensorFlow's copy of the network was dropped: give it back
+        if model.tensorflow_released:  # TensorFlow's copy of the network was dropped: give it back
             await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
         served.model = model
         served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
@@ -320,7 +320,7 @@ class ModelRepository:
             report = self._on_batch
 
             def report_batch(size: int, queued_s: float, model_s: float) -> None:
-                report(served.name, served.version, kind, size, queued_s, model_s, model.runtime)
+                report(served.name, served.version, kind, size, queued_s, model_s, model.runtime_of(kind))
 
             on_batch = report_batch
 

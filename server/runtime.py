@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import onnx_twin
+from model_format import signatures as sig
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Choice:
     detail: str
     session: Any = None  # the ONNX Runtime session when runtime is onnxruntime
     lone_session: Any = None  # the same twin on every core, for a batch running alone (lone_batch_session)
+    outputs: frozenset[str] = frozenset()  # what the twin computes (a features-only twin: features)
 
 
 def content_key(path: Path) -> str:
@@ -129,14 +131,15 @@ def best_of(run: Callable[[], Any], rounds: int = TIMING_ROUNDS) -> float:
 def choose(
     options: RuntimeOptions,
     load_twin: Callable[[], tuple[Any, str, bytes]],
-    time_tensorflow: Callable[[], float],
-    time_onnx: Callable[[Any], float],
+    time_tensorflow: Callable[[str], float],
+    time_onnx: Callable[[Any, str], float],
     label: str,
 ) -> Choice:
     """Pick the runtime of one version following ``options.runtime``.
 
     ``auto`` and ``onnxruntime`` use the twin when one is usable; ``auto`` also times both runtimes on
     the warm-up batch and keeps the faster (a network ONNX Runtime runs slower stays on TensorFlow).
+    The timing functions take the output timed: probabilities when the twin has them, else features.
     """
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
@@ -148,17 +151,19 @@ def choose(
     except Exception as exc:  # ONNX Runtime's own errors: TensorFlow can still serve the version
         log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
         return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
+    outputs = onnx_twin.twin_outputs(session)
     if options.runtime == ONNXRUNTIME:
         detail = f"runtime = onnxruntime (setting); twin {origin}"
-        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads))
+        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads), outputs)
+    timed = sig.PROBABILITIES_OUTPUT if sig.PROBABILITIES_OUTPUT in outputs else sig.FEATURES_OUTPUT
     try:
-        onnx_s = time_onnx(session)
+        onnx_s = time_onnx(session, timed)
     except Exception as exc:  # as above: a twin that fails on the warm-up batch is not served
         log.warning(
             "%s: served by TensorFlow, the ONNX twin failed its warm-up: %s", label, exc, exc_info=True
         )
         return Choice(TENSORFLOW, f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}")
-    tensorflow_s = time_tensorflow()
+    tensorflow_s = time_tensorflow(timed)
     timings = (
         f"warm-up batch of {options.timing_batch}: onnxruntime {onnx_s * 1000:.1f} ms,"
         f" tensorflow {tensorflow_s * 1000:.1f} ms"
@@ -166,7 +171,7 @@ def choose(
     log.info("%s: %s (twin %s)", label, timings, origin)
     if onnx_s <= tensorflow_s:
         detail = f"auto: {timings}; twin {origin}"
-        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads))
+        return Choice(ONNXRUNTIME, detail, session, lone_batch_session(model, options.onnx_threads), outputs)
     return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
 
 

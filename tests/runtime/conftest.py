@@ -21,6 +21,9 @@ KINDS = {
     "tuned": "fine-tuned version of hubnet (fine-tuning publishes no twin)",
 }
 UNCONVERTIBLE = "bessel"
+#: VGG16 with its classification head at 32x32: 37.7 M parameters, over the twin's limit (30 M), while
+#: its feature extractor (14.7 M) fits: a features-only twin, like the default vgg16 at 224 (138 M).
+FEATURES_ONLY_TWIN = "vgg16"
 TF_SUFFIX = ".tf"
 
 
@@ -82,6 +85,9 @@ def runtime_root(tmp_path_factory):
         ),
         quiet,
     ).path
+    export_model(
+        ExportSpec(name=FEATURES_ONLY_TWIN, weights="random", input_size=32, seed=10, output_dir=root), quiet
+    )
     bessel = _save_unconvertible(tmp_path_factory.mktemp("bessel") / "fv")
     export_model(
         ExportSpec(name=UNCONVERTIBLE, hub_feature_handle=str(bessel), input_size=32, output_dir=root), quiet
@@ -102,7 +108,7 @@ def runtime_root(tmp_path_factory):
         {},
         {},
     )
-    for name in [*KINDS, UNCONVERTIBLE]:
+    for name in [*KINDS, UNCONVERTIBLE, FEATURES_ONLY_TWIN]:
         shutil.copytree(root / name, root / f"{name}{TF_SUFFIX}")
     return root, base
 
@@ -113,7 +119,10 @@ def runtime_server(runtime_root):
     from tests.servers import InProcessServer, test_settings
 
     root, _base = runtime_root
-    models = {f"{name}{TF_SUFFIX}": ModelConfig(runtime="tensorflow") for name in [*KINDS, UNCONVERTIBLE]}
+    models = {
+        f"{name}{TF_SUFFIX}": ModelConfig(runtime="tensorflow")
+        for name in [*KINDS, UNCONVERTIBLE, FEATURES_ONLY_TWIN]
+    }
     # NOTE: ten versions, a third of them converted at load: minutes on a busy 2-core machine.
     running = InProcessServer(test_settings(root, runtime="onnxruntime", models=models)).start(timeout=1200)
     yield running

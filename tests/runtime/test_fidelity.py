@@ -13,7 +13,7 @@ import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.runtime.conftest import KINDS, TF_SUFFIX, UNCONVERTIBLE
+from tests.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVERTIBLE
 
 # The session fixture exports and converts five versions and serves them twice (~2 min alone; much
 # longer on a shared machine), hence the longer timeout of the first test's setup.
@@ -130,6 +130,35 @@ def test_network_tf2onnx_cannot_convert_is_served_by_tensorflow(stub, corpus):
     images = list(corpus.values())[:3]
     np.testing.assert_array_equal(
         features(stub, UNCONVERTIBLE, images), features(stub, UNCONVERTIBLE + TF_SUFFIX, images)
+    )
+
+
+def test_network_too_big_to_convert_whole_gets_a_features_only_twin(runtime_root, stub, corpus):
+    """VGG16 with its head (the default vgg16): features on ONNX Runtime, classification on TensorFlow."""
+    from model_format.manifest import read_manifest
+    from server.finetune.trainer import FrozenBase
+
+    root, _base = runtime_root
+    record = read_manifest(root / FEATURES_ONLY_TWIN / "1")["onnx"]
+    assert record["outputs"] == ["features"], record
+    assert record["left_out"].startswith("probabilities stay on TensorFlow: the network has 37.7 M")
+    served = status(stub, FEATURES_ONLY_TWIN)
+    assert (served.state, served.runtime) == (pb.ModelVersionStatus.AVAILABLE, "tensorflow")
+    assert served.runtime_detail.startswith("features on onnxruntime, classify on tensorflow"), (
+        served.runtime_detail
+    )
+    images = list(corpus.values())
+    reference = features(stub, FEATURES_ONLY_TWIN + TF_SUFFIX, images)
+    assert np.abs(reference - reference.mean(axis=0)).max() > 1e-3 * np.abs(reference).max()
+    error = np.abs(features(stub, FEATURES_ONLY_TWIN, images) - reference).max(axis=1)
+    assert (error / np.abs(reference).max(axis=1)).max() <= FEATURE_TOLERANCE
+    assert top5(stub, FEATURES_ONLY_TWIN, images, 1000) == top5(
+        stub, FEATURES_ONLY_TWIN + TF_SUFFIX, images, 1000
+    )
+    base = FrozenBase(str(root / FEATURES_ONLY_TWIN / "1"), 32)
+    assert base.runtime == "onnxruntime"  # fine-tuning on the default vgg16 extracts on the twin
+    np.testing.assert_allclose(
+        base.features(images), reference, rtol=0, atol=FEATURE_TOLERANCE * float(np.abs(reference).max())
     )
 
 
