@@ -128,8 +128,10 @@ def report_runtime_models(compared: dict) -> None:
     for spec, result in compared.items():
         print(f"\n== {spec} ({result['weights']} weights): TensorFlow vs ONNX Runtime in-process")
         head = result["with_head"]
-        if head["runtime"] != "onnxruntime" or len(head.get("onnx_kinds", [])) == 1:
-            print(f"   with its head, runtime onnxruntime: {head['runtime']} ({head['runtime_detail']})")
+        if head.get("onnx_kinds") and head["runtime"] != "onnxruntime":  # a features-only twin
+            print(f"   with its head: {head['runtime_detail']}")
+        elif head["runtime"] != "onnxruntime":
+            print(f"   with its head: stays on {head['runtime']} ({head['runtime_detail']})")
         if "error" in result:
             print(f"   not compared: {result['error']}")
             continue

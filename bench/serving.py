@@ -26,7 +26,8 @@ SERVING) with the default models' offline stand-ins, the RSS of a plain server w
 loaded on ``--runtime tensorflow`` and on the default ``auto`` (:func:`bench.scenarios.measure_default_rss`),
 and TensorFlow vs ONNX Runtime in-process on EfficientNet-Lite0 and VGG16 (:mod:`bench.runtime_models`).
 Prints a table with the ratios server/limit and batched/unbatched, checks the targets and writes JSON
-under bench/results/ (after every step, so a failed step keeps the others; failures go under "errors"). Parts: :mod:`bench.processes` (the server processes), :mod:`bench.load`,
+under bench/results/ (after every step, so a failed step keeps the others; failures go under "errors").
+Parts: :mod:`bench.processes` (the server processes), :mod:`bench.load`,
 :mod:`bench.scenarios`, :mod:`bench.report`.
 
     python -m bench.serving              # everything (~85 minutes on 2 cores)

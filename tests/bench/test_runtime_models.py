@@ -29,6 +29,7 @@ def test_vgg16_with_its_head_is_compared_on_its_features(tmp_path, monkeypatch, 
         assert result["feature_extraction"]["images_per_s"][runtime] > 0
     report_runtime_models({"vgg16:32": result})
     out = capsys.readouterr().out
+    assert "with its head: features on onnxruntime, classify on tensorflow" in out
     assert "measured: with its head, the features function" in out
     assert "fine-tuning feature extraction (with its head)" in out
 
