@@ -117,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     def checkpoint() -> None:
         write_results("serving", results, path)
 
-    def guarded(key: str, measure: Callable[[], object]) -> object | None:
+    def guarded(step: str, measure: Callable[[], object], into: dict | None = None, key: str = "") -> None:
+        """Run one step; its figures go to ``into[key]`` (default ``results[step]``), a failure to errors."""
         try:
-            return measure()
+            (results if into is None else into)[key or step] = measure()
         except Exception as exc:  # any failure of one step: keep the others' figures
             traceback.print_exc()
-            results.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"[:2000]
-            return None
+            results.setdefault("errors", {})[step] = f"{type(exc).__name__}: {exc}"[:2000]
         finally:
             checkpoint()
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     first = args.models.split(",")[0].split(":")
     if swaps and results["models"]:
         print(f"[bench] RSS over {swaps} hot swaps under load ...", flush=True)
-        results["swaps"] = guarded(
+        guarded(
             "swaps",
             lambda: measure_swaps(
                 ensure_export(first[0], int(first[1])), first[0], photos, swaps, args.server_flag
@@ -186,21 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.quick:
         print("[bench] cold start with the default models' stand-ins at 224 ...", flush=True)
-        results["cold_start"] = guarded("cold_start", lambda: measure_cold_start(args.server_flag))
+        guarded("cold_start", lambda: measure_cold_start(args.server_flag))
     if default_rss:
         print(
             "[bench] RSS of a server with the default models' stand-ins, runtime tensorflow then auto ...",
             flush=True,
         )
-        results["default_rss"] = guarded("default_rss", lambda: measure_default_rss(args.server_flag, photos))
+        guarded("default_rss", lambda: measure_default_rss(args.server_flag, photos))
     for spec in filter(None, compared.split(",")):
         name, size = spec.split(":")
         print(f"[bench] {name} at {size}: TensorFlow vs ONNX Runtime in-process, one process ...", flush=True)
         compare = partial(runtime_models.compare, name, int(size), 2.0)
-        compared_one = guarded(f"runtime_models {spec}", compare)
-        if compared_one is not None:
-            results.setdefault("runtime_models", {})[spec] = compared_one
-            checkpoint()
+        guarded(f"runtime_models {spec}", compare, results.setdefault("runtime_models", {}), spec)
     failures = report(results)
     for name, result in results["models"].items():
         if "onnxruntime" in result:
