@@ -213,14 +213,11 @@ class LoadedModel:
                 options.onnx_threads,
             )
 
-        def time_onnx(session: Any, output: str) -> float:
-            return rt.best_of(lambda: onnx_twin.run_twin(session, output, self._decode(batch).numpy()))
-
         choice = rt.choose(
             options,
             load_twin,
-            lambda output: rt.best_of(lambda: self._run_tensorflow(kind_of_output[output], batch)),
-            time_onnx,
+            lambda output: self._run_tensorflow(kind_of_output[output], batch),
+            lambda session, output: onnx_twin.run_twin(session, output, self._decode(batch).numpy()),
             f"{self.name} v{self.version}",
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
