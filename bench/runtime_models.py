@@ -90,7 +90,7 @@ def measure(name: str, size: int, seconds: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-twins-") as cache:
         measured = export(name, size)
         model = _load(name, measured, "onnxruntime", cache)
-        onnx_kinds = [kind for kind in KINDS if model.has(kind) and model.runtime_of(kind) == "onnxruntime"]
+        onnx_kinds = [kind for kind in KINDS if model.runtime_of(kind) == "onnxruntime"]
         result["with_head"] = {
             "runtime": model.runtime,
             "runtime_detail": model.runtime_detail,

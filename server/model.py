@@ -125,6 +125,12 @@ def tf_error_reason(exc: Exception) -> str:
     return re.sub(r"\s*\[Op:[^\]]*\]$", "", reason)
 
 
+def _warm_up_inputs() -> tuple[bytes, np.ndarray]:
+    """The warm-up image: encoded, and as decoded pixels ``[1, H, W, 3]``."""
+    image = sample_png()
+    return image, np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
+
+
 class LoadedModel:
     """A SavedModel version in memory. Use :meth:`load`; then :meth:`run` from any thread."""
 
@@ -149,7 +155,6 @@ class LoadedModel:
         self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
         # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, exporter/onnx_twin.py).
         self._onnx_kinds: frozenset[str] = frozenset()
-        self.tensorflow_released = False  # the SavedModel was dropped: every kind runs on the twin
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
@@ -233,15 +238,19 @@ class LoadedModel:
                 f"(the twin has {', '.join(sorted(choice.outputs))} only: the whole network is too big "
                 f"to convert); {choice.detail}"
             )
-        self.warm_up()
+        self._warm_up_twin()
         if left:
             return
         # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
         # once the twin serves every kind (decode/resize are separate functions), so they are released.
         self._saved_model = None
         self._functions = {}
-        self.tensorflow_released = True
         gc.collect()
+
+    @property
+    def tensorflow_released(self) -> bool:
+        """The SavedModel was dropped: the twin runs every kind."""
+        return self._saved_model is None
 
     def runtime_of(self, kind: str) -> str:
         """The runtime that runs ``kind`` (the ``runtime`` label of its batches' metrics)."""
@@ -275,8 +284,8 @@ class LoadedModel:
         import tensorflow as tf
 
         try:
-            if self.kind_of(signature) in self._onnx_kinds:
-                kind = self.kind_of(signature)
+            kind = self.kind_of(signature)
+            if kind in self._onnx_kinds:
                 if signature.endswith("_pixels"):
                     pixels = self._resize(tf.constant(inputs[sig.PIXELS_INPUT])).numpy()
                 else:
@@ -298,26 +307,12 @@ class LoadedModel:
         return {name: graph.signature_def[name] for name in names if name in graph.signature_def}
 
     def warm_up(self) -> None:
-        """One request through each signature, so the first real request does not pay for tracing."""
+        """One request through each TensorFlow signature (at load, before the runtime is chosen), so the
+        first real request does not pay for tracing."""
         import tensorflow as tf
 
-        image = sample_png()
-        pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
-        if self._onnx_kinds:
-            for signature in self.signature_names:
-                if self.kind_of(signature) not in self._onnx_kinds:
-                    continue
-                takes_pixels = signature.endswith("_pixels")
-                self.call_signature(
-                    signature,
-                    {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
-                )
-            self._decode(tf.constant([image, image]))  # batches decode through their own function
-            if self._onnx_kinds == self._kinds:
-                return
+        image, pixels = _warm_up_inputs()
         for name, function in self._saved_model.signatures.items():
-            if self.kind_of(name) in self._onnx_kinds:
-                continue
             try:
                 if sig.PIXELS_INPUT in function.structured_input_signature[1]:
                     function(**{sig.PIXELS_INPUT: tf.constant(pixels)})
@@ -325,6 +320,20 @@ class LoadedModel:
                     function(**{sig.IMAGES_INPUT: tf.constant([image])})
             except tf.errors.OpError as exc:
                 raise LoadError(f"warm-up request through {name!r} failed: {tf_error_reason(exc)}") from None
+
+    def _warm_up_twin(self) -> None:
+        """One request through each signature the twin now runs, and a batch through the batch decode."""
+        import tensorflow as tf
+
+        image, pixels = _warm_up_inputs()
+        for signature in self.signature_names:
+            if self.kind_of(signature) in self._onnx_kinds:
+                takes_pixels = signature.endswith("_pixels")
+                self.call_signature(
+                    signature,
+                    {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
+                )
+        self._decode(tf.constant([image, image]))  # batches decode through their own function
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""
