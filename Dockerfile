@@ -17,14 +17,18 @@ RUN groupadd --system --gid 10001 imageserve \
     && useradd --system --uid 10001 --gid imageserve --create-home --home-dir /home/imageserve imageserve
 
 WORKDIR /app
+# The locked dependencies first (their own layer: a code change does not reinstall TensorFlow), the
+# same hash-pinned releases that scripts/serve installs: requirements/serve.txt (server, s3, postgresql).
+COPY requirements/serve.txt requirements/serve.txt
+RUN pip install --require-hashes --no-deps -r requirements/serve.txt
 COPY pyproject.toml README.md ./
 COPY protos/ protos/
+COPY model_format/ model_format/
 COPY exporter/ exporter/
 COPY server/ server/
 COPY client/ client/
-# The server extra (TensorFlow) and s3 (a model root in a bucket); "./[server,s3]", not ".[server,s3]",
-# which hadolint reads as an unpinned package.
-RUN pip install "./[server,s3]" \
+# The project alone, built with the locked setuptools.
+RUN pip install --no-deps --no-build-isolation ./ \
     && mkdir -p /models /state \
     && chown imageserve:imageserve /models /state
 

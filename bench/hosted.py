@@ -37,14 +37,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BARE_SERVICE, BARE_METHOD = "bench.Bare", "Classify"
 
 
-async def answer_until_stopped(classify: Any, port: int) -> None:
+async def answer_until_stopped(classify: Any, port: int, metrics_port: int | None = None) -> None:
     """Warm up, say ready, then answer timing commands until stdin ends or a signal arrives."""
     from bench.common import real_jpegs
     from bench.inprocess import InProcess, serve_commands
 
     model = InProcess(classify, real_jpegs())
     model.single_latencies(5)  # warm up on the photos before answering "ready"
-    sys.stdout.write(json.dumps({"ready": True, "port": port}) + "\n")
+    sys.stdout.write(json.dumps({"ready": True, "port": port, "metrics_port": metrics_port}) + "\n")
     sys.stdout.flush()
     loop = asyncio.get_running_loop()
     commands = loop.create_future()
@@ -78,7 +78,7 @@ async def host(model_name: str, server_flags: list[str]) -> None:
     try:
         await server.repository.initial_load_done.wait()
         served = server.repository.resolve(ModelRef(model_name))  # raises if the model did not load
-        await answer_until_stopped(served.model.function("classify"), port)
+        await answer_until_stopped(served.model.function("classify"), port, server.metrics.port)
     finally:
         await server.stop()
 

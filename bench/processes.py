@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,13 +28,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the metrics port must be given as a number)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -66,9 +58,10 @@ def metrics_seconds_spent(metrics_port: int) -> dict[str, float]:
     return totals
 
 
-def server_flags(root: Path, metrics_port: int, state_dir: str, *flags: str) -> list[str]:
+def server_flags(root: Path, state_dir: str, *flags: str) -> list[str]:
+    """Loopback; the gRPC and metrics ports are free ones the server binds and reports."""
     return [
-        "--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(metrics_port),
+        "--model-root", str(root), "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
         "--poll-interval-s", "0.5", "--state-dir", state_dir, *flags,
     ]  # fmt: skip
 
@@ -84,10 +77,9 @@ class HostedServer:
 
     def __init__(self, root: Path, model: str, *flags: str) -> None:
         self.model = model
-        self.metrics_port = free_port()
         self.state_dir = tempfile.mkdtemp(prefix="bench-state-")
         try:
-            self._spawn([model, *server_flags(root, self.metrics_port, self.state_dir, *flags)])
+            self._spawn([model, *server_flags(root, self.state_dir, *flags)])
         except BaseException:  # never reaches the caller's clean-up: tidy up here
             shutil.rmtree(self.state_dir, ignore_errors=True)
             raise
@@ -101,7 +93,8 @@ class HostedServer:
             cwd=REPO_ROOT, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             text=True,
         )  # fmt: skip
-        self.port = self._answer()["port"]
+        ready = self._answer()
+        self.port, self.metrics_port = ready["port"], ready.get("metrics_port")
         #: The limits' configurations (threads calling at once, batch size), found by :meth:`sweep`.
         self.limit_configs = {
             "limit": {"callers": 1, "batch": 1},
@@ -198,17 +191,18 @@ class Server:
     """``python -m server`` as a user runs it; the port is read from its "listening on" log line."""
 
     LISTENING = re.compile(r"listening on \S+:(\d+)")
+    METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 
     def __init__(self, root: Path, *flags: str, timeout: float = 600) -> None:
         self.root = root
-        self.metrics_port = free_port()
+        self.metrics_port: int | None = None  # read from the log (logged before "listening on")
         self.state_dir = tempfile.mkdtemp(prefix="bench-state-")
         self.log_lines: list[str] = []
         self.port: int | None = None
         self._listening = threading.Event()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", *server_flags(root, self.metrics_port, self.state_dir, *flags)],
+            [sys.executable, "-m", "server", *server_flags(root, self.state_dir, *flags)],
             cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         threading.Thread(target=self._read_log, name="bench-server-log", daemon=True).start()
@@ -222,6 +216,8 @@ class Server:
     def _read_log(self) -> None:  # also keeps the pipe drained, so the server never blocks on its log
         for line in self.process.stderr:
             self.log_lines.append(line.rstrip("\n"))
+            if (metrics := self.METRICS.search(line)) and self.metrics_port is None:
+                self.metrics_port = int(metrics.group(1))
             match = self.LISTENING.search(line)
             if match and self.port is None:
                 self.port = int(match.group(1))

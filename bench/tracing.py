@@ -51,7 +51,7 @@ def start_server(model_root: Path) -> tuple[ModelServer, asyncio.AbstractEventLo
         model_root=model_root,
         host="127.0.0.1",
         port=0,
-        metrics_port=0,
+        metrics_port=None,
         state_dir=Path(tempfile.mkdtemp(prefix="bench-state-")),
     )
 

@@ -135,13 +135,13 @@ class ModelServer:
             self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"could not listen on {address}")
-        if self.settings.rest_port:
+        if self.settings.rest_port is not None:
             routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(
                 self.settings, self.repository, self.inference
             )
             self.rest = RestServer(self.settings, routes, tokens, self.metrics, self.repository.model_names)
             await self.rest.start()
-        if self.settings.metrics_port:
+        if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -111,11 +111,13 @@ class ServerSettings:
     # --- network
     host: str = _doc("address to listen on", default="[::]")
     port: int = _doc("gRPC port (0 picks a free one and logs it)", default=8500)
-    metrics_port: int = _doc("Prometheus /metrics HTTP port; 0 disables", default=8510)
-    rest_port: int = _doc(
-        "HTTP port of the REST APIs (Open Inference Protocol V2, TF Serving's REST API); 0 disables."
-        " TF Serving clients expect 8501",
-        default=0,
+    metrics_port: int | None = _doc(
+        "Prometheus /metrics HTTP port (0 picks a free one and logs it); off disables", default=8510
+    )
+    rest_port: int | None = _doc(
+        "HTTP port of the REST APIs (Open Inference Protocol V2, TF Serving's REST API); off (the default)"
+        " disables, 0 picks a free one and logs it. TF Serving clients expect 8501",
+        default=None,
     )
     max_message_bytes: int = _doc("largest request and response message, in bytes", default=64 * MiB)
 
@@ -207,7 +209,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = [
             (self.port >= 0, "port must be >= 0"),
-            (self.rest_port >= 0, "rest_port must be >= 0 (0 disables REST)"),
+            (self.rest_port is None or self.rest_port >= 0, "rest_port must be >= 0, or off"),
+            (self.metrics_port is None or self.metrics_port >= 0, "metrics_port must be >= 0, or off"),
             (
                 not self.rest_port or self.rest_port not in (self.port, self.metrics_port),
                 f"rest_port {self.rest_port} is already the gRPC port or metrics_port: give each its own port"
@@ -281,8 +284,8 @@ def _convert(name: str, raw: Any, source: str) -> Any:
     target = _base_type(annotation)
     optional = type(None) in typing.get_args(annotation)
     try:
-        if optional and (raw is None or raw == ""):
-            return None
+        if optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "off"))):
+            return None  # e.g. rest_port = "off"
         if target is Path and str in typing.get_args(annotation):  # a directory or a URL (model_root)
             return as_root(raw)
         if target is bool:

@@ -1,5 +1,6 @@
-"""A real PostgreSQL server for tests: ``initdb`` into a fresh directory, ``pg_ctl start`` on a free
-loopback port, removed at the end. Needs ``initdb`` and ``pg_ctl``: on the PATH, or where Debian's
+"""A real PostgreSQL server for tests: ``initdb`` into a fresh directory, ``pg_ctl start`` listening
+on a Unix socket in that directory only (no TCP port: nothing to pick, nothing another process can
+take first), removed at the end. Needs ``initdb`` and ``pg_ctl``: on the PATH, or where Debian's
 ``postgresql`` package puts them (``/usr/lib/postgresql/<major>/bin``, which is not on the PATH)."""
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-
-from tests.servers import free_port
 
 DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
 
@@ -24,7 +23,8 @@ class PostgresServer:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="imageserve-pg-"))
         self.data = self.dir / "data"
-        self.port = free_port()
+        # NOTE: with no TCP listener the port only names the socket file (.s.PGSQL.5432) in self.dir.
+        self.port = 5432
         # initdb refuses to run as root: run the server as the postgres account then.
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as:
@@ -33,11 +33,14 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{USER}@127.0.0.1:{self.port}/postgres"
+        return self._url("postgres")
+
+    def _url(self, database: str) -> str:
+        return f"postgresql://{USER}@/{database}?host={self.dir}&port={self.port}"
 
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off"
+        options = f"-c listen_addresses='' -p {self.port} -k {self.dir} -c fsync=off"
         self._run("pg_ctl", "start", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.dir / "log"),
                   "-o", options)  # fmt: skip
         return self
@@ -54,7 +57,7 @@ class PostgresServer:
 
         with psycopg.connect(self.url, autocommit=True) as db:
             db.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+        return self._url(name)
 
     def _run(self, program: str, *arguments: str) -> None:
         command = (binary(program), *arguments)

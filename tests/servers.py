@@ -20,11 +20,15 @@ from exporter.roots import as_root
 from model_format.layout import copy_version  # noqa: F401 - the tests' way to place a version
 from server.settings import ServerSettings
 
-TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=0, poll_interval_s=0.2, shutdown_grace_s=2.0)
+#: Every port a test server opens is bound by the server itself (0: a free one, read back from the server).
+TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0.2, shutdown_grace_s=2.0)
 
 
 def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
-    """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir."""
+    """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir.
+
+    Ask for REST or metrics with ``rest_port=0`` / ``metrics_port=0`` and read the bound ports from
+    :attr:`InProcessServer.rest_address` / :attr:`InProcessServer.metrics_url`."""
     if "state_dir" not in overrides:
         overrides["state_dir"] = Path(tempfile.mkdtemp(prefix="imageserve-state-"))
     return ServerSettings(model_root=as_root(model_root), **{**TEST_DEFAULTS, **overrides})
@@ -64,6 +68,16 @@ class InProcessServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
+    @property
+    def rest_address(self) -> str:
+        """``http://127.0.0.1:<port>`` of the REST door (started with ``rest_port=0``)."""
+        return f"http://127.0.0.1:{self.server.rest.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """``http://127.0.0.1:<port>/metrics`` (started with ``metrics_port=0``)."""
+        return f"http://127.0.0.1:{self.server.metrics.port}/metrics"
+
     def reconcile(self) -> None:
         """Run one poll of the model root now (instead of waiting for the next one)."""
         self.call(self.server.repository.reconcile())
@@ -77,12 +91,35 @@ class InProcessServer:
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago (for settings that need a fixed port number)."""
+    """A TCP port that was free a moment ago, for a client to find NOTHING listening there.
+
+    Never for a server a test starts: something else may take the port before the server binds it
+    (seen in CI). Servers bind port 0 and report the port they got."""
     import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class HeldPort:
+    """A loopback port the test holds bound but not listening, so that clients are refused there and
+    no other process can take it; :meth:`release` frees it right before a server binds it.
+
+    For the one test whose subject is a client calling BEFORE its server starts (the server's port
+    must be known first). The gap between release and bind is the server's next statement, not the
+    seconds a port picked with :func:`free_port` stays unguarded."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def release(self) -> int:
+        self._socket.close()
+        return self.port
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:
@@ -108,7 +145,7 @@ def loopback_args(model_root: Path, *flags: str) -> list[str]:
         "--port",
         "0",
         "--metrics-port",
-        "0",
+        "off",
         *flags,
     ]
 
@@ -117,6 +154,8 @@ class SubprocessServer:
     """``python -m server`` as a user runs it; the port is read from its log line."""
 
     LISTENING = re.compile(r"listening on \S+:(\d+)")
+    REST = re.compile(r"REST \(.*\) on \S+:(\d+)")
+    METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.args = args
@@ -124,6 +163,8 @@ class SubprocessServer:
         self.cwd = cwd
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        self.rest_port: int | None = None  # with --rest-port 0, from the server's log
+        self.metrics_port: int | None = None  # with --metrics-port 0, from the server's log
         self.log_lines: list[str] = []
         self._reader: threading.Thread | None = None
         self._port_found = threading.Event()
@@ -147,6 +188,10 @@ class SubprocessServer:
     def _read_log(self) -> None:
         for line in self.process.stderr:
             self.log_lines.append(line.rstrip("\n"))
+            for pattern, attribute in ((self.REST, "rest_port"), (self.METRICS, "metrics_port")):
+                if (found := pattern.search(line)) and getattr(self, attribute) is None:
+                    setattr(self, attribute, int(found.group(1)))
+            # NOTE: REST and metrics are logged before "listening on": all ports are known when it is.
             match = self.LISTENING.search(line)
             if match and self.port is None:
                 self.port = int(match.group(1))

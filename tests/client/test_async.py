@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from client import AsyncModelClient, InvalidImage, ModelNotFound, Unavailable
+from tests.answers import assert_same_features
 from tests.client.conftest import CLASSIFIER, FEATURES
 from tests.servers import free_port
 
@@ -64,7 +65,7 @@ def test_concurrent_calls_share_one_client(server, client, crops):
     single = np.concatenate([client.extract_features(image, FEATURES).features for image in crops])
     # Concurrent requests may be batched together, which rounds differently (~1e-7).
     got = np.concatenate([result.features for result in results])
-    np.testing.assert_allclose(got, single, rtol=1e-4, atol=1e-5 * np.abs(single).max())
+    assert_same_features(got, single)
 
 
 def test_async_errors_match_sync(limited_server, crops):

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.client.conftest import CLASSIFIER, FEATURES
 from tests.conftest import REPO_ROOT
 from tests.servers import free_port
@@ -84,9 +85,7 @@ def test_classify_json_matches_the_library(server, client, files):
     assert [(p["class_id"], p["label"]) for p in entry["predictions"]] == [
         (p.class_id, p.label) for p in expected[0]
     ]
-    np.testing.assert_allclose(
-        [p["score"] for p in entry["predictions"]], [p.score for p in expected[0]], rtol=1e-6
-    )
+    assert_same_probabilities([p["score"] for p in entry["predictions"]], [p.score for p in expected[0]])
 
 
 def test_features_saves_npy(server, client, files, tmp_path):
@@ -110,7 +109,7 @@ def test_features_saves_npy(server, client, files, tmp_path):
     saved = np.load(out)
     assert saved.dtype == np.float32 and saved.shape == (2, 512)
     expected = client.extract_features([files["chelsea.jpg"], files["coffee.png"]], FEATURES).features
-    np.testing.assert_allclose(saved, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert_same_features(saved, expected)
 
 
 def test_models_lists_versions_and_states(server):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.answers import assert_same_features
 from tests.client.conftest import CLASSIFIER, FEATURES
 from tests.conftest import REPO_ROOT
 from tests.images import decode_rgb, encode
@@ -101,7 +102,7 @@ def test_a_list_mixing_every_type_keeps_its_order(client, photos, coffee, tmp_pa
     expected = np.concatenate([features(client, data, FEATURES) for data in reference])
     assert got.shape == (6, 512) and got.dtype == np.float32
     # Batched and single-image convolutions round differently (~1e-7 relative).
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert_same_features(got, expected)
 
 
 def test_a_4d_array_is_a_batch(client, coffee):

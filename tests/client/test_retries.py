@@ -13,12 +13,13 @@ import pytest
 from client import DeadlineExceeded, InvalidImage, ModelClient, ModelNotFound, Unavailable
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.client.conftest import CLASSIFIER, Recorder
-from tests.servers import InProcessServer, free_port, test_settings, wait_for
+from tests.servers import HeldPort, InProcessServer, free_port, test_settings, wait_for
 
 
 def test_a_call_made_before_the_server_starts_succeeds_once_it_is_up(model_root, photos, caplog):
     caplog.set_level(logging.INFO, logger="client")
-    port = free_port()
+    held = HeldPort()  # bound, not listening: connections are refused until the server takes it
+    port = held.port
     outcome: dict[str, object] = {}
 
     def call() -> None:
@@ -35,7 +36,9 @@ def test_a_call_made_before_the_server_starts_succeeds_once_it_is_up(model_root,
     retried = lambda: [r for r in caplog.records if "failed to connect" in r.getMessage().lower()]  # noqa: E731
     wait_for(retried, timeout=30, what="the client to retry against the closed port")
     # Listening before the models are loaded: the client also retries "model is loading".
-    server = InProcessServer(test_settings(model_root, port=port)).start(wait_loaded=False)
+    server = InProcessServer(test_settings(model_root, port=port))
+    held.release()
+    server.start(wait_loaded=False)
     try:
         caller.join(timeout=180)
     finally:

@@ -12,7 +12,7 @@ import yaml
 
 from server.settings import ServerSettings, load_settings
 from tests.conftest import REPO_ROOT
-from tests.servers import SubprocessServer, copy_version, free_port
+from tests.servers import SubprocessServer, copy_version
 
 DEPLOY_TOOLS = Path(__file__).resolve().parent
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -92,16 +92,16 @@ def test_the_exporter_container_command_runs_here(tmp_path):
 def test_the_server_container_command_and_health_check_run_here(tmp_path, classifier_export):
     copy_version(classifier_export.path, tmp_path / "models", "mobilenet_v2_keras", 1)
     environment = {k: str(v) for k, v in COMPOSE["services"]["server"]["environment"].items()}
-    port = free_port()
     environment.update(
         IMAGESERVE_MODEL_ROOT=str(tmp_path / "models"),
         IMAGESERVE_STATE_DIR=str(tmp_path / "state"),
-        IMAGESERVE_PORT=str(port),
-        IMAGESERVE_METRICS_PORT=str(free_port()),
+        IMAGESERVE_PORT="0",  # the server binds free ports and logs them: no port picked by the test
+        IMAGESERVE_METRICS_PORT="0",
         IMAGESERVE_HOST="127.0.0.1",
     )
     assert COMPOSE["services"]["server"]["command"] == ["python", "-m", "server"]
     server = SubprocessServer([], env=environment).start()
+    port = server.port
     try:
         health_command = COMPOSE["services"]["server"]["healthcheck"]["test"][1:]
         health_command = [

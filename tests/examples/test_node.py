@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 
 from client import ModelClient
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.conftest import CLASSIFIER, FEATURES, REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "examples" / "node"
@@ -50,13 +51,11 @@ def test_node_example_matches_the_python_client(server, tmp_path, photos):
     for node_predictions, python_predictions in zip(output["classify"]["results"], classified.predictions):
         assert [p["class_id"] for p in node_predictions] == [p.class_id for p in python_predictions]
         assert [p["label"] for p in node_predictions] == [p.label for p in python_predictions]
-        np.testing.assert_allclose(
-            [p["score"] for p in node_predictions], [p.score for p in python_predictions], rtol=1e-6
+        assert_same_probabilities(
+            [p["score"] for p in node_predictions], [p.score for p in python_predictions]
         )
     assert output["features"]["dimension"] == features.features.shape[1] == 512
-    np.testing.assert_allclose(
-        np.array(output["features"]["features"], np.float32), features.features, rtol=1e-6
-    )
+    assert_same_features(np.array(output["features"]["features"], np.float32), features.features)
 
 
 def test_node_example_reports_the_servers_error(server, tmp_path, photos):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from tests.answers import assert_same_features
 from tests.finetune.helpers import (
     classify_accuracy,
     start,
@@ -143,9 +144,7 @@ def test_new_version_keeps_the_base_features_and_takes_pixels(stub, digits, uplo
         pb.ExtractFeaturesRequest(model=pb.ModelSpec(name="digits"), images=images), timeout=60
     )
     assert tuned.dimension == base.dimension == 512
-    np.testing.assert_allclose(
-        [f.values for f in tuned.features], [f.values for f in base.features], rtol=1e-5, atol=1e-6
-    )
+    assert_same_features([f.values for f in tuned.features], [f.values for f in base.features])
 
 
 def test_watch_shows_phases_epochs_and_eta(uploaded):

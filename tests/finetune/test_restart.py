@@ -28,7 +28,7 @@ def test_server_killed_with_a_job_running(tmp_path, features_export, digits):
     root, state = tmp_path / "models", tmp_path / "state"
     copy_version(features_export.path, root, "vgg16", 1)
     args = ["--model-root", str(root), "--state-dir", str(state), "--host", "127.0.0.1", "--port", "0",
-            "--metrics-port", "0", "--poll-interval-s", "0.2"]  # fmt: skip
+            "--metrics-port", "off", "--poll-interval-s", "0.2"]  # fmt: skip
     first = SubprocessServer(args).start()
     try:
         first.wait_serving()

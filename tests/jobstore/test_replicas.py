@@ -28,7 +28,7 @@ def replicas(tmp_path_factory, features_export, postgres):
     copy_version(features_export.path, root, "vgg16", 1)
     url = postgres.fresh_database("replicas")
     args = ["--model-root", str(root), "--state-dir", str(state), "--host", "127.0.0.1", "--port", "0",
-            "--metrics-port", "0", "--poll-interval-s", "0.2", "--runtime", "tensorflow",
+            "--metrics-port", "off", "--poll-interval-s", "0.2", "--runtime", "tensorflow",
             "--finetune-threads", "1", "--finetune-lease-s", str(LEASE_S)]  # fmt: skip
     servers = [SubprocessServer(args, env={"IMAGESERVE_FINETUNE_STORE": url}).start() for _ in range(2)]
     try:

@@ -1,8 +1,8 @@
 """ONNX Runtime answers what TensorFlow answers, for every kind of version; and the fallback path.
 
-Tolerances (issue 20): features within 1e-5 x max|feature| of the image, the same top-5 classes,
-probabilities within 1e-5. Compared through a real server on the fidelity corpus (two photos as
-JPEG, PNG, GIF, BMP and WebP).
+Tolerances (docs/runtime.md, the twin check's own bounds): features within 1e-5 x max|feature| of
+the image, the same top-5 classes, probabilities within 1e-5. Compared through a real server on the
+fidelity corpus (two photos as JPEG, PNG, GIF, BMP and WebP).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
+# The product's promise (docs/runtime.md), the bounds the twin's own check applies.
+from exporter.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVERTIBLE
@@ -18,9 +20,6 @@ from tests.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVE
 # The session fixture exports and converts five versions and serves them twice (~2 min alone; much
 # longer on a shared machine), hence the longer timeout of the first test's setup.
 pytestmark = pytest.mark.timeout(1500)
-
-FEATURE_TOLERANCE = 1e-5
-PROBABILITY_TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")

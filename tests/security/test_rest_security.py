@@ -12,14 +12,14 @@ import pytest
 
 from tests.rest_client import http
 from tests.security.conftest import CLASSIFIER, READ_TOKEN, TUNE_ONLY_TOKEN
-from tests.servers import InProcessServer, free_port, test_settings
+from tests.servers import InProcessServer, test_settings
 
 
 @pytest.fixture(scope="module")
 def server(model_root, tokens_file, pki):
     settings = test_settings(
         model_root,
-        rest_port=free_port(),
+        rest_port=0,
         auth_tokens_file=tokens_file,
         tls_cert=pki / "server.crt",
         tls_key=pki / "server.key",

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.conftest import CLASSIFIER, FEATURES
 
 
@@ -31,7 +32,7 @@ def test_classify_matches_the_signature_and_names_labels_and_version(stub, signa
         for prediction in result.predictions:
             got[prediction.class_id] = prediction.score
             assert prediction.label == labels[prediction.class_id]
-        np.testing.assert_allclose(got, row, rtol=1e-5, atol=1e-7)
+        assert_same_probabilities(got, row)
         scores = [p.score for p in result.predictions]
         assert scores == sorted(scores, reverse=True)
 
@@ -52,7 +53,7 @@ def test_extract_features_matches_the_signature(stub, signatures, photos):
     assert (response.model.name, response.model.version, response.dimension) == (FEATURES, 1, 512)
     expected = signatures[FEATURES]["features"](images=tf.constant(images))["features"].numpy()
     got = np.array([vector.values for vector in response.features], np.float32)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert_same_features(got, expected)
 
 
 def test_features_keep_request_order(stub, photos):
@@ -71,8 +72,7 @@ def test_features_keep_request_order(stub, photos):
     ).features
     # Batched and single-image convolutions round differently (~1e-7); the photos differ by ~1e-1.
     scale = np.abs(single["coffee.png"]).max()
-    np.testing.assert_allclose(both[0].values, single["coffee.png"], atol=1e-5 * scale)
-    np.testing.assert_allclose(both[1].values, single["chelsea.png"], atol=1e-5 * scale)
+    assert_same_features([both[0].values, both[1].values], [single["coffee.png"], single["chelsea.png"]])
     assert np.abs(np.subtract(single["coffee.png"], single["chelsea.png"])).max() > 1e-2 * scale
 
 

@@ -14,7 +14,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.logs import JsonFormatter, RequestIdFilter, request_id
 from tests.conftest import CLASSIFIER, FEATURES
-from tests.servers import InProcessServer, SubprocessServer, free_port, test_settings, wait_for
+from tests.servers import InProcessServer, SubprocessServer, test_settings, wait_for
 
 DOCUMENTED_SERIES = (
     "imageserve_requests_total",
@@ -42,7 +42,7 @@ DOCUMENTED_SERIES = (
 
 @pytest.fixture(scope="module")
 def metrics_server(model_root):
-    running = InProcessServer(test_settings(model_root, metrics_port=free_port())).start()
+    running = InProcessServer(test_settings(model_root, metrics_port=0)).start()
     yield running
     running.stop()
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.images import decode_rgb
 
@@ -77,7 +78,7 @@ def test_infer_images_gives_classify_top5(triton, stub, photos):
     assert top5(probabilities[0]) != top5(probabilities[1])  # the answers depend on the image
     for row, expected in zip(probabilities, classified.results):
         assert top5(row) == [p.class_id for p in expected.predictions]
-        np.testing.assert_allclose(np.sort(row)[::-1][:5], [p.score for p in expected.predictions], rtol=1e-5)
+        assert_same_probabilities(np.sort(row)[::-1][:5], [p.score for p in expected.predictions])
 
 
 def test_infer_pixels_and_signature_parameter(triton, stub, photos):
@@ -88,9 +89,7 @@ def test_infer_pixels_and_signature_parameter(triton, stub, photos):
     extracted = stub.ExtractFeatures(
         pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]])
     )
-    np.testing.assert_allclose(
-        result.as_numpy("features")[0], extracted.features[0].values, rtol=1e-5, atol=1e-6
-    )
+    assert_same_features(result.as_numpy("features")[0], extracted.features[0].values)
     # The classifier's features, chosen by the signature parameter instead of an output name.
     chosen = triton.infer(
         CLASSIFIER, [images_input(photos["chelsea.png"])], parameters={"signature": "features"}
@@ -104,7 +103,7 @@ def test_infer_pixels_and_signature_parameter(triton, stub, photos):
             grpcclient.InferRequestedOutput("features"),
         ],
     )
-    np.testing.assert_allclose(both.as_numpy("features"), chosen.as_numpy("features"), rtol=1e-5)
+    assert_same_features(both.as_numpy("features"), chosen.as_numpy("features"))
     assert both.as_numpy("probabilities").shape == (1, 1000)
 
 

@@ -4,10 +4,13 @@ generated code up to date."""
 from __future__ import annotations
 
 import filecmp
+import importlib.metadata
+import re
 import signal
 import subprocess
 import sys
 import threading
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from protos import generate
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES, REPO_ROOT
 from tests.images import encode
 from tests.servers import InProcessServer, SubprocessServer, loopback_args, test_settings, wait_for
 
@@ -149,6 +152,9 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos)
 
 
 def test_generated_code_is_up_to_date(tmp_path):
+    """Byte for byte, version stamp included: the generator is pinned by the lock (requirements/*.txt),
+    so a fresh install regenerates exactly what is committed; a lock refresh that moves grpcio-tools
+    makes this fail until the code is regenerated with it."""
     # In a subprocess: protoc's compiler and TensorFlow's protobuf do not share a process safely.
     result = subprocess.run(
         [sys.executable, "-m", "protos.generate", "--output", str(tmp_path)],
@@ -159,9 +165,35 @@ def test_generated_code_is_up_to_date(tmp_path):
     assert result.returncode == 0, result.stderr
     written = [Path(line) for line in result.stdout.split()]
     assert written
+    tools = importlib.metadata.version("grpcio-tools")
     for path in written:
         committed = generate.PROTO_ROOT / path.relative_to(tmp_path)
         assert committed.exists(), f"{committed} is missing: run python -m protos.generate"
         assert filecmp.cmp(path, committed, shallow=False), (
-            f"{committed} is stale: run python -m protos.generate"
+            f"{committed} is stale for grpcio-tools {tools} (the lock's, if installed by scripts/test): "
+            "run python -m protos.generate"
         )
+
+
+def test_the_client_requires_the_grpcio_and_protobuf_its_generated_code_needs():
+    """The generated modules refuse to import on an older grpcio (GRPC_GENERATED_VERSION) or protobuf
+    (the gencode version): pyproject's floors, which a client library install resolves, must cover them."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        floors[requirement.name] = min(
+            (Version(s.version) for s in requirement.specifier if s.operator in (">=", "~=", "==")),
+            default=None,
+        )
+    generated_grpc = Version(pb_grpc.GRPC_GENERATED_VERSION)
+    assert floors["grpcio"] is not None and floors["grpcio"] >= generated_grpc, (
+        f"pyproject allows grpcio {floors['grpcio']}; the generated code needs >= {generated_grpc}"
+    )
+    gencode = re.search(r"Protobuf Python Version: (\S+)", (Path(pb.__file__)).read_text()).group(1)
+    assert floors["protobuf"] >= Version(gencode), (
+        f"pyproject allows protobuf {floors['protobuf']}; the gencode is {gencode}"
+    )

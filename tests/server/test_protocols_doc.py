@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import CLASSIFIER, REPO_ROOT
-from tests.servers import InProcessServer, free_port, test_settings
+from tests.servers import InProcessServer, test_settings
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc,http] is in the test extra")
 
@@ -26,7 +26,7 @@ def model_root(live_model_root):
 
 @pytest.fixture(scope="module")
 def server(model_root):
-    running = InProcessServer(test_settings(model_root, rest_port=free_port())).start()
+    running = InProcessServer(test_settings(model_root, rest_port=0)).start()
     yield running
     running.stop()
 

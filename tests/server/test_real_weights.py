@@ -12,6 +12,7 @@ import tensorflow as tf
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.settings import ModelConfig
+from tests.answers import assert_same_probabilities
 from tests.images import LABELLED_PHOTOS, decode_rgb, encode, labelled_photo
 from tests.servers import InProcessServer, copy_version, test_settings
 
@@ -68,7 +69,7 @@ def test_served_probabilities_are_the_keras_models_own(lite_stub, labelled_pngs,
         served = np.zeros(1000, np.float32)
         for prediction in result.predictions:
             served[prediction.class_id] = prediction.score
-        np.testing.assert_allclose(served, expected, atol=1e-5)
+        assert_same_probabilities(served, expected)
         assert int(np.argmax(served)) == int(np.argmax(expected))
 
 
@@ -83,6 +84,4 @@ def test_both_runtimes_give_the_same_top5_on_real_photos(lite_stub, labelled_png
     assert set(answers) == {"onnxruntime", "tensorflow"}
     for on_ort, on_tf in zip(answers["onnxruntime"].results, answers["tensorflow"].results, strict=True):
         assert [p.class_id for p in on_ort.predictions] == [p.class_id for p in on_tf.predictions]
-        np.testing.assert_allclose(
-            [p.score for p in on_ort.predictions], [p.score for p in on_tf.predictions], atol=1e-5
-        )
+        assert_same_probabilities([p.score for p in on_ort.predictions], [p.score for p in on_tf.predictions])

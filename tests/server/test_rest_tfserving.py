@@ -11,10 +11,11 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.images import decode_rgb
 from tests.rest_client import http
-from tests.servers import InProcessServer, free_port, test_settings
+from tests.servers import InProcessServer, test_settings
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def model_root(live_model_root):
 
 @pytest.fixture(scope="module")
 def server(model_root):
-    running = InProcessServer(test_settings(model_root, rest_port=free_port())).start()
+    running = InProcessServer(test_settings(model_root, rest_port=0)).start()
     yield running
     running.stop()
 
@@ -89,9 +90,7 @@ def test_documented_predict_formats_match_classify(base, stub, photos, request_b
     answer = http("POST", f"{base}/v1/models/{CLASSIFIER}:predict", request_body(images))
     assert answer.status == 200, answer.body
     assert list(answer.json()) == [key]
-    np.testing.assert_allclose(
-        np.asarray(answer.json()[key], np.float32), classify_rows(stub, images), rtol=1e-5, atol=1e-7
-    )
+    assert_same_probabilities(np.asarray(answer.json()[key], np.float32), classify_rows(stub, images))
 
 
 def test_predict_pixels_matches_grpc_predict(base, channel, photos):
@@ -108,9 +107,7 @@ def test_predict_pixels_matches_grpc_predict(base, channel, photos):
     expected = tf.make_ndarray(
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request).outputs["features"]
     )
-    np.testing.assert_allclose(
-        np.asarray(answer.json()["predictions"], np.float32), expected, rtol=1e-5, atol=1e-6
-    )
+    assert_same_features(np.asarray(answer.json()["predictions"], np.float32), expected)
 
 
 def test_metadata(base):

@@ -11,7 +11,7 @@ import pytest
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.rest_client import http
-from tests.servers import InProcessServer, free_port, test_settings
+from tests.servers import InProcessServer, test_settings
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the test extra")
 from tritonclient.utils import InferenceServerException  # noqa: E402 - needs the importorskip above
@@ -28,7 +28,7 @@ def model_root(live_model_root):
 @pytest.fixture(scope="module")
 def server(model_root):
     """A server with REST on, and a small message limit (so a too-large body is cheap to send)."""
-    settings = test_settings(model_root, rest_port=free_port(), max_message_bytes=MAX_MESSAGE_BYTES)
+    settings = test_settings(model_root, rest_port=0, max_message_bytes=MAX_MESSAGE_BYTES)
     running = InProcessServer(settings).start()
     yield running
     running.stop()

@@ -15,6 +15,7 @@ from tensorflow_serving.apis import (
 )
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from tests.answers import assert_same_features, assert_same_probabilities
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.images import decode_rgb
 
@@ -46,7 +47,7 @@ def test_predict_with_bytes_matches_classify(predictions, stub, photos):
         expected = np.zeros(1000, np.float32)
         for p in result.predictions:
             expected[p.class_id] = p.score
-        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
+        assert_same_probabilities(row, expected)
 
 
 def test_predict_with_uint8_pixels_matches_extract_features(predictions, stub, photos):
@@ -56,7 +57,7 @@ def test_predict_with_uint8_pixels_matches_extract_features(predictions, stub, p
     extracted = stub.ExtractFeatures(
         pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=[photos["chelsea.png"]])
     )
-    np.testing.assert_allclose(features[0], extracted.features[0].values, rtol=1e-5, atol=1e-6)
+    assert_same_features(features[0], extracted.features[0].values)
     assert response.model_spec.signature_name == "features_pixels"
 
 

@@ -17,7 +17,7 @@ from server import tracing
 from server.logs import JsonFormatter, RequestIdFilter
 from tests.conftest import CLASSIFIER
 from tests.rest_client import http
-from tests.servers import InProcessServer, free_port, test_settings
+from tests.servers import InProcessServer, test_settings
 
 in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
 
@@ -36,7 +36,7 @@ def exporter():
 
 @pytest.fixture(scope="module")
 def server(model_root, exporter):
-    running = InProcessServer(test_settings(model_root, rest_port=free_port())).start()
+    running = InProcessServer(test_settings(model_root, rest_port=0)).start()
     yield running
     running.stop()
 

@@ -8,8 +8,10 @@ would (docs/object-storage.md).
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from model_format.layout import PUBLISHED_MARKER
-from tests.servers import SubprocessServer, free_port, wait_for
+from tests.servers import SubprocessServer, wait_for
 
 pytest.importorskip(
     "s3fs", reason="the object-store model root needs the s3 extra: pip install 'imageserve[s3]'"
@@ -64,13 +66,24 @@ def small_v2(export_cache):
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """``http://127.0.0.1:<port>`` of a moto S3 server, with AWS_* pointing every client at it."""
-    port = free_port()
+    # Port 0: moto binds a free port and prints it ("Running on http://127.0.0.1:<port>").
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    bound: list[str] = []
+
+    def read_log() -> None:
+        for line in process.stderr:  # read to the end, so that moto never blocks on a full pipe
+            if not bound and (found := re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)):
+                bound.append(found.group(1))
+
+    threading.Thread(target=read_log, name="moto-log", daemon=True).start()
+    wait_for(lambda: bound or process.poll() is not None, 60, 0.05, "moto's S3 server to report its port")
+    assert bound, "moto's S3 server exited at start"
+    endpoint = bound[0]
 
     def answering() -> bool:
         try:
@@ -125,7 +138,7 @@ def start_server(url: str, state_dir: Path, *extra: str) -> SubprocessServer:
     """``python -m server --model-root s3://...`` on a free port (listening; models may still load).
     TensorFlow runs the network: an ONNX twin made at load would add seconds that test nothing here."""
     return SubprocessServer(
-        ["--model-root", url, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+        ["--model-root", url, "--host", "127.0.0.1", "--port", "0", "--metrics-port", "off",
          "--poll-interval-s", "0.3", "--state-dir", str(state_dir), "--runtime", "tensorflow", *extra]
     ).start()  # fmt: skip
 

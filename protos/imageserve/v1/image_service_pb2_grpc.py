@@ -5,7 +5,7 @@ import warnings
 
 from protos.imageserve.v1 import image_service_pb2 as imageserve_dot_v1_dot_image__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
