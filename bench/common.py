@@ -42,8 +42,8 @@ def ensure_export(
     """The newest version of ``name`` under ``root``; exported with ``weights`` (random unless told) if
     there is none. A root holds one kind of export per name: what is there is reused as it is."""
     from exporter.export import ExportSpec, export_model
-    from exporter.progress import Progress
-    from model_format.layout import existing_versions
+    from graphs.progress import Progress
+    from storage.local import existing_versions
 
     versions = existing_versions(root / name)
     if versions:

@@ -34,7 +34,7 @@ def rate(fn, images_per_call: int, seconds: float = 8.0) -> float:
 def main() -> None:
     import tensorflow as tf
 
-    from exporter.signatures import decode_images
+    from graphs.signatures import decode_images
 
     path = ensure_export("mobilenet_v2_keras", 224)
     model = tf.saved_model.load(str(path))

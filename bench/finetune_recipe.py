@@ -43,8 +43,8 @@ VALIDATION_FRACTION = 0.2
 def exported_base(seed: int) -> Path:
     """VGG16 at 32x32, random weights, features only: exported once under bench/models/finetune/."""
     from exporter.export import ExportSpec, export_model
-    from exporter.progress import Progress
-    from model_format.layout import existing_versions
+    from graphs.progress import Progress
+    from storage.local import existing_versions
 
     root = MODELS_DIR / f"seed{seed}"
     versions = existing_versions(root / "vgg16")

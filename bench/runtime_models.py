@@ -8,7 +8,7 @@ on :meth:`LoadedModel.function`): images/s for each of CALLERS x BATCHES, single
 rounds alternating between the runtimes (the machine's speed drifts), best per runtime; then
 fine-tuning's feature extraction on both (:func:`bench.runtimes.feature_extraction`).
 
-A network over the ONNX twin's size limit (``exporter.onnx_twin.MAX_TWIN_PARAMETERS``; VGG16 with its
+A network over the ONNX twin's size limit (``graphs.onnx_twin.MAX_TWIN_PARAMETERS``; VGG16 with its
 138 M-parameter head) gets a features-only twin: its classification stays on TensorFlow, so its
 features (what fine-tuning and ``ExtractFeatures`` run) are compared. A version with no twin at all
 would be reported with the reason the server gives, and its headless export (``--no-top``) measured.
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import MODELS_224_DIR, MODELS_DIR, ensure_export
-from model_format.manifest import read_manifest
+from storage.local import read_manifest
 
 #: Threads calling at once and batch sizes tried per runtime (a subset of the serving sweep's: VGG16 at
 #: 224 runs ~4 images/s on TensorFlow here, and the whole comparison should stay within minutes).

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import MODELS_224_DIR, ensure_export
 from bench.load import CONCURRENCY, c1_latency, measure_level
 from bench.processes import BareServer, HostedServer, Server
-from model_format.layout import copy_version
+from storage.local import copy_version
 
 
 def measure_server(

@@ -53,7 +53,7 @@ from bench.common import ensure_export, machine, real_jpegs, results_path, write
 from bench.processes import REPO_ROOT
 from bench.report import report
 from bench.scenarios import measure_cold_start, measure_default_rss, measure_server, measure_swaps
-from model_format.layout import copy_version
+from storage.local import copy_version
 
 MODELS = {"mobilenet_v2_keras": 224, "vgg16": 112}
 

@@ -19,6 +19,26 @@
 numpy and Pillow: importing it never imports TensorFlow.
 """
 
+from api_types.results import (
+    ClassifyResult,
+    ClassMetrics,
+    Dataset,
+    EpochMetrics,
+    FeaturesResult,
+    FineTuneMetrics,
+    Hyperparameters,
+    JobEvent,
+    JobPhase,
+    JobState,
+    JobStatus,
+    ModelMetadata,
+    ModelStatus,
+    Prediction,
+    ServerInfo,
+    ServingStats,
+    VersionState,
+    VersionStatus,
+)
 from client.aio import AsyncModelClient
 from client.errors import (
     AlreadyExists,
@@ -41,26 +61,6 @@ from client.errors import (
 )
 from client.jobs import AsyncFineTuneJob, FineTuneJob
 from client.options import ClientOptions, RetryPolicy
-from client.results import (
-    ClassifyResult,
-    ClassMetrics,
-    Dataset,
-    EpochMetrics,
-    FeaturesResult,
-    FineTuneMetrics,
-    Hyperparameters,
-    JobEvent,
-    JobPhase,
-    JobState,
-    JobStatus,
-    ModelMetadata,
-    ModelStatus,
-    Prediction,
-    ServerInfo,
-    ServingStats,
-    VersionState,
-    VersionStatus,
-)
 from client.sync import ModelClient
 
 __all__ = [

@@ -8,15 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, Self, overload
 
-from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, DEFAULT_TOP_K, ClientBase
-from client.datasets import DatasetImages
-from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT, HyperparametersLike, StatesLike
-from client.images import Images, reads_or_encodes
-from client.jobs import AsyncFineTuneJob, FineTuneJob
-from client.methods import AsyncAPI, Plan, SyncAPI, call, streaming
-from client.operations import Operation
-from client.progress import ProgressOption
-from client.results import (
+from api_types.results import (
     ClassifyResult,
     Dataset,
     FeaturesResult,
@@ -25,6 +17,14 @@ from client.results import (
     ModelStatus,
     ServerInfo,
 )
+from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, DEFAULT_TOP_K, ClientBase
+from client.datasets import DatasetImages
+from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT, HyperparametersLike, StatesLike
+from client.images import Images, reads_or_encodes
+from client.jobs import AsyncFineTuneJob, FineTuneJob
+from client.methods import AsyncAPI, Plan, SyncAPI, call, streaming
+from client.operations import Operation
+from client.progress import ProgressOption
 
 __all__ = ["ClientCalls"]
 

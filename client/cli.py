@@ -37,12 +37,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from api_types.results import ClassifyResult, FeaturesResult, ModelStatus, ServerInfo
 from client import cli_jobs
 from client.base import DEFAULT_CLASSIFIER, DEFAULT_FEATURE_MODEL, DEFAULT_TOP_K
 from client.cli_output import print_json, table
 from client.errors import DeadlineExceeded, ImageServeError, InvalidImage, Unavailable
 from client.options import DEFAULT_ADDRESS
-from client.results import ClassifyResult, FeaturesResult, ModelStatus, ServerInfo
 from client.sync import ModelClient
 
 EXIT_OK, EXIT_SERVER_ERROR, EXIT_USAGE, EXIT_NO_ANSWER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

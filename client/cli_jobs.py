@@ -16,9 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from api_types.results import (
+    HYPERPARAMETER_DEFAULTS,
+    Hyperparameters,
+    JobEvent,
+    JobPhase,
+    JobState,
+    JobStatus,
+)
 from client.cli_output import plain, print_json, table
 from client.finetune import DEFAULT_BASE_MODEL, DEFAULT_LIST_LIMIT
-from client.results import HYPERPARAMETER_DEFAULTS, Hyperparameters, JobEvent, JobPhase, JobState, JobStatus
 from client.sync import ModelClient
 
 __all__ = ["EXIT_JOB_FAILED", "COMMANDS", "add_commands"]

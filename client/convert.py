@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from client.results import (
+from api_types.results import (
     ClassifyResult,
     ClassMetrics,
     Dataset,

@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 if TYPE_CHECKING:
-    from client.results import JobStatus
+    from api_types.results import JobStatus
 
 __all__ = [
     "ImageServeError",
@@ -203,7 +203,7 @@ class InternalServerError(ImageServeError):
 
 class FineTuneFailed(ImageServeError):
     """A fine-tuning job that was waited for ended FAILED; ``job`` is its final
-    :class:`~client.results.JobStatus` (metrics included when it failed at the accuracy gate).
+    :class:`~api_types.results.JobStatus` (metrics included when it failed at the accuracy gate).
 
     Not an RPC status: every call succeeded, the job did not. The message is the server's reason,
     e.g. ``validation accuracy 0.41 is below min_val_accuracy 0.9; nothing was published ...``.

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from api_types.results import Dataset, Hyperparameters, JobEvent, JobState, JobStatus, ServerInfo
 from client import convert
 from client.datasets import DatasetImages, DatasetSource
 from client.errors import (
@@ -43,7 +44,6 @@ from client.operations import (
     Send,
 )
 from client.progress import ProgressOption, job_progress
-from client.results import Dataset, Hyperparameters, JobEvent, JobState, JobStatus, ServerInfo
 from protos.imageserve.v1 import image_service_pb2 as pb
 
 __all__ = ["FineTuneOperations", "DEFAULT_BASE_MODEL", "DEFAULT_LIST_LIMIT", "WATCH_SEGMENT_S"]

@@ -1,6 +1,6 @@
 """Handles on fine-tuning jobs, returned by ``fine_tune``: :class:`FineTuneJob` and :class:`AsyncFineTuneJob`.
 
-A handle holds a client and the job's last known :class:`~client.results.JobStatus`; each method is
+A handle holds a client and the job's last known :class:`~api_types.results.JobStatus`; each method is
 one of the client's job operations (``get_job``, ``wait_job``, ``cancel_job``, ``watch_job``), run by
 that client, and keeps the status it gets. The methods are written once for both kinds of handle.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from api_types.results import JobEvent, JobPhase, JobState, JobStatus
 from client.base import ClientBase
 from client.errors import FineTuneFailed
 from client.methods import AsyncAPI, SyncAPI, call, streaming
 from client.operations import Operation
 from client.progress import ProgressOption
-from client.results import JobEvent, JobPhase, JobState, JobStatus
 
 __all__ = ["FineTuneJob", "AsyncFineTuneJob"]
 

@@ -32,11 +32,11 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 
+from api_types.results import ClassifyResult, FeaturesResult, ModelStatus, ServerInfo
 from client import convert
 from client.errors import DeadlineExceeded, ImageServeError, InvalidImage, ModelNotFound, Unavailable
 from client.images import Images, as_image_list, iter_encoded
 from client.options import RetryPolicy
-from client.results import ClassifyResult, FeaturesResult, ModelStatus, ServerInfo
 from protos.imageserve.v1 import image_service_pb2 as pb
 
 log = logging.getLogger("client")

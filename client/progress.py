@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from client.results import JobEvent, JobPhase, JobState
+from api_types.results import JobEvent, JobPhase, JobState
 
 __all__ = ["JobProgressBar", "job_progress", "ProgressOption"]
 
 #: ``progress=`` of ``wait``: None (a bar when stderr is a terminal), True, False, or a callable
-#: that receives each :class:`~client.results.JobEvent`.
+#: that receives each :class:`~api_types.results.JobEvent`.
 ProgressOption = bool | Callable[[JobEvent], None] | None
 
 _STAGE_NAMES = {

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 from exporter.catalog import DEFAULT_MODELS, format_catalog
-from exporter.errors import UserError, VerificationFailed, WeightsUnavailable
-from exporter.progress import Progress
-from exporter.roots import as_root, is_url, join, storage_problem
+from exporter.errors import UserError, WeightsUnavailable
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
-from exporter.tensorflow_import import import_tensorflow_quietly
+from graphs.errors import VerificationFailed
+from graphs.progress import Progress
+from graphs.tensorflow_import import import_tensorflow_quietly
+from storage.errors import PublishFailed, StorageError
+from storage.roots import as_root, is_url, join, storage_problem
 
 #: Exit codes: 0 published; 1 verification failed (nothing published); 2 a user error;
 #: 3 weights or a Hub handle could not be downloaded (no network); 4 writing failed (disk full,
@@ -121,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)
     import_tensorflow_quietly()
     from exporter.export import export_model
-    from exporter.object_store import existing_versions_at
-    from exporter.publish import PublishFailed
+    from storage.object_store import existing_versions_at
 
     progress = Progress("exporter", stream=None if args.quiet else sys.stderr)
     try:
@@ -137,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_OFFLINE
-    except UserError as exc:
+    except PublishFailed as exc:
+        print(f"error: {exc}; nothing was published", file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    except (UserError, StorageError) as exc:  # a taken version number, a root this install cannot read
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except VerificationFailed as exc:
         print(f"error: verification failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_VERIFICATION_FAILED
-    except PublishFailed as exc:
-        print(f"error: {exc}; nothing was published", file=sys.stderr)
-        return EXIT_WRITE_FAILED
     return 0

@@ -10,7 +10,3 @@ class UserError(Exception):
 
 class WeightsUnavailable(UserError):
     """Pretrained weights or a TF Hub handle could not be fetched (typically: no network)."""
-
-
-class VerificationFailed(Exception):
-    """The freshly written SavedModel did not load or did not answer; nothing was published."""

@@ -12,15 +12,16 @@ from typing import Any
 from exporter import __version__
 from exporter.catalog import CatalogEntry
 from exporter.errors import UserError
-from exporter.labels import default_labels_for, load_label_set, read_labels_file, write_labels_file
-from exporter.progress import Progress
-from exporter.publish import save_and_publish
-from exporter.roots import join
-from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from exporter.labels import default_labels_for, load_label_set
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
+from graphs.progress import Progress
+from graphs.publish import save_and_publish
+from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from model_format.labels import format_labels, parse_labels
 from model_format.layout import TWIN_FILE
 from model_format.manifest import MANIFEST_FORMAT
+from storage.roots import join
 
 __all__ = ["ExportResult", "ExportSpec", "export_model"]
 
@@ -38,7 +39,7 @@ def _labels_for(entry: CatalogEntry, spec: ExportSpec, num_classes: int | None) 
     if num_classes is None:
         return None
     if spec.labels_file:
-        labels = read_labels_file(spec.labels_file)
+        labels = parse_labels(Path(spec.labels_file).read_text(encoding="utf-8"))
     elif entry.labels == "auto":
         labels = default_labels_for(num_classes)
     else:
@@ -75,7 +76,7 @@ def export_model(
         labels_path = None
         if labels is not None:
             labels_path = str(Path(scratch) / LABELS_ASSET)
-            write_labels_file(labels_path, labels)
+            Path(labels_path).write_text(format_labels(labels), encoding="utf-8")
         with progress.step("tracing serving signatures"):
             module = ServingModule(size, network.classify, network.features, labels_path, network.trackables)
             signatures = module.signature_map
@@ -128,7 +129,7 @@ def add_onnx_twin(
 
     A network tf2onnx cannot convert is still exported: the server serves it with TensorFlow.
     """
-    from exporter import onnx_twin
+    from graphs import onnx_twin
 
     with progress.step("converting the network to ONNX and checking it against TensorFlow"):
         try:

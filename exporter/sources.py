@@ -3,7 +3,7 @@
 The result, :class:`BuiltNetwork`, is two plain callables on *preprocessed-by-us* pixels (float32 in
 [0, 255], already resized): ``classify`` returns probabilities, ``features`` returns the
 global-average-pooled last convolutional features. The serving signatures wrap them with decoding,
-resizing and the family's normalisation (:mod:`exporter.signatures`).
+resizing and the family's normalisation (:mod:`graphs.signatures`).
 """
 
 from __future__ import annotations

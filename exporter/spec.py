@@ -18,7 +18,7 @@ class ExportSpec:
 
     name: str
     weights: str = IMAGENET
-    output_dir: Path | str = Path("models")  # or an object store URL (exporter/object_store.py)
+    output_dir: Path | str = Path("models")  # or an object store URL (storage/object_store.py)
     version: int | None = None
     input_size: int | None = None
     seed: int = 0
@@ -27,7 +27,7 @@ class ExportSpec:
     hub_feature_handle: str | None = None
     hub_outputs_probabilities: bool = False
     labels_file: str | None = None
-    onnx: bool = True  # write the network's checked ONNX twin into the version (exporter/onnx_twin.py)
+    onnx: bool = True  # write the network's checked ONNX twin into the version (graphs/onnx_twin.py)
 
 
 def resolve_entry(spec: ExportSpec) -> CatalogEntry:

@@ -22,10 +22,6 @@ Keys (``KEYS``; the exporter writes no other, a test checks):
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "imageserve.manifest/1"
 
@@ -49,8 +45,3 @@ KEYS = frozenset(
         "training",
     }
 )
-
-
-def read_manifest(version_dir: Path) -> dict[str, Any]:
-    """The manifest of a version directory (raises OSError / ValueError as :func:`json.loads` does)."""
-    return json.loads((Path(version_dir) / MANIFEST_FILE).read_text())

@@ -1,4 +1,4 @@
-"""Names of the serving signatures, their inputs and outputs (what :mod:`exporter.signatures` builds).
+"""Names of the serving signatures, their inputs and outputs (what :mod:`graphs.signatures` builds).
 
 ===================  ============================================  =====================================
 name                 input                                         output

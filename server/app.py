@@ -21,6 +21,7 @@ from server.api.openinference import OpenInference
 from server.api.registration import generic_handler
 from server.api.servicer import SERVICE, SERVICE_NAME, ImageModelServicer
 from server.auth import TokenAuthInterceptor, load_tokens, server_credentials
+from server.backend import BackendLoader
 from server.finetune.manager import FineTuneManager
 from server.inference import InferenceService
 from server.logs import configure_logging
@@ -58,7 +59,8 @@ def configure_tensorflow(settings: ServerSettings) -> None:
 class ModelServer:
     """The gRPC server with its repository, core services, health and reflection."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, loader: BackendLoader | None = None) -> None:
+        """``loader``: how a version is loaded (default TensorFlow; tests pass a NumPy fake)."""
         self.settings = settings
         self.port: int | None = None
         self._model_executor = ThreadPoolExecutor(settings.model_threads, thread_name_prefix="model")
@@ -70,6 +72,7 @@ class ModelServer:
             on_change=self._schedule_health_update,
             on_batch=self.metrics.record_batch,
             on_lifecycle=self.metrics.record_lifecycle,
+            loader=loader,
         )
         self.inference = InferenceService(settings, self.repository)
         self.finetune = FineTuneManager(settings, self.repository)

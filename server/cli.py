@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from exporter.tensorflow_import import import_tensorflow_quietly
+from graphs.tensorflow_import import import_tensorflow_quietly
 from server.settings import SettingsError, load_settings
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from client.results import Prediction  # one definition of a prediction, the API's
+from api_types.results import Prediction  # one definition of a prediction, the API's
 from model_format import signatures as sig
 from server import tracing
 from server.errors import InvalidRequest

@@ -1,62 +1,41 @@
 """One loaded SavedModel version: its signatures, labels and manifest, and how to run a batch.
 
-Loading is synchronous and slow (seconds); the repository runs it in a loader thread. ``run`` is
-called from model threads (TensorFlow functions and ONNX Runtime sessions are thread-safe) with a
-batch of encoded images. The network runs on the runtime :mod:`server.runtime` picks at load.
+The real :class:`server.backend.ModelBackend`. Loading is synchronous and slow (seconds); the
+repository runs it in a loader thread (:func:`load_saved_model`). ``run`` is called from model threads
+(TensorFlow functions and ONNX Runtime sessions are thread-safe) with a batch of encoded images. The
+network runs on the runtime :mod:`server.runtime` picks at load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import io
 import json
 import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from exporter import onnx_twin
-from exporter.publish import sample_png
+from graphs import onnx_twin
+from graphs.publish import sample_png
 from model_format import signatures as sig
 from model_format.manifest import MANIFEST_FILE
 from server import runtime as rt
+from server.backend import KINDS, LoadError, VersionMetadata
 from server.batching import BatchOutcome
+from server.memory import release_memory, resident_bytes
 
 log = logging.getLogger(__name__)
-
-#: Function kinds a request can ask for -> (bytes signature, output key).
-KINDS = {
-    "classify": (sig.CLASSIFY, sig.PROBABILITIES_OUTPUT),
-    "features": (sig.FEATURES, sig.FEATURES_OUTPUT),
-}
-
-
-class LoadError(Exception):
-    """The version cannot be served; the message says why (shown as the FAILED reason)."""
 
 
 def redact_path(message: str, path: Path, label: str) -> str:
     """Replace the server's directory in a message by ``label`` (clients never see server paths)."""
     return message.replace(str(path), label).replace(str(path.resolve()), label)
-
-
-@dataclass(frozen=True)
-class VersionMetadata:
-    input_size: int
-    num_classes: int
-    feature_dim: int
-    signature_names: tuple[str, ...]
-    labels: tuple[str, ...]
-    preprocessing: str
-    source: str
-    created_at: dt.datetime | None
 
 
 def _describe_source(manifest: dict[str, Any]) -> str:
@@ -144,6 +123,7 @@ class LoadedModel:
         self.signature_defs: dict[str, Any] = {}
         self.runtime = rt.TENSORFLOW
         self.runtime_detail = ""
+        self.resident_bytes = 0  # measured by load()
         self._saved_model = saved_model
         self._functions = {
             kind: saved_model.signatures[signature]
@@ -153,7 +133,7 @@ class LoadedModel:
         self._kinds = frozenset(self._functions)
         self._session: Any = None  # the ONNX twin's session when runtime is onnxruntime
         self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
-        # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, exporter/onnx_twin.py).
+        # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, graphs/onnx_twin.py).
         self._onnx_kinds: frozenset[str] = frozenset()
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
@@ -171,6 +151,7 @@ class LoadedModel:
         if not (path / "saved_model.pb").is_file():
             raise LoadError("no saved_model.pb")
         started = time.monotonic()
+        memory_before = resident_bytes()
         try:
             saved_model = tf.saved_model.load(str(path))
         except Exception as exc:  # TensorFlow raises anything from OpError to IndexError on corrupt files
@@ -183,12 +164,17 @@ class LoadedModel:
             )
         metadata = _read_metadata(path, list(saved_model.signatures))
         model = cls(name, version, path, saved_model, metadata)
+        del saved_model  # the model holds it, and drops it if the twin runs every kind
         # Kept for TF Serving's GetModelMetadata, which must answer even if the directory is deleted later.
         model.signature_defs = cls._read_signature_defs(path, metadata.signature_names)
         loaded = time.monotonic()
         model.warm_up()
         warm = time.monotonic()
         model._pick_runtime(options)
+        if model.tensorflow_released:  # TensorFlow's copy of the network was dropped: give it back now
+            release_memory()
+        # NOTE: loads run one at a time, so the growth is this version's (give or take requests' buffers).
+        model.resident_bytes = max(0, resident_bytes() - memory_before)
         log.info(
             "loaded %s v%d: %.1f s load + %.1f s warm-up + %.1f s runtime choice (%s) on %s: %s",
             name,
@@ -245,7 +231,6 @@ class LoadedModel:
         # once the twin serves every kind (decode/resize are separate functions), so they are released.
         self._saved_model = None
         self._functions = {}
-        gc.collect()
 
     @property
     def tensorflow_released(self) -> bool:
@@ -377,5 +362,16 @@ class LoadedModel:
             with self._onnx_batches_lock:
                 self._onnx_batches -= 1
 
+    def close(self) -> None:
+        """Drop the SavedModel and the sessions (the repository releases the memory afterwards)."""
+        self._saved_model = None
+        self._functions = {}
+        self._session = self._lone_session = None
+
     def _width(self, kind: str) -> int:
         return self.metadata.num_classes if kind == "classify" else self.metadata.feature_dim
+
+
+def load_saved_model(name: str, version: int, path: Path, options: rt.RuntimeOptions) -> LoadedModel:
+    """The repository's default :data:`server.backend.BackendLoader`."""
+    return LoadedModel.load(name, version, path, options)

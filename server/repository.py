@@ -20,10 +20,7 @@ Requests ``lease`` a version for their duration, which is what lets an unload wa
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import enum
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,17 +29,19 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.backend import KINDS, BackendLoader, LoadError, ModelBackend, VersionMetadata
 from server.batching import Batcher, BatchStats
 from server.discovery import check_model_name, select_versions
 from server.errors import FailedPrecondition, NotFound, Unavailable
-from server.model import KINDS, LoadedModel, LoadError, VersionMetadata
-from server.model_store import RemoteVersion, open_model_root
+from server.memory import release_memory
 from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
-from server.settings import ServerSettings, reload_model_configs
+from server.settings import ServerSettings, SettingsError, reload_model_configs
+from storage.errors import StorageError, UnsupportedRoot
+from storage.model_cache import RemoteVersion
+from storage.model_roots import open_model_root
 
 log = logging.getLogger(__name__)
 
-_malloc_trim = getattr(ctypes.CDLL(ctypes.util.find_library("c") or None), "malloc_trim", None)
 UNLOAD_WAIT_S = 60.0
 
 
@@ -72,7 +71,7 @@ class ServedVersion:
     fingerprint: tuple
     state: VersionState = VersionState.LOADING
     error: str = ""
-    model: LoadedModel | None = None
+    model: ModelBackend | None = None
     batchers: dict[str, Batcher] = field(default_factory=dict)
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -103,19 +102,6 @@ class ModelView:
     version_labels: dict[str, int]
 
 
-def release_memory() -> None:
-    """Free unloaded models now: collect their reference cycles and hand the freed heap back to the OS.
-
-    NOTE: a loaded SavedModel is a web of reference cycles; until the cycle collector runs, its
-    functions stay registered in TensorFlow's runtime with their compiled graphs (~150 MB for a
-    MobileNetV2), and glibc keeps freed memory in its arenas. Without this, RSS steps up by about a
-    model after a hot swap.
-    """
-    gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
 class ModelRepository:
     """Discovers, loads, serves and unloads model versions under ``settings.model_root``."""
 
@@ -126,13 +112,23 @@ class ModelRepository:
         on_change: Callable[[], None] | None = None,
         on_batch: Callable[[str, int, str, int, float, float, str], None] | None = None,
         on_lifecycle: Callable[[str, str, int, float], None] | None = None,
+        loader: BackendLoader | None = None,
     ) -> None:
+        """``loader`` loads one version (default: :func:`server.model.load_saved_model`, TensorFlow)."""
+        if loader is None:
+            from server.model import load_saved_model
+
+            loader = load_saved_model
+        self._load_backend = loader
         self.settings = settings
         self.root = settings.model_root
         self._model_executor = model_executor
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._models: dict[str, dict[int, ServedVersion]] = {}
-        self._discovery = open_model_root(settings)  # a directory in place, or an object store via a cache
+        try:  # a directory in place, or an object store through a local cache
+            self._discovery = open_model_root(settings.model_root, settings.state_dir)
+        except UnsupportedRoot as exc:
+            raise SettingsError(str(exc)) from None
         self._known_names: set[str] = set()
         self._memory_to_release = 0
         self._on_change = on_change or (lambda: None)
@@ -288,8 +284,6 @@ class ModelRepository:
             log.exception("failed to load %s v%d", name, version)
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
-        if model.tensorflow_released:  # TensorFlow's copy of the network was dropped: give it back
-            await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
         served.model = model
         served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
         served.idle.set()
@@ -297,10 +291,15 @@ class ModelRepository:
         self._lifecycle("load", name, version, time.monotonic() - started)
         log.info("%s v%d is AVAILABLE (%.1f s)", name, version, time.monotonic() - started)
 
-    def _fetch_and_load(self, served: ServedVersion) -> LoadedModel:
+    def _fetch_and_load(self, served: ServedVersion) -> ModelBackend:
         """In the loader thread: the version's local copy (itself for a local root), then its load."""
-        served.path = self._discovery.materialize(served.name, served.version, served.path)
-        return LoadedModel.load(served.name, served.version, served.path, self._runtime_options(served.name))
+        try:
+            served.path = self._discovery.materialize(served.name, served.version, served.path)
+        except StorageError as exc:
+            raise LoadError(str(exc)) from None
+        return self._load_backend(
+            served.name, served.version, served.path, self._runtime_options(served.name)
+        )
 
     def _runtime_options(self, name: str) -> RuntimeOptions:
         settings = self.settings
@@ -360,7 +359,9 @@ class ModelRepository:
         for batcher in served.batchers.values():
             await batcher.close()
         served.batchers = {}
-        served.model = None
+        model, served.model = served.model, None
+        if model is not None:
+            model.close()
         self._models.get(served.name, {}).pop(served.version, None)
         self._memory_to_release = 2  # release passes still to run (see reconcile)
         self._lifecycle("unload", served.name, served.version, time.monotonic() - started)

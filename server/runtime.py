@@ -1,6 +1,6 @@
 """Which runtime runs a version's network: TensorFlow (the SavedModel itself) or ONNX Runtime (its twin).
 
-Decode and resize are always TensorFlow's (:func:`exporter.signatures.decode_images`, the very code
+Decode and resize are always TensorFlow's (:func:`graphs.signatures.decode_images`, the very code
 in the signatures), so both runtimes see the same pixels and answer the same. Only the network
 (normalisation + layers, the SavedModel's ``predict``/``embed``) changes runtime.
 
@@ -12,7 +12,7 @@ Where a version's twin comes from, first found wins:
 3. a conversion now (seconds), stored in the cache for the next load.
 
 Every twin is checked against the SavedModel on fixed images before it serves
-(:func:`exporter.onnx_twin.check_twin`). A network without a usable twin is served by TensorFlow;
+(:func:`graphs.onnx_twin.check_twin`). A network without a usable twin is served by TensorFlow;
 the reason is logged once and shown in the version's status.
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter import onnx_twin
+from graphs import onnx_twin
 from model_format import signatures as sig
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def obtain_twin(
 ) -> tuple[Any, str, bytes]:
     """A checked ONNX Runtime session for the version, where its twin came from, and the twin itself.
 
-    Raises :class:`exporter.onnx_twin.TwinUnusable` with the reason when there is none.
+    Raises :class:`graphs.onnx_twin.TwinUnusable` with the reason when there is none.
     """
     exported = manifest.get("onnx") or {}
     if "sha256" in exported:
@@ -222,7 +222,7 @@ def tensorflow_preprocessing(size: int) -> tuple[Callable[[Any], Any], Any]:
     """
     import tensorflow as tf
 
-    from exporter import signatures as sig
+    from graphs import signatures as sig
 
     decode_batch = tf.function(
         lambda images: sig.decode_images(images, size), input_signature=[tf.TensorSpec([None], tf.string)]

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.roots import as_root, is_url, storage_problem
+from storage.roots import as_root, is_url, storage_problem
 
 ENV_PREFIX = "IMAGESERVE_"
 MiB = 1024 * 1024

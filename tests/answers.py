@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
+from graphs.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
 
 
 def assert_same_features(got, expected) -> None:

@@ -35,7 +35,7 @@ class ExportCache:
 
     def get(self, name: str, **options):
         from exporter.export import ExportSpec, export_model
-        from exporter.progress import Progress
+        from graphs.progress import Progress
 
         key = (name, tuple(sorted(options.items())))
         if key not in self._results:

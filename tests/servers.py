@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 
-from exporter.roots import as_root
-from model_format.layout import copy_version  # noqa: F401 - the tests' way to place a version
 from server.settings import ServerSettings
+from storage.local import copy_version  # noqa: F401 - the tests' way to place a version
+from storage.roots import as_root
 
 #: Every port a test server opens is bound by the server itself (0: a free one, read back from the server).
 TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0.2, shutdown_grace_s=2.0)

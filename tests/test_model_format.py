@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 from model_format import signatures
-from model_format.layout import existing_versions, parse_version
-from model_format.manifest import KEYS, MANIFEST_FORMAT, read_manifest
+from model_format.layout import parse_version
+from model_format.manifest import KEYS, MANIFEST_FORMAT
+from storage.local import existing_versions, read_manifest
 
 
 def test_importing_the_format_does_not_import_tensorflow():

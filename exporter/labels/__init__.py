@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from pathlib import Path
 
 #: Label sets the catalog can name. ``imagenet1000`` is the Keras Applications order
 #: (``decode_predictions``); ``imagenet1001`` is the TF Hub order with ``background`` first.
@@ -32,16 +31,3 @@ def default_labels_for(num_classes: int) -> list[str]:
     if num_classes == 1001:
         return load_label_set("imagenet1001")
     return [f"class_{i}" for i in range(num_classes)]
-
-
-def read_labels_file(path: str | Path) -> list[str]:
-    """Read one label per line (the format written into every export's ``assets/labels.txt``)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [line.rstrip("\r") for line in lines]
-
-
-def write_labels_file(path: str | Path, labels: list[str]) -> None:
-    for label in labels:
-        if "\n" in label or "\r" in label:
-            raise ValueError(f"label {label!r} contains a line break")
-    Path(path).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")

@@ -1,10 +1,10 @@
 """The fine-tuned model: the trained head composed onto the base's ``embed``, published as a new version.
 
 The version has the same signatures and baked-in preprocessing as every exported model
-(:mod:`exporter.signatures`): ``classify`` with the dataset's labels, ``classify_pixels``,
+(:mod:`graphs.signatures`): ``classify`` with the dataset's labels, ``classify_pixels``,
 ``features``/``features_pixels`` (the base's features), ``serving_default`` = ``classify``. It is
 written, verified and renamed into ``<model_root>/<output_model>/<version>/`` by
-:func:`exporter.publish.save_and_publish`, with metrics.json and the plots inside before the rename.
+:func:`graphs.publish.save_and_publish`, with metrics.json and the plots inside before the rename.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__ as exporter_version
-from exporter.labels import write_labels_file
-from exporter.progress import Progress
-from exporter.publish import VersionExists, save_and_publish
-from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from graphs.progress import Progress
+from graphs.publish import save_and_publish
+from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from model_format.labels import format_labels
 from model_format.manifest import MANIFEST_FORMAT
+from server import __version__ as exporter_version
 from server.finetune.trainer import FrozenBase
+from storage.errors import VersionExists
 
 PUBLISH_ATTEMPTS = 3
 
@@ -48,7 +49,7 @@ def publish_finetuned(
 
     with tempfile.TemporaryDirectory(prefix="imageserve-labels-") as scratch:
         labels_path = str(Path(scratch) / LABELS_ASSET)
-        write_labels_file(labels_path, list(labels))
+        Path(labels_path).write_text(format_labels(list(labels)), encoding="utf-8")
         module = ServingModule(
             base.input_size, classify, embed, labels_path, {"base": base.variables, "head": head}
         )

@@ -3,7 +3,7 @@ a row in the job store). Nothing is kept of an upload that fails or is abandoned
 
 With a shared job store, a dataset uploaded through one replica may be trained on by another: every
 replica must reach the same ``<state_dir>/datasets`` (a shared volume), unless the model root is a
-bucket, where datasets are copied too (:mod:`server.finetune.shared_datasets`).
+bucket, where datasets are copied too (:mod:`storage.datasets`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from exporter.roots import is_url
-from server.errors import NotFound
-from server.finetune import shared_datasets
+from server.errors import NotFound, Unavailable
 from server.finetune.datasets import (
     DIRECTORY,
+    INDEX_FILE,
     UPLOAD,
     UploadWriter,
     check_counts,
@@ -33,6 +32,9 @@ from server.finetune.datasets import (
 from server.finetune.jobs import Dataset, UploadedImage, UploadInfo
 from server.finetune.store import JobStore
 from server.settings import ServerSettings
+from storage import datasets as shared_datasets
+from storage.errors import StorageError
+from storage.roots import is_url
 
 log = logging.getLogger("server.finetune.manager")
 
@@ -121,7 +123,10 @@ class DatasetIntake:
     def _share(self, local_dir: Path, dataset_id: str) -> None:
         """With a bucket model root, a finished dataset is uploaded beside the models, for other replicas."""
         if is_url(self.settings.model_root):
-            shared_datasets.publish(self.settings.model_root, local_dir, dataset_id)
+            try:
+                shared_datasets.publish(self.settings.model_root, local_dir, dataset_id)
+            except StorageError as exc:
+                raise Unavailable(str(exc)) from None
 
     def _shared(self, dataset_id: str) -> bool:
         return is_url(self.settings.model_root) and shared_datasets.published(
@@ -133,4 +138,4 @@ class DatasetIntake:
         Raises OSError or ValueError when it cannot (the job then fails with the reason)."""
         if not is_url(self.settings.model_root):
             return False
-        return shared_datasets.fetch(self.settings.model_root, self.datasets_dir, dataset_id)
+        return shared_datasets.fetch(self.settings.model_root, self.datasets_dir, dataset_id, INDEX_FILE)

@@ -1,7 +1,7 @@
 """The plain values of fine-tuning: jobs, events, metrics, datasets. No protobuf, no I/O.
 
 The values the API returns as they are (a dataset, a job's metrics) are the client's own types
-(:mod:`client.results`), defined once; the server adds only what it keeps about jobs.
+(:mod:`api_types.results`), defined once; the server adds only what it keeps about jobs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # API values, defined once with the client's other result types (JobState.done: the job has ended).
-from client.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics, JobState
+from api_types.results import ClassMetrics, Dataset, EpochMetrics, FineTuneMetrics, JobState
 from server.finetune.hyperparameters import Hyperparameters
 
 

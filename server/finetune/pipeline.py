@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from exporter.errors import VerificationFailed
-from exporter.publish import PublishFailed
-from exporter.roots import as_root, join
+from graphs.errors import VerificationFailed
 from server.errors import InvalidImage, ServingError
 from server.finetune.datasets import (
     DIRECTORY,
@@ -30,6 +28,8 @@ from server.finetune.hyperparameters import Hyperparameters
 from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase
 from server.finetune.messages import Progress, Succeeded, WorkerMessage, encode
 from server.images import inspect_image
+from storage.errors import PublishFailed
+from storage.roots import as_root, join
 
 log = logging.getLogger("server.finetune.worker")
 
@@ -159,7 +159,7 @@ def validate(spec: JobSpec, hp: Hyperparameters, report: Reporter) -> tuple[list
 
 
 def _base_manifest(spec: JobSpec) -> dict[str, Any]:
-    from model_format.manifest import read_manifest
+    from storage.local import read_manifest
 
     try:
         return read_manifest(Path(spec.base_path))

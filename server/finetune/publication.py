@@ -21,13 +21,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.object_store import existing_versions_at, withdraw
-from exporter.roots import is_url
 from model_format.layout import REJECTED_PREFIX
 from server.discovery import select_versions
 from server.errors import NotFound
 from server.repository import ModelRepository, VersionState
 from server.settings import ModelConfig
+from storage.object_store import existing_versions_at, withdraw
+from storage.roots import is_url
 
 log = logging.getLogger("server.finetune.manager")
 

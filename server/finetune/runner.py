@@ -21,7 +21,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-from exporter.roots import absolute
 from server.finetune.datasets import UPLOAD
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import Job, JobPhase, JobState
@@ -29,10 +28,11 @@ from server.finetune.journal import Journal
 from server.finetune.messages import Failed, Outcome, Progress, Succeeded
 from server.finetune.pipeline import JobSpec
 from server.finetune.publication import LoadOutcome, load_published, quarantine
-from server.finetune.shared_datasets import remote_url
 from server.finetune.worker_process import WorkerProcess, describe_exit, published_version, remove_staging_of
 from server.repository import ModelRepository
 from server.settings import ServerSettings
+from storage.datasets import remote_url
+from storage.roots import absolute
 
 log = logging.getLogger("server.finetune.manager")
 

@@ -56,12 +56,12 @@ def class_weights(class_ids: np.ndarray, num_classes: int, weighting: str) -> di
 
 
 class Decoder:
-    """The serving signatures' decoder (:func:`exporter.signatures.decode_images`) on its own."""
+    """The serving signatures' decoder (:func:`graphs.signatures.decode_images`) on its own."""
 
     def __init__(self, input_size: int) -> None:
         import tensorflow as tf
 
-        from exporter import signatures as sig
+        from graphs import signatures as sig
 
         self.decode = tf.function(
             lambda images: sig.decode_images(images, input_size),
@@ -102,10 +102,10 @@ class FrozenBase:
     def __init__(self, path: str, input_size: int, twin_cache: str | None = None, threads: int = 1) -> None:
         import tensorflow as tf
 
-        from exporter import signatures as sig
-        from exporter.onnx_twin import TwinUnusable
-        from model_format.manifest import read_manifest
+        from graphs import signatures as sig
+        from graphs.onnx_twin import TwinUnusable
         from server import runtime as rt
+        from storage.local import read_manifest
 
         self.saved_model = tf.saved_model.load(path)
         if not hasattr(self.saved_model, "embed") or sig.FEATURES not in self.saved_model.signatures:
@@ -132,8 +132,8 @@ class FrozenBase:
         """Pooled features of the base: exactly what serving computes."""
         import tensorflow as tf
 
-        from exporter import signatures as sig
-        from exporter.onnx_twin import run_twin
+        from graphs import signatures as sig
+        from graphs.onnx_twin import run_twin
 
         batch = tf.constant(list(images), dtype=tf.string)
         if self._session is not None:

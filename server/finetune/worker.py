@@ -103,7 +103,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from exporter.tensorflow_import import import_tensorflow_quietly
+    from graphs.tensorflow_import import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     sys.exit(main())

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import server
-from model_format.layout import STAGING_PREFIX, existing_versions
-from model_format.manifest import read_manifest
+from model_format.layout import STAGING_PREFIX
 from server.finetune.messages import WorkerMessage, decode
 from server.finetune.worker import PARENT_PID_ENV
+from storage.local import existing_versions, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def describe_exit(returncode: int) -> str:
 
 
 def _staging_pid(name: str) -> int | None:
-    """The pid in ``.staging-<version>-<pid>-<random>``, as :func:`exporter.publish.save_and_publish` names
+    """The pid in ``.staging-<version>-<pid>-<random>``, as :func:`graphs.publish.save_and_publish` names
     it."""
     if not name.startswith(STAGING_PREFIX):
         return None

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api_types.results import EpochMetrics, JobEvent
 from client import (
     AlreadyExists,
     Dataset,
@@ -26,7 +27,6 @@ from client import (
     PermissionDenied,
 )
 from client.progress import JobProgressBar
-from client.results import EpochMetrics, JobEvent
 from tests.client.conftest import JOB_TIMEOUT_S, NAMES, PER_CLASS
 from tests.servers import InProcessServer, test_settings
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from exporter.catalog import CATALOG
 from exporter.preprocessing import MODES, PreprocessingMode
-from exporter.signatures import ServingModule
+from graphs.signatures import ServingModule
 from tests.exporter.conftest import HUB_SIZE
 from tests.images import decode_rgb
 

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from exporter import publish
-from exporter.errors import VerificationFailed
 from exporter.export import ExportSpec, export_model
-from exporter.progress import Progress
-from exporter.publish import VersionExists
-from model_format.layout import existing_versions
-from model_format.manifest import read_manifest
+from graphs import publish
+from graphs.errors import VerificationFailed
+from graphs.progress import Progress
+from storage.errors import VersionExists
+from storage.local import existing_versions, read_manifest
 
 QUIET = Progress("test", stream=None)
 

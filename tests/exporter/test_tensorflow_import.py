@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from exporter.tensorflow_import import NOISE
+from graphs.tensorflow_import import NOISE
 
 REAL_LINES = (  # what TensorFlow 2.21's CPU wheel printed on import here, before the filter
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -25,7 +25,7 @@ def test_the_known_lines_are_noise_and_others_are_not():
 
 def test_import_prints_nothing_but_what_follows():
     code = (
-        "import sys; from exporter.tensorflow_import import import_tensorflow_quietly;"
+        "import sys; from graphs.tensorflow_import import import_tensorflow_quietly;"
         "import_tensorflow_quietly(); import tensorflow as tf; print('after', tf.__version__, "
         "file=sys.stderr)"
     )

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from exporter.errors import VerificationFailed
-from exporter.labels import write_labels_file
-from exporter.progress import Progress
-from exporter.publish import check_assets, save_and_publish
-from exporter.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from graphs.errors import VerificationFailed
+from graphs.progress import Progress
+from graphs.publish import check_assets, save_and_publish
+from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from model_format.labels import format_labels
 
 QUIET = Progress("test", stream=None)
 
@@ -33,7 +33,7 @@ def head_on(base_path: Path, tmp_path: Path, labels: list[str], track_whole_base
         return tf.nn.softmax(tf.matmul(base.embed(pixels), kernel))
 
     labels_path = tmp_path / LABELS_ASSET
-    write_labels_file(labels_path, labels)
+    labels_path.write_text(format_labels(labels), encoding="utf-8")
     from server.finetune.trainer import embed_variables
 
     tracked = base if track_whole_base else embed_variables(base.embed)
@@ -89,7 +89,7 @@ def test_labels_count_must_match_the_classifier(reloaded):
 def test_the_labels_file_must_be_the_one_written(reloaded, tmp_path):
     path, loaded = reloaded
     other = tmp_path / "labels.txt"
-    write_labels_file(other, ["cat"] * 1000)
+    other.write_text(format_labels(["cat"] * 1000), encoding="utf-8")
     manifest = json.loads((path / "manifest.json").read_text())
     shapes = {"classify/probabilities": [2, 1000]}
     with pytest.raises(VerificationFailed, match="is not the labels file the module was given"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exporter.labels import read_labels_file
+from model_format.labels import parse_labels
 from model_format.manifest import KEYS as MANIFEST_KEYS
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
@@ -102,7 +102,7 @@ def tuned(stub, dataset):
 def assert_version_is_its_own(root: Path, name: str, version: int) -> dict:
     path = root / name / str(version)
     assert sorted(p.name for p in (path / "assets").iterdir()) == ["labels.txt"]
-    assert read_labels_file(path / "assets" / "labels.txt") == list(CLASSES)
+    assert parse_labels((path / "assets" / "labels.txt").read_text(encoding="utf-8")) == list(CLASSES)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["labels_file"] == "assets/labels.txt"
     assert manifest["num_classes"] == len(CLASSES)

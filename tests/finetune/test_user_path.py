@@ -21,7 +21,7 @@ import sys
 
 import pytest
 
-from exporter.labels import read_labels_file
+from model_format.labels import parse_labels
 from tests.conftest import REPO_ROOT
 from tests.servers import InProcessServer, test_settings
 
@@ -81,7 +81,9 @@ def test_fine_tuning_it_publishes_a_served_version_of_the_digits(fine_tuned, mod
     assert re.search(r"SUCCEEDED: digits v1 now served; validation accuracy 0\.9\d+", stderr), stderr
     version = models / "digits" / "1"
     assert sorted(p.name for p in (version / "assets").iterdir()) == ["labels.txt"]
-    assert read_labels_file(version / "assets" / "labels.txt") == [str(d) for d in range(10)]
+    assert parse_labels((version / "assets" / "labels.txt").read_text(encoding="utf-8")) == [
+        str(d) for d in range(10)
+    ]
     manifest = json.loads((version / "manifest.json").read_text())
     assert (manifest["num_classes"], manifest["labels_file"], manifest["input_size"]) == (
         10,

@@ -63,10 +63,10 @@ def runtime_root(tmp_path_factory):
     import keras
 
     from exporter.export import ExportSpec, export_model
-    from exporter.progress import Progress
-    from model_format.manifest import read_manifest
+    from graphs.progress import Progress
     from server.finetune.export import publish_finetuned
     from server.finetune.trainer import FrozenBase
+    from storage.local import read_manifest
     from tests.hub_models import save_hub_models
     from tests.runtime.varied import export_varied
 

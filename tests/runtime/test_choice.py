@@ -28,7 +28,7 @@ def tiny_twin() -> bytes:
 
 
 def test_auto_times_both_runtimes_alternately_and_on_every_core():
-    from exporter.onnx_twin import new_session
+    from graphs.onnx_twin import new_session
 
     model = tiny_twin()
     calls: list[tuple[str, object]] = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 # The product's promise (docs/runtime.md), the bounds the twin's own check applies.
-from exporter.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
+from graphs.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVERTIBLE
@@ -95,9 +95,9 @@ def test_single_image_decode_gives_the_batch_pixels(corpus):
 def test_lone_batches_get_every_core_unless_the_sessions_already_do(runtime_root):
     import os
 
-    from exporter import onnx_twin
-    from model_format.manifest import read_manifest
+    from graphs import onnx_twin
     from server.runtime import lone_batch_session
+    from storage.local import read_manifest
 
     root, _base = runtime_root
     version = root / "hubnet" / "1"
@@ -134,8 +134,8 @@ def test_network_tf2onnx_cannot_convert_is_served_by_tensorflow(stub, corpus):
 
 def test_network_too_big_to_convert_whole_gets_a_features_only_twin(runtime_root, stub, corpus):
     """VGG16 with its head (the default vgg16): features on ONNX Runtime, classification on TensorFlow."""
-    from model_format.manifest import read_manifest
     from server.finetune.trainer import FrozenBase
+    from storage.local import read_manifest
 
     root, _base = runtime_root
     record = read_manifest(root / FEATURES_ONLY_TWIN / "1")["onnx"]
@@ -215,8 +215,8 @@ def test_runtime_setting_is_checked_and_overridable():
 
 
 def test_exporter_records_the_twin_or_why_there_is_none(runtime_root):
-    from exporter.onnx_twin import sha256_of
-    from model_format.manifest import read_manifest
+    from graphs.onnx_twin import sha256_of
+    from storage.local import read_manifest
 
     root, _base = runtime_root
     version = root / "mobilenet_v2_keras" / "1"

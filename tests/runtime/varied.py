@@ -35,7 +35,7 @@ def randomise_batchnorm(model, seed: int) -> int:
 def export_varied(root: Path, name: str, size: int, seed: int, onnx: bool = True, **options) -> Path:
     """Export ``name`` with random weights and random BatchNorm statistics into ``root``; its path."""
     from exporter.export import ExportSpec, export_model
-    from exporter.progress import Progress
+    from graphs.progress import Progress
 
     def vary(network) -> None:
         assert randomise_batchnorm(network.keras_model, seed) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from exporter import publish
+from graphs import publish
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.servers import InProcessServer, copy_version, test_settings, wait_for

@@ -129,7 +129,7 @@ def bucket_path(url: str) -> str:
 
 def publish_version(local: Path, url: str, name: str, version: int) -> str:
     """Upload an exported version directory the way the exporter does: files, then the marker."""
-    from exporter.object_store import upload_version
+    from storage.object_store import upload_version
 
     return upload_version(Path(local), url, name, version)
 

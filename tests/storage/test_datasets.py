@@ -17,7 +17,7 @@ from server.errors import NotFound
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import UploadedImage, UploadInfo
 from server.finetune.store_sqlite import SQLiteJobStore
-from server.model_store import RemoteModelRoot
+from storage.model_cache import RemoteModelRoot
 from tests.finetune.helpers import load_digit_images, start, upload, wait_done
 from tests.servers import InProcessServer, test_settings
 from tests.storage.conftest import bucket_path, publish_version, s3

@@ -12,7 +12,8 @@ import pytest
 from model_format.layout import PUBLISHED_MARKER
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from server.model_store import CACHE_DIR, RemoteModelRoot
+from storage.model_cache import RemoteModelRoot
+from storage.model_roots import CACHE_DIR
 from tests.servers import wait_for
 from tests.storage.conftest import bucket_path, publish_version, s3, serve
 
@@ -124,7 +125,7 @@ def test_the_cache_is_reused_after_a_restart(server, root_url, state_dir, photos
 
 
 def test_a_damaged_or_unfinished_copy_is_never_loaded(root_url, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="server.repository")
+    caplog.set_level(logging.INFO, logger="storage")
     store = RemoteModelRoot(root_url, tmp_path / CACHE_DIR)
     version = store.scan()[NAME][1]
     (tmp_path / CACHE_DIR / NAME).mkdir(parents=True)

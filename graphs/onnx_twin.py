@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from exporter.publish import sample_png
+from graphs.publish import sample_png
 from model_format import signatures as sig
 from model_format.layout import TWIN_FILE, TWIN_RECORD_FILE
 

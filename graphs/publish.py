@@ -1,26 +1,16 @@
-"""Versioned, atomic publication of SavedModels into ``<root>/<name>/<version>/``.
+"""Write a module as a SavedModel version, check it, and publish it atomically.
 
-A version is written into a hidden staging directory next to its final place (same filesystem),
-flushed to disk, reloaded and exercised through every signature, and only then renamed into place
-with ``renameat2(RENAME_NOREPLACE)``. A watcher polling the root therefore sees either no version or
-a complete one, and an existing version is never overwritten. The exporter and the fine-tuning
-worker both publish through :func:`save_and_publish`.
-
-To an object-store root (``s3://...``) the version is staged and verified locally the same way, then
-uploaded with its :data:`PUBLISHED_MARKER` last (:mod:`exporter.object_store`).
+:func:`save_and_publish` writes the module into a staging directory (:func:`storage.publish.staging`),
+reloads it and runs one image through every signature (:func:`verify_saved_model`), and only then
+publishes it: renamed into ``<root>/<name>/<version>/`` on a local root, uploaded with its completion
+marker last to an object store. The exporter and the fine-tuning worker both publish through it.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,19 +18,14 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from exporter.errors import UserError, VerificationFailed
-from exporter.progress import Progress
-from exporter.roots import is_url
-from model_format.layout import PUBLISHED_MARKER, STAGING_PREFIX, existing_versions
+from graphs.errors import VerificationFailed
+from graphs.progress import Progress
+from model_format.labels import parse_labels
+from model_format.layout import PUBLISHED_MARKER
 from model_format.manifest import MANIFEST_FILE
-
-
-class VersionExists(UserError):
-    """The requested version directory already exists; versions are immutable."""
-
-
-class PublishFailed(Exception):
-    """Writing a version failed (disk full, permission denied, ...); nothing was published."""
+from storage.errors import PublishFailed
+from storage.publish import staging
+from storage.roots import is_url
 
 
 def _write_error(exc: Exception) -> str:
@@ -50,59 +35,6 @@ def _write_error(exc: Exception) -> str:
     message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()[-1]
     message = re.sub(r"\s*\[Op:[^\]]*\]$", "", message)
     return message.rsplit("; ", 1)[-1]
-
-
-def choose_version(model_dir: Path, requested: int | None) -> int:
-    """The requested version if it is free, else the next integer after the highest existing one."""
-    if requested is None:
-        versions = existing_versions(model_dir)
-        return versions[-1] + 1 if versions else 1
-    if requested < 1:
-        raise UserError(f"--version must be a positive integer, got {requested}")
-    if (model_dir / str(requested)).exists():
-        raise VersionExists(f"{model_dir / str(requested)} already exists; versions are never overwritten")
-    return requested
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for filename in filenames:
-            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def rename_no_replace(src: Path, dst: Path) -> None:
-    """Atomically rename ``src`` to ``dst``; fail with :class:`VersionExists` if ``dst`` exists."""
-    if _renameat2 is not None:
-        result = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
-        if result == 0:
-            return
-        err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            raise VersionExists(f"{dst} already exists; versions are never overwritten")
-        if err not in (errno.ENOSYS, errno.EINVAL):  # filesystems without RENAME_NOREPLACE fall through
-            raise OSError(err, os.strerror(err), str(dst))
-    if dst.exists():
-        raise VersionExists(f"{dst} already exists; versions are never overwritten")
-    os.rename(src, dst)
 
 
 def sample_png(size: tuple[int, int] = (37, 53)) -> bytes:
@@ -125,7 +57,7 @@ def verify_saved_model(
     """
     import tensorflow as tf
 
-    from exporter import signatures as sig
+    from graphs import signatures as sig
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -172,8 +104,6 @@ def check_assets(
     wrote (same bytes, the module's asset points at it), one label per output, and no two assets
     collided (TensorFlow saves a second ``labels.txt``, e.g. a tracked base model's, as ``labels.txt_1``).
     """
-    from exporter.labels import read_labels_file
-
     assets_dir = path / "assets"
     names = sorted(p.name for p in assets_dir.iterdir()) if assets_dir.is_dir() else []
     for name in names:
@@ -200,7 +130,7 @@ def check_assets(
             f"the module's labels asset is {Path(asset.asset_path.numpy().decode()).name!r}, "
             f"not {labels_file!r} as the manifest says"
         )
-    count = len(read_labels_file(written))
+    count = len(parse_labels(written.read_text(encoding="utf-8")))
     expected = {manifest.get("num_classes"), *widths} - {None}
     if expected != {count}:
         raise VerificationFailed(
@@ -230,37 +160,27 @@ def save_and_publish(
 ) -> Published:
     """Write ``module`` as version ``version`` (or the next one) of ``model_dir``, atomically.
 
-    ``model_dir`` may be a URL (``s3://bucket/prefix/<name>``): see :func:`_publish_to_object_store`.
+    ``model_dir`` may be a URL (``s3://bucket/prefix/<name>``): the version is staged and verified
+    locally, then uploaded with its completion marker last.
 
     ``extra_files`` (plain file name -> content, e.g. a fine-tuned version's metrics.json and plots)
-    are written into the version directory before it is verified and renamed into place.
-    Returns the published path, its version, the manifest (with ``version`` filled in) and the
-    verified reload (its asset paths point into the staging directory: use ``path`` for files).
+    are written into the version directory before it is verified and published.
+    Returns the published path (or URL), its version, the manifest (with ``version`` filled in) and
+    the verified reload (its asset paths point into the staging directory: use ``path`` for files).
     Nothing is left behind on failure.
     """
     import tensorflow as tf
 
-    if is_url(model_dir):
-        return _publish_to_object_store(
-            module, signatures, model_dir, version, manifest, progress, extra_files
-        )
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        version = choose_version(model_dir, version)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=model_dir))
-        os.chmod(
-            staging, 0o777 & ~_current_umask()
-        )  # mkdtemp makes it 0700; a published version is world-readable
-    except OSError as exc:
-        raise PublishFailed(f"cannot write under {model_dir}: {exc.strerror}") from None
-    manifest = {**manifest, "version": version}
-    try:
-        with progress.step(f"writing SavedModel to {staging.name}"):
+    with staging(model_dir, version) as staged:
+        version = staged.version
+        manifest = {**manifest, "version": version}
+        where = staged.directory
+        with progress.step(f"writing SavedModel to {where.name}"):
             try:
-                tf.saved_model.save(module, str(staging), signatures=signatures)
-                (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                tf.saved_model.save(module, str(where), signatures=signatures)
+                (where / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
                 for name, content in (extra_files or {}).items():
-                    target = staging / name
+                    target = where / name
                     if "/" in name or name.startswith(".") or target.exists():
                         raise ValueError(f"extra file {name!r}: must be a new plain file name in the version")
                     target.write_bytes(content)
@@ -269,58 +189,19 @@ def save_and_publish(
                     f"could not write version {version} under {model_dir}: {_write_error(exc)}"
                 ) from None
         with progress.step("verifying: reload and run one image through every signature"):
-            shapes, loaded = verify_saved_model(staging, manifest, _labels_source(module))
-            try:
-                _fsync_tree(staging)
-            except OSError as exc:
-                raise PublishFailed(f"could not flush version {version} to disk: {exc.strerror}") from None
+            shapes, loaded = verify_saved_model(where, manifest, _labels_source(module))
         for name, shape in sorted(shapes.items()):
             progress.note(f"  {name}: {shape}")
-        final = model_dir / str(version)
-        rename_no_replace(staging, final)
-        _fsync_dir(model_dir)
-        if announce:
-            progress.note(f"published {final}")
-        return Published(final, version, manifest, loaded)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish_to_object_store(
-    module: Any,
-    signatures: dict[str, Any],
-    model_url: str,
-    version: int | None,
-    manifest: dict[str, Any],
-    progress: Progress,
-    extra_files: Mapping[str, bytes] | None,
-) -> Published:
-    """Stage and verify the version in a local scratch directory (as for a local root), then upload
-    it and write its completion marker last; the returned path is the version's URL."""
-    from exporter import object_store
-
-    root, name = model_url.rsplit("/", 1)
-    version = object_store.choose_remote_version(root, name, version)
-    with tempfile.TemporaryDirectory(prefix="imageserve-publish-") as scratch:
-        staged = save_and_publish(
-            module, signatures, Path(scratch) / name, version, manifest, progress, extra_files, announce=False
-        )
-        with progress.step(f"uploading to {model_url}/{version}, {PUBLISHED_MARKER} last"):
-            try:
-                url = object_store.upload_version(Path(staged.path), root, name, version)
-            except OSError as exc:  # s3fs maps S3 errors (access denied, no such bucket) to OSError
-                raise PublishFailed(f"could not upload version {version} to {model_url}: {exc}") from None
-    progress.note(f"published {url}")
-    return Published(url, version, staged.manifest, staged.loaded)
+        if is_url(model_dir):
+            with progress.step(f"uploading to {model_dir}/{version}, {PUBLISHED_MARKER} last"):
+                final = staged.publish()
+        else:
+            final = staged.publish()
+    if announce:
+        progress.note(f"published {final}")
+    return Published(final, version, manifest, loaded)
 
 
 def _labels_source(module: Any) -> Path | None:
     asset = getattr(module, "labels_file", None)
     return Path(asset.asset_path.numpy().decode()) if asset is not None else None
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import UserError
-from exporter.publish import VersionExists
-from exporter.roots import is_url, storage_problem
-from model_format.layout import PUBLISHED_MARKER, existing_versions, parse_version
+from model_format.layout import PUBLISHED_MARKER, parse_version
+from storage.errors import StorageError, UnsupportedRoot, VersionExists
+from storage.local import existing_versions
+from storage.roots import is_url, storage_problem
 
 
 def open_root(url: str) -> tuple[Any, str]:
@@ -32,7 +32,7 @@ def open_root(url: str) -> tuple[Any, str]:
         # NOTE: no listings cache: it would hide versions published or deleted since the last look.
         return fsspec.core.url_to_fs(url, use_listings_cache=False)
     except (ImportError, ValueError) as exc:
-        raise UserError(f"model root {storage_problem(url) or f'{url}: {exc}'}") from None
+        raise UnsupportedRoot(f"model root {storage_problem(url) or f'{url}: {exc}'}") from None
 
 
 def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]:
@@ -53,13 +53,13 @@ def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]
 
 
 def choose_remote_version(url: str, name: str, requested: int | None) -> int:
-    """Like :func:`exporter.publish.choose_version` for an object-store root."""
+    """Like :func:`storage.local.choose_version` for an object-store root."""
     fs, base = open_root(url)
     taken = version_numbers(fs, f"{base}/{name}", published_only=False)
     if requested is None:
         return taken[-1] + 1 if taken else 1
     if requested < 1:
-        raise UserError(f"--version must be a positive integer, got {requested}")
+        raise StorageError(f"--version must be a positive integer, got {requested}")
     if requested in taken:
         raise VersionExists(f"{url}/{name}/{requested} already exists; versions are never overwritten")
     return requested

@@ -2,7 +2,7 @@
 
 A dataset is written to ``<state_dir>/datasets/<id>/`` as always (an upload's index and images, a
 data-root directory's file list), then ALSO uploaded to ``<model_root>/.datasets/<id>/``, its
-completion marker last (:func:`exporter.object_store.upload_tree`). Before a job's worker starts, the
+completion marker last (:func:`storage.object_store.upload_tree`). Before a job's worker starts, the
 replica running it copies the dataset back if its own ``state_dir`` lacks it: into a hidden directory
 renamed into place when complete, so a worker never reads a partial copy. Model listings ignore
 names with a leading dot, so ``.datasets`` is never taken for a model.
@@ -17,11 +17,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from exporter.object_store import download_tree, open_root, upload_tree
-from exporter.roots import join
 from model_format.layout import PUBLISHED_MARKER
-from server.errors import Unavailable
-from server.finetune.datasets import INDEX_FILE
+from storage.errors import PublishFailed
+from storage.object_store import download_tree, open_root, upload_tree
+from storage.roots import join
 
 REMOTE_DIR = ".datasets"
 
@@ -36,12 +35,12 @@ def _remote(model_root: str, dataset_id: str):
 
 
 def publish(model_root: str, local_dir: Path, dataset_id: str) -> None:
-    """Upload a finished dataset directory; Unavailable (retry) when the bucket refuses."""
+    """Upload a finished dataset directory; PublishFailed (worth a retry) when the bucket refuses."""
     fs, target = _remote(model_root, dataset_id)
     try:
         upload_tree(fs, local_dir, target)
     except OSError as exc:
-        raise Unavailable(
+        raise PublishFailed(
             f"could not store the dataset in {remote_url(model_root, dataset_id)}: {exc}; try again"
         ) from None
 
@@ -52,13 +51,14 @@ def published(model_root: str, dataset_id: str) -> bool:
     return fs.exists(f"{target}/{PUBLISHED_MARKER}")
 
 
-def fetch(model_root: str, datasets_dir: Path, dataset_id: str) -> bool:
-    """Copy the dataset from the bucket into ``datasets_dir`` unless it is there; True if it was copied.
+def fetch(model_root: str, datasets_dir: Path, dataset_id: str, complete_when: str) -> bool:
+    """Copy the dataset from the bucket into ``datasets_dir`` unless it is there (its file
+    ``complete_when`` exists, e.g. the index); True if it was copied.
 
     Raises OSError (FileNotFoundError when it was never uploaded completely) or ValueError (a bad marker).
     """
     final = datasets_dir / dataset_id
-    if (final / INDEX_FILE).is_file():
+    if (final / complete_when).is_file():
         return False
     fs, source = _remote(model_root, dataset_id)
     datasets_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def fetch(model_root: str, datasets_dir: Path, dataset_id: str) -> bool:
         try:
             os.rename(scratch, final)
         except OSError:
-            if not (final / INDEX_FILE).is_file():  # another job's fetch did not finish it either
+            if not (final / complete_when).is_file():  # another job's fetch did not finish it either
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

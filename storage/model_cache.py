@@ -2,15 +2,15 @@
 
 :class:`RemoteModelRoot` lists ``<root>/<name>/<version>/`` in one recursive listing per poll and
 offers only versions with their completion marker (:data:`model_format.layout.PUBLISHED_MARKER`, written
-last by :mod:`exporter.object_store`). A version's fingerprint is its files' sizes and ETags, so a
+last by :mod:`storage.object_store`). A version's fingerprint is its files' sizes and ETags, so a
 version re-uploaded under the same number counts as changed, like a rewritten local directory.
 
 Before a version loads it is copied to ``<state_dir>/model-cache/<name>/<version>-<digest>/``: into a
 hidden temporary directory first, then renamed into place, so a partial copy is never loaded. A copy
 whose recorded files match the bucket's is reused (after a restart too), not downloaded again.
 
-A local model root is served in place by :class:`server.discovery.ModelRootScanner`; :func:`open_model_root`
-picks one of the two.
+A local model root is served in place by :class:`storage.model_roots.LocalModelRoot`;
+:func:`storage.model_roots.open_model_root` picks one of the two.
 """
 
 from __future__ import annotations
@@ -26,17 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.errors import UserError
-from exporter.object_store import open_root
-from exporter.roots import is_url
-from model_format.layout import PUBLISHED_MARKER, parse_version
-from server.discovery import MODEL_NAME_PATTERN, ModelRootScanner
-from server.model import LoadError
-from server.settings import ServerSettings, SettingsError
+from model_format.layout import MODEL_NAME_PATTERN, PUBLISHED_MARKER, parse_version
+from storage.errors import DownloadFailed
+from storage.object_store import open_root
 
-log = logging.getLogger("server.repository")
+log = logging.getLogger(__name__)
 
-CACHE_DIR = "model-cache"
 CACHE_RECORD = ".imageserve-cache.json"  # the files (path, size, ETag) a cached copy was made from
 
 
@@ -156,7 +151,7 @@ class RemoteModelRoot:
             listed = {path: size for path, size, _etag in ref.files if path != PUBLISHED_MARKER}
             missing = sorted(set(marker.get("files", {})) - set(listed))
             if missing:
-                raise LoadError(
+                raise DownloadFailed(
                     f"{ref.url} is incomplete: {PUBLISHED_MARKER} lists {missing[:3]}, which are missing"
                 )
             for path, size in listed.items():
@@ -164,12 +159,12 @@ class RemoteModelRoot:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 self._fs.get_file(f"{ref.path}/{path}", str(local))
                 if local.stat().st_size != size:
-                    raise LoadError(
+                    raise DownloadFailed(
                         f"{ref.url}/{path} changed during the download; it is retried when the version "
                         "changes"
                     )
         except (OSError, ValueError) as exc:
-            raise LoadError(f"could not download {ref.url}: {exc}") from None
+            raise DownloadFailed(f"could not download {ref.url}: {exc}") from None
         (scratch / CACHE_RECORD).write_text(json.dumps({"source": ref.url, "files": ref.files}))
         return sum(listed.values())
 
@@ -187,13 +182,3 @@ def _intact(target: Path, ref: RemoteVersion) -> bool:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-def open_model_root(settings: ServerSettings) -> ModelRootScanner | RemoteModelRoot:
-    """The scanner of the settings' model root: in place for a directory, through the cache for a URL."""
-    if not is_url(settings.model_root):
-        return ModelRootScanner(Path(settings.model_root))
-    try:
-        return RemoteModelRoot(settings.model_root, Path(settings.state_dir) / CACHE_DIR)
-    except UserError as exc:
-        raise SettingsError(str(exc)) from None

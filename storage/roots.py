@@ -1,6 +1,6 @@
 """A model root is a local directory or an object store URL (``s3://bucket/prefix``); telling them apart.
 
-Kept free of heavy imports: the server's settings parse model roots with it.
+Kept free of heavy imports: the server's settings parse model roots with it (fsspec only when asked).
 """
 
 from __future__ import annotations
