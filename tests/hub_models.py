@@ -29,7 +29,7 @@ def save_hub_models(directory: Path, size: int, seed: int = 3, batchnorm_seed: i
     )
 
     if batchnorm_seed is not None:
-        from tests.runtime.varied import randomise_batchnorm
+        from tests.server.runtime.varied import randomise_batchnorm
 
         randomise_batchnorm(classifier, batchnorm_seed)
 

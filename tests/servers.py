@@ -21,11 +21,21 @@ from storage.local import copy_version  # noqa: F401 - the tests' way to place a
 from storage.roots import as_root
 
 #: Every port a test server opens is bound by the server itself (0: a free one, read back from the server).
-TEST_DEFAULTS = dict(host="127.0.0.1", port=0, metrics_port=None, poll_interval_s=0.2, shutdown_grace_s=2.0)
+#: Networks run on TensorFlow: choosing a runtime converts an ONNX twin at load (seconds to a minute),
+#: which only the runtime tests are about (and the tests of the defaults a user gets).
+TEST_DEFAULTS = dict(
+    host="127.0.0.1",
+    port=0,
+    metrics_port=None,
+    poll_interval_s=0.2,
+    shutdown_grace_s=2.0,
+    runtime="tensorflow",
+)
 
 
 def test_settings(model_root: Path, **overrides: Any) -> ServerSettings:
-    """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir.
+    """Settings for a test server: loopback, a free port, metrics off, fast polling, a fresh state dir,
+    networks on TensorFlow.
 
     Ask for REST or metrics with ``rest_port=0`` / ``metrics_port=0`` and read the bound ports from
     :attr:`InProcessServer.rest_address` / :attr:`InProcessServer.metrics_url`."""
@@ -40,20 +50,25 @@ test_settings.__test__ = False  # a helper, not a test (its name starts with tes
 class InProcessServer:
     """A :class:`server.app.ModelServer` running on its own event loop in a background thread."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, loader: Any = None) -> None:
+        """``loader``: how versions load; by default fake versions load the fake backend and the
+        others TensorFlow (:func:`tests.fake_backend.test_loader`)."""
         from server.app import ModelServer
+        from tests.fake_backend import test_loader
+
+        loader = loader or test_loader
 
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
         self._thread.start()
-        self.server: ModelServer = self.call(self._build(settings))
+        self.server: ModelServer = self.call(self._build(settings, loader))
 
     @staticmethod
-    async def _build(settings: ServerSettings):
+    async def _build(settings: ServerSettings, loader: Any):
         from server.app import ModelServer
 
-        return ModelServer(settings)
+        return ModelServer(settings, loader)
 
     def call(self, coroutine, timeout: float = 300) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -136,7 +151,7 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05, what: str
 
 def loopback_args(model_root: Path, *flags: str) -> list[str]:
     """``python -m server`` flags for a test: the model root, loopback, a free port, metrics off,
-    then ``flags``."""
+    networks on TensorFlow, then ``flags``."""
     return [
         "--model-root",
         str(model_root),
@@ -146,6 +161,8 @@ def loopback_args(model_root: Path, *flags: str) -> list[str]:
         "0",
         "--metrics-port",
         "off",
+        "--runtime",
+        "tensorflow",
         *flags,
     ]
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from client import Dataset, FineTuneJob, Hyperparameters, JobEvent, JobStatus, ModelClient
-from tests.finetune.helpers import Digits, load_digit_images, write_image_dir
 from tests.images import decode_rgb, encode
+from tests.server.finetune.helpers import Digits, load_digit_images, write_image_dir
 from tests.servers import InProcessServer, copy_version, test_settings
 
 CLASSIFIER = "mobilenet_v2_keras"

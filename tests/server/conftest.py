@@ -3,9 +3,12 @@ server (in-process, free port) -> channel -> stub."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import CLASSIFIER, CLASSIFIER_EXPORT, FEATURES
+from tests import pki as pki_
+from tests.conftest import CLASSIFIER_EXPORT
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +31,26 @@ def live_classifier_export(export_cache, tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
-def live_model_root(tmp_path_factory, live_classifier_export, features_export):
-    """Like ``model_root``, with the live classifier served as CLASSIFIER."""
-    from tests.servers import copy_version
+# --- security: certificates and tokens (test_auth.py, test_tls.py, rest/test_security.py) -----
 
-    root = tmp_path_factory.mktemp("live-model-root")
-    copy_version(live_classifier_export.path, root, CLASSIFIER, 1)
-    copy_version(features_export.path, root, FEATURES, 1)
-    return root
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    """ca (trusted), server (signed by ca), client (signed by ca), and a stranger CA with its client."""
+    directory = tmp_path_factory.mktemp("pki")
+    pki_.make_ca(directory, "ca")
+    pki_.make_ca(directory, "stranger-ca")
+    pki_.make_signed(directory, "server", "ca", server=True)
+    pki_.make_signed(directory, "client", "ca", server=False)
+    pki_.make_signed(directory, "stranger", "stranger-ca", server=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tokens_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tokens") / "tokens"
+    path.write_text(
+        f"# token  scopes\n{pki_.READ_TOKEN} read\n{pki_.TUNE_TOKEN} read,finetune\n"
+        f"{pki_.TUNE_ONLY_TOKEN} finetune\n"
+    )
+    return path

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+from tests.conftest import write_fake_classifier
 from tests.servers import InProcessServer, copy_version, test_settings, wait_for
 
 NAME = "mobilenet_v2_keras"
@@ -54,14 +56,20 @@ def status(stub) -> dict[int, tuple[str, str]]:
 
 
 @pytest.fixture
-def reload_root(tmp_path, classifier_export):
-    copy_version(classifier_export.path, tmp_path, NAME, 1)
-    return tmp_path
+def reload_root(tmp_path):
+    """The fake classifier as version 1."""
+    root = tmp_path / "models"
+    write_fake_classifier(root, 1)
+    return root
 
 
-def test_versions_swap_under_load_without_a_failed_request(
-    reload_root, classifier_export, classifier_v2_export, photos
-):
+@pytest.fixture
+def v2(tmp_path) -> Path:
+    """A second version of the classifier (other weights), ready to be copied into the root."""
+    return write_fake_classifier(tmp_path / "incoming", 2)
+
+
+def test_versions_swap_under_load_without_a_failed_request(reload_root, v2, tmp_path, photos):
     server = InProcessServer(test_settings(reload_root)).start()
     try:
         with (
@@ -72,16 +80,16 @@ def test_versions_swap_under_load_without_a_failed_request(
             wait_for(lambda: loop.latest_version() == 1, 30, what="version 1 answering")
 
             # A new version appears: it is loaded and warmed up, then takes over; v1 is unloaded.
-            copy_version(classifier_v2_export.path, reload_root, NAME, 2)
+            copy_version(v2, reload_root, NAME, 2)
             wait_for(lambda: loop.latest_version() == 2, 60, what="version 2 answering")
             wait_for(lambda: set(status(stub)) == {2}, 30, what="version 1 unloaded")
             assert stub.GetModelStatus(pb.GetModelStatusRequest(name=NAME)).default_version == 2
 
-            # A broken version 3 (variables missing) is FAILED with a reason; version 2 keeps answering.
-            broken = reload_root / NAME / ".incoming"
-            shutil.copytree(classifier_v2_export.path, broken)
-            shutil.rmtree(broken / "variables")
-            broken.rename(reload_root / NAME / "3")
+            # A broken version 3 is FAILED with a reason; version 2 keeps answering.
+            broken = write_fake_classifier(
+                tmp_path / "broken", 3, load_error="could not load: variables missing"
+            )
+            copy_version(broken, reload_root, NAME, 3)
             failed = wait_for(
                 lambda: status(stub).get(3, ("", ""))[0] == "FAILED" and status(stub), 60, what="v3 FAILED"
             )
@@ -104,20 +112,20 @@ def test_versions_swap_under_load_without_a_failed_request(
         server.stop()
 
 
-def test_a_fixed_broken_version_is_retried(reload_root, classifier_v2_export, photos):
+def test_a_fixed_broken_version_is_retried(reload_root, v2, photos):
     server = InProcessServer(test_settings(reload_root)).start()
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.ImageModelServiceStub(channel)
             half_copied = reload_root / NAME / "2"
             half_copied.mkdir()
-            shutil.copy(classifier_v2_export.path / "saved_model.pb", half_copied / "saved_model.pb")
+            shutil.copy(v2 / "saved_model.pb", half_copied / "saved_model.pb")
             wait_for(lambda: status(stub).get(2, ("", ""))[0] == "FAILED", 60, what="half-copied v2 FAILED")
             request = pb.ClassifyRequest(model=pb.ModelSpec(name=NAME), images=[photos["coffee.png"]])
             assert stub.Classify(request).model.version == 1
             # The copy completes: the files changed, so the version is tried again and serves.
             shutil.rmtree(half_copied)
-            shutil.copytree(classifier_v2_export.path, half_copied)
+            shutil.copytree(v2, half_copied)
             wait_for(lambda: stub.Classify(request).model.version == 2, 60, what="repaired v2 answering")
     finally:
         server.stop()

@@ -1,21 +1,71 @@
-"""Classify and ExtractFeatures through real gRPC stubs answer what the SavedModel itself answers."""
+"""Classify and ExtractFeatures through real gRPC stubs answer what the model itself answers: the
+fake backend's own rows, and a real version's SavedModel signatures."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.answers import assert_same_features, assert_same_probabilities
-from tests.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES, fake_model
 
 
 @pytest.fixture(scope="module")
-def signatures(model_root):
+def signatures(server):
+    """What each served model must answer: ``{name: {kind: function(list of images) -> rows}}``."""
+
+    def answers(model, kind):
+        return lambda images: np.stack([model.expected(kind, image) for image in images])
+
+    models = {name: fake_model(server, name) for name in (CLASSIFIER, FEATURES)}
     return {
-        name: tf.saved_model.load(str(model_root / name / "1")).signatures for name in (CLASSIFIER, FEATURES)
+        name: {kind: answers(model, kind) for kind in ("classify", "features")}
+        for name, model in models.items()
     }
+
+
+@pytest.fixture(scope="module")
+def real_signatures(real_model_root):
+    import tensorflow as tf
+
+    return {
+        name: tf.saved_model.load(str(real_model_root / name / "1")).signatures
+        for name in (CLASSIFIER, FEATURES)
+    }
+
+
+def test_a_real_version_answers_what_its_savedmodel_answers(real_stub, real_signatures, photos):
+    import tensorflow as tf
+
+    images = [photos["chelsea.jpg"], photos["coffee.png"], photos["chelsea.png"]]
+    response = real_stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000)
+    )
+    expected = real_signatures[CLASSIFIER]["classify"](images=tf.constant(images))["probabilities"]
+    assert_same_probabilities(probabilities(response.results), expected.numpy())
+    response = real_stub.ExtractFeatures(
+        pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images)
+    )
+    assert (response.model.name, response.model.version, response.dimension) == (FEATURES, 1, 512)
+    expected = real_signatures[FEATURES]["features"](images=tf.constant(images))["features"].numpy()
+    assert_same_features(np.array([vector.values for vector in response.features], np.float32), expected)
+
+
+def test_a_real_version_reports_its_metadata(real_stub):
+    status = real_stub.GetModelStatus(pb.GetModelStatusRequest(name=CLASSIFIER))
+    metadata = status.versions[0].metadata
+    assert (metadata.input_size, metadata.num_classes, metadata.feature_dim) == (32, 1000, 1280)
+    assert metadata.labels[281] == "tabby" and metadata.preprocessing == "tf"
+    assert status.versions[0].runtime == "tensorflow"
+
+
+def probabilities(results) -> np.ndarray:
+    rows = np.zeros((len(results), len(results[0].predictions)), np.float32)
+    for row, result in zip(rows, results, strict=True):
+        for prediction in result.predictions:
+            row[prediction.class_id] = prediction.score
+    return rows
 
 
 def test_classify_matches_the_signature_and_names_labels_and_version(stub, signatures, photos, model_root):
@@ -24,7 +74,7 @@ def test_classify_matches_the_signature_and_names_labels_and_version(stub, signa
         pb.ClassifyRequest(model=pb.ModelSpec(name=CLASSIFIER), images=images, top_k=1000)
     )
     assert response.model.name == CLASSIFIER and response.model.version == 1
-    expected = signatures[CLASSIFIER]["classify"](images=tf.constant(images))["probabilities"].numpy()
+    expected = signatures[CLASSIFIER]["classify"](images)
     labels = (model_root / CLASSIFIER / "1" / "assets" / "labels.txt").read_text().splitlines()
     assert len(response.results) == 2
     for result, row in zip(response.results, expected):
@@ -51,7 +101,7 @@ def test_extract_features_matches_the_signature(stub, signatures, photos):
         pb.ExtractFeaturesRequest(model=pb.ModelSpec(name=FEATURES), images=images)
     )
     assert (response.model.name, response.model.version, response.dimension) == (FEATURES, 1, 512)
-    expected = signatures[FEATURES]["features"](images=tf.constant(images))["features"].numpy()
+    expected = signatures[FEATURES]["features"](images)
     got = np.array([vector.values for vector in response.features], np.float32)
     assert_same_features(got, expected)
 
@@ -84,6 +134,7 @@ def test_model_status_reports_metadata(stub):
     metadata = version.metadata
     assert (metadata.input_size, metadata.num_classes, metadata.feature_dim) == (96, 1000, 1280)
     assert len(metadata.labels) == 1000 and metadata.labels[281] == "tabby"
+    assert status.versions[0].runtime == "fake"
     assert set(metadata.signature_names) == {
         "serving_default",
         "classify",
@@ -91,7 +142,7 @@ def test_model_status_reports_metadata(stub):
         "features",
         "features_pixels",
     }
-    assert metadata.preprocessing == "tf"
+    assert metadata.preprocessing == "fake"
     assert metadata.created_at.seconds > 0
 
 

@@ -189,17 +189,19 @@ def test_json_log_lines_carry_the_request_id():
     )
 
 
-def test_server_logs_json_when_asked(model_root, tmp_path):
+def test_server_logs_json_when_asked(real_model_root, tmp_path):
     server = SubprocessServer(
         [
             "--model-root",
-            str(model_root),
+            str(real_model_root),
             "--port",
             "0",
             "--metrics-port",
             "0",
             "--log-format",
             "json",
+            "--runtime",
+            "tensorflow",
             "--state-dir",
             str(tmp_path / "state"),
         ]

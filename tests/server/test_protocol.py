@@ -112,9 +112,9 @@ def test_oversized_message_is_resource_exhausted_and_the_server_lives_on(model_r
         server.stop()
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits_zero(model_root, photos):
-    server = SubprocessServer(
-        loopback_args(model_root, "--shutdown-grace-s", "30", "--max-batch-size", "64")
+def test_sigterm_finishes_in_flight_requests_then_exits_zero(real_model_root, photos):
+    server = SubprocessServer(  # python -m server: a real model
+        loopback_args(real_model_root, "--shutdown-grace-s", "30", "--max-batch-size", "64")
     ).start()
     try:
         server.wait_serving()

@@ -19,12 +19,6 @@ def calling_it_block() -> str:
 
 
 @pytest.fixture(scope="module")
-def model_root(live_model_root):
-    """A classifier whose answers depend on the image (see live_classifier_export)."""
-    return live_model_root
-
-
-@pytest.fixture(scope="module")
 def server(model_root):
     running = InProcessServer(test_settings(model_root, rest_port=0)).start()
     yield running

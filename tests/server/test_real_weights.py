@@ -16,6 +16,9 @@ from tests.answers import assert_same_probabilities
 from tests.images import LABELLED_PHOTOS, decode_rgb, encode, labelled_photo
 from tests.servers import InProcessServer, copy_version, test_settings
 
+# EfficientNet-Lite0 at 224 with its real weights, on both runtimes: the slow tier's.
+pytestmark = pytest.mark.slow
+
 MODEL = "efficientnet_lite0"
 MODEL_ON_TF = "efficientnet_lite0_tf"  # the same version, served by TensorFlow
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.servers import SubprocessServer, copy_version, loopback_args, wait_for
 
 NAME = "vgg16"
+
+# Two `python -m server` processes (TensorFlow each): the fleet's checks are the slow tier's.
+pytestmark = pytest.mark.slow
 
 
 def test_two_servers_on_one_root_both_pick_up_a_new_version(tmp_path, features_export, photos):

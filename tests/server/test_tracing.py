@@ -17,7 +17,7 @@ from server import tracing
 from server.logs import JsonFormatter, RequestIdFilter
 from tests.conftest import CLASSIFIER
 from tests.rest_client import http
-from tests.servers import InProcessServer, test_settings
+from tests.servers import InProcessServer, test_settings, wait_for
 
 in_memory = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporter")
 
@@ -91,7 +91,10 @@ def test_server_streaming_call_traced_with_its_outcome(server, exporter):
                 )
             )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    (root,) = spans_of(exporter, TRACE_ID)["imageserve.v1.ImageModelService/WatchFineTuneJob"]
+    # The server ends a stream's span after the client has its status: wait for it (bounded).
+    name = "imageserve.v1.ImageModelService/WatchFineTuneJob"
+    wait_for(lambda: name in spans_of(exporter, TRACE_ID), 10, what="the stream's span")
+    (root,) = spans_of(exporter, TRACE_ID)[name]
     assert f"{root.parent.span_id:016x}" == PARENT_ID
     assert (
         root.attributes["imageserve.status"] == "NOT_FOUND"

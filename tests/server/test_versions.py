@@ -8,16 +8,18 @@ import pytest
 from graphs import publish
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.servers import InProcessServer, copy_version, test_settings, wait_for
+from tests.conftest import FAKE_FEATURES
+from tests.fake_backend import write_fake_version
+from tests.servers import InProcessServer, test_settings, wait_for
 
-NAME = "vgg16"  # the features-only model loads in about a second
+NAME = "vgg16"
 
 
 @pytest.fixture(scope="module")
-def three_versions(tmp_path_factory, features_export):
+def three_versions(tmp_path_factory):
     root = tmp_path_factory.mktemp("versions")
     for version in (1, 2, 3):
-        copy_version(features_export.path, root, NAME, version)
+        write_fake_version(root, NAME, version, **FAKE_FEATURES)
     return root
 
 

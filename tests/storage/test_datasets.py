@@ -18,7 +18,7 @@ from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import UploadedImage, UploadInfo
 from server.finetune.store_sqlite import SQLiteJobStore
 from storage.model_cache import RemoteModelRoot
-from tests.finetune.helpers import load_digit_images, start, upload, wait_done
+from tests.server.finetune.helpers import load_digit_images, start, upload, wait_done
 from tests.servers import InProcessServer, test_settings
 from tests.storage.conftest import bucket_path, publish_version, s3
 

@@ -11,7 +11,7 @@ import pytest
 from model_format.layout import PUBLISHED_MARKER
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import load_digit_images, upload, wait_done
+from tests.server.finetune.helpers import load_digit_images, upload, wait_done
 from tests.servers import InProcessServer, test_settings
 from tests.storage.conftest import bucket_path, publish_version, s3
 

@@ -20,12 +20,6 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def model_root(live_model_root):
-    """A classifier whose answers depend on the image (see live_classifier_export)."""
-    return live_model_root
-
-
-@pytest.fixture(scope="module")
 def server(model_root):
     """A server with REST on, and a small message limit (so a too-large body is cheap to send)."""
     settings = test_settings(model_root, rest_port=0, max_message_bytes=MAX_MESSAGE_BYTES)

@@ -68,7 +68,7 @@ def runtime_root(tmp_path_factory):
     from server.finetune.trainer import FrozenBase
     from storage.local import read_manifest
     from tests.hub_models import save_hub_models
-    from tests.runtime.varied import export_varied
+    from tests.server.runtime.varied import export_varied
 
     root = tmp_path_factory.mktemp("runtime-models")
     quiet = Progress("test-export", stream=None)

@@ -19,12 +19,6 @@ from tests.servers import InProcessServer, test_settings
 
 
 @pytest.fixture(scope="module")
-def model_root(live_model_root):
-    """A classifier whose answers depend on the image (see live_classifier_export)."""
-    return live_model_root
-
-
-@pytest.fixture(scope="module")
 def server(model_root):
     running = InProcessServer(test_settings(model_root, rest_port=0)).start()
     yield running

@@ -12,7 +12,7 @@ import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import load_digit_images, start, upload, wait_done
+from tests.server.finetune.helpers import load_digit_images, start, upload, wait_done
 from tests.servers import InProcessServer, copy_version, test_settings
 
 FAST = dict(epochs=2, hidden_units=32)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.finetune.helpers import (
+from tests.server.finetune.helpers import (
     assert_status,
     process_gone,
     start,

@@ -2,7 +2,7 @@
 
 Zero unexpected errors, every valid request answered correctly by the version that says it answered,
 server RSS growth <= 15% from warm-up to the end. CI runs 2,000 requests; the full soak is
-``IMAGESERVE_SOAK_REQUESTS=20000 bash scripts/test tests/reliability/test_soak.py -s``.
+``IMAGESERVE_SOAK_REQUESTS=20000 bash scripts/test --all tests/server/test_soak.py -s``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from client import AsyncModelClient, InvalidImage
 from tests.images import encode, photo
 from tests.servers import SubprocessServer, copy_version, loopback_args
+
+# A soak: thousands of requests through `python -m server` on a real network: the slow tier's.
+pytestmark = pytest.mark.slow
 
 NAME = "mobilenet_v2_keras"
 REQUESTS = int(os.environ.get("IMAGESERVE_SOAK_REQUESTS", "2000"))

@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from client import AsyncModelClient, ModelClient, Unavailable
-from tests.conftest import REPO_ROOT
-from tests.security.conftest import CLASSIFIER
+from tests.conftest import CLASSIFIER, REPO_ROOT
 from tests.servers import InProcessServer, test_settings
 
 

@@ -12,7 +12,8 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.auth import TokenTable
 from server.settings import SettingsError
-from tests.security.conftest import CLASSIFIER, READ_TOKEN, TUNE_ONLY_TOKEN, TUNE_TOKEN
+from tests.conftest import CLASSIFIER
+from tests.pki import READ_TOKEN, TUNE_ONLY_TOKEN, TUNE_TOKEN
 from tests.servers import InProcessServer, SubprocessServer, loopback_args, test_settings
 
 
@@ -108,9 +109,9 @@ def test_the_client_library_sends_its_token(server, photos):
         client.classify(photos["chelsea.png"], model=CLASSIFIER)
 
 
-def test_tokens_from_the_environment(model_root, tmp_path, photos):
-    server = SubprocessServer(
-        loopback_args(model_root, "--state-dir", str(tmp_path / "state")),
+def test_tokens_from_the_environment(real_model_root, tmp_path, photos):
+    server = SubprocessServer(  # python -m server: a real model
+        loopback_args(real_model_root, "--state-dir", str(tmp_path / "state")),
         env={"IMAGESERVE_AUTH_TOKENS": f"{READ_TOKEN} read; {TUNE_TOKEN} read,finetune"},
     ).start()
     try:

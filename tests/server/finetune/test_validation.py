@@ -11,7 +11,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from server.errors import FailedPrecondition, LimitExceeded
 from server.finetune.datasets import UploadWriter, resolve_data_dir
 from server.finetune.jobs import UploadedImage
-from tests.finetune.helpers import (
+from tests.server.finetune.helpers import (
     assert_status,
     start,
     upload,

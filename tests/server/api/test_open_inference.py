@@ -15,12 +15,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402 - needs th
 
 
 @pytest.fixture(scope="module")
-def model_root(live_model_root):
-    """A classifier whose answers depend on the image (see live_classifier_export)."""
-    return live_model_root
-
-
-@pytest.fixture(scope="module")
 def triton(server):
     client = grpcclient.InferenceServerClient(server.address)
     yield client

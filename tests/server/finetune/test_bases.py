@@ -20,7 +20,7 @@ from model_format.manifest import KEYS as MANIFEST_KEYS
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.settings import ModelConfig
-from tests.finetune.helpers import classify_accuracy, load_digit_images, upload, wait_done
+from tests.server.finetune.helpers import classify_accuracy, load_digit_images, upload, wait_done
 from tests.servers import InProcessServer, copy_version, test_settings
 
 CLASSES = ("0", "1", "2")

@@ -9,7 +9,7 @@ import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.answers import assert_same_features
-from tests.finetune.helpers import (
+from tests.server.finetune.helpers import (
     classify_accuracy,
     start,
     upload,

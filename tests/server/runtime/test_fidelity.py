@@ -15,7 +15,7 @@ import pytest
 from graphs.onnx_twin import FEATURE_TOLERANCE, PROBABILITY_TOLERANCE
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVERTIBLE
+from tests.server.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, UNCONVERTIBLE
 
 # The session fixture exports and converts five versions and serves them twice (~2 min alone; much
 # longer on a shared machine), hence the longer timeout of the first test's setup.

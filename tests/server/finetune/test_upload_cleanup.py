@@ -7,7 +7,7 @@ import grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import load_digit_images
+from tests.server.finetune.helpers import load_digit_images
 from tests.servers import InProcessServer, test_settings, wait_for
 
 

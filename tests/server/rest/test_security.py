@@ -10,8 +10,9 @@ from http.client import HTTPException
 
 import pytest
 
+from tests.conftest import CLASSIFIER
+from tests.pki import READ_TOKEN, TUNE_ONLY_TOKEN
 from tests.rest_client import http
-from tests.security.conftest import CLASSIFIER, READ_TOKEN, TUNE_ONLY_TOKEN
 from tests.servers import InProcessServer, test_settings
 
 

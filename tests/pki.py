@@ -1,15 +1,11 @@
-"""Security fixtures: certificates made with openssl, token files, servers with TLS and auth."""
+"""Certificates made with openssl and the tokens of the security tests (tests/server/test_auth.py,
+test_tls.py, rest/test_security.py)."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.servers import copy_version
-
-CLASSIFIER = "mobilenet_v2_keras"
 READ_TOKEN = "read-only-token-5f2b9c7e"
 TUNE_TOKEN = "fine-tuning-token-9a41d3c8"
 TUNE_ONLY_TOKEN = "upload-only-token-77e0b1f4"
@@ -76,31 +72,3 @@ def make_signed(directory: Path, name: str, ca: str, *, server: bool) -> None:
         extensions.name,
         cwd=directory,
     )
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory) -> Path:
-    """ca (trusted), server (signed by ca), client (signed by ca), and a stranger CA with its client."""
-    directory = tmp_path_factory.mktemp("pki")
-    make_ca(directory, "ca")
-    make_ca(directory, "stranger-ca")
-    make_signed(directory, "server", "ca", server=True)
-    make_signed(directory, "client", "ca", server=False)
-    make_signed(directory, "stranger", "stranger-ca", server=False)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory, classifier_export):
-    root = tmp_path_factory.mktemp("security-models")
-    copy_version(classifier_export.path, root, CLASSIFIER, 1)
-    return root
-
-
-@pytest.fixture(scope="session")
-def tokens_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tokens") / "tokens"
-    path.write_text(
-        f"# token  scopes\n{READ_TOKEN} read\n{TUNE_TOKEN} read,finetune\n{TUNE_ONLY_TOKEN} finetune\n"
-    )
-    return path

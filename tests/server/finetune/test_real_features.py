@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from tests.finetune.helpers import classify_accuracy, upload, wait_done
+from tests.server.finetune.helpers import classify_accuracy, upload, wait_done
 from tests.servers import copy_version
 
 BASE = "efficientnet_lite0"

@@ -18,6 +18,13 @@ from tests.images import encode, photo, png_claiming_size
 
 CAT = photo("chelsea")
 
+
+@pytest.fixture(scope="module")
+def stub(real_stub):
+    """Real versions: the decoding of odd images is TensorFlow's (the signatures' decode_image)."""
+    return real_stub
+
+
 # The in-process server's Pillow warns about the garbage EXIF block on purpose; the test checks the answer.
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 

@@ -10,7 +10,7 @@ import grpc
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import (
+from tests.server.finetune.helpers import (
     process_gone,
     start,
     upload,

@@ -13,7 +13,7 @@ import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import load_digit_images, process_gone, start, upload, wait_event, watch
+from tests.server.finetune.helpers import load_digit_images, process_gone, start, upload, wait_event, watch
 from tests.servers import SubprocessServer, copy_version, wait_for
 
 LEASE_S = 3.0

@@ -3,11 +3,13 @@ directory and a data root -> a stub. Each test module gets its own server and jo
 
 from __future__ import annotations
 
+import itertools
+
 import grpc
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from tests.finetune.helpers import Digits, load_digit_images
+from tests.server.finetune.helpers import Digits, load_digit_images
 from tests.servers import InProcessServer, copy_version, test_settings
 
 BASE = "vgg16"
@@ -48,3 +50,14 @@ def server(model_root, data_root, state_dir):
 def stub(server):
     with grpc.insecure_channel(server.address) as channel:
         yield pb_grpc.ImageModelServiceStub(channel)
+
+
+# --- the job store on PostgreSQL (test_store.py, test_replicas.py) ---------------------------------
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """An empty database of its own for each test, on the session's PostgreSQL server."""
+    return postgres.fresh_database(f"test_{next(_databases)}")

@@ -9,8 +9,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from protos.imageserve.v1 import image_service_pb2 as pb
-from server.model import LoadedModel
-from tests.conftest import CLASSIFIER, FEATURES
+from tests.conftest import CLASSIFIER, FEATURES, fake_model
 from tests.images import encode, png_claiming_size
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
@@ -161,13 +160,9 @@ def test_malformed_protobuf_is_invalid_argument(channel):
     assert "malformed request" in caught.value.details()
 
 
-def test_internal_errors_are_generic(stub, monkeypatch):
-    def explode(self, kind, images):
-        raise RuntimeError("secret detail at /srv/models/private")
-
-    monkeypatch.setattr(LoadedModel, "run", explode)
+def test_internal_errors_are_generic(server, stub):
+    fake_model(server, CLASSIFIER).fail_next = RuntimeError("secret detail at /srv/models/private")
     details = assert_status(
         lambda: classify(stub, [small_png()]), grpc.StatusCode.INTERNAL, "internal server error"
     )
     assert "secret" not in details and "/srv" not in details and "Traceback" not in details
-    monkeypatch.undo()
