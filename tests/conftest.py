@@ -178,8 +178,8 @@ def real_stub(real_server):
 
 #: The fake versions a test model root serves: shaped like the real ones (the classifier's 1000
 #: ImageNet labels and 1280 features, VGG16's 512 features), seeded apart.
-FAKE_CLASSIFIER = dict(num_classes=1000, feature_dim=1280, input_size=96, seed=1)
-FAKE_FEATURES = dict(num_classes=0, feature_dim=512, input_size=32, seed=0)
+FAKE_CLASSIFIER = dict(num_classes=1000, feature_dim=1280, input_size=96, seed=1, preprocessing="tf")
+FAKE_FEATURES = dict(num_classes=0, feature_dim=512, input_size=32, seed=0, preprocessing="caffe")
 
 
 def write_fake_classifier(root: Path, version: int = 1, **options) -> Path:

@@ -61,6 +61,7 @@ def write_fake_version(
     input_size: int = 32,
     labels: list[str] | None = None,
     seed: int | None = None,
+    preprocessing: str = "fake",
     **behaviour: Any,
 ) -> Path:
     """Write ``<root>/<name>/<version>/`` (atomically: staged, then renamed) and return it.
@@ -84,7 +85,7 @@ def write_fake_version(
         "source": {"kind": "fake", "seed": seed},
         "weights": {"kind": "fake"},
         "input_size": input_size,
-        "preprocessing": "fake",
+        "preprocessing": preprocessing,
         "num_classes": num_classes,
         "feature_dim": feature_dim,
         "labels_file": "assets/labels.txt" if num_classes else None,

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bench.processes import Server
 from bench.report import report_default_rss, report_runtime_models
 from bench.scenarios import _runtimes, _short_load
 from tests.conftest import CLASSIFIER, FEATURES
 
 
+@pytest.mark.slow  # the default models in a plain server
 def test_a_plain_server_serves_a_short_load_and_reports_each_models_runtime(model_root):
     from bench.common import real_jpegs
 

@@ -41,7 +41,10 @@ def _classify_bare(address: str) -> None:
 
 
 @pytest.mark.parametrize("mode", ["server", "bare"])
-def test_hosted_process_answers_calls_times_its_model_and_stops_at_end_of_input(mode, model_root, tmp_path):
+def test_hosted_process_answers_calls_times_its_model_and_stops_at_end_of_input(
+    mode, real_model_root, tmp_path
+):
+    model_root = real_model_root  # a process of its own: a real network
     if mode == "server":
         args = [CLASSIFIER, *loopback_args(model_root, "--state-dir", str(tmp_path / "state"))]
     else:

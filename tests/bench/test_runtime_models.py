@@ -16,6 +16,7 @@ from bench.report import report_runtime_models
 pytestmark = pytest.mark.timeout(900)
 
 
+@pytest.mark.slow  # VGG16 with its head on both runtimes
 def test_vgg16_with_its_head_is_compared_on_its_features(tmp_path, monkeypatch, capsys):
     # VGG16 with its head at 32x32: 37.7 M parameters, over the twin's limit; its features fit.
     monkeypatch.setattr(runtime_models, "export_root", lambda size: tmp_path / str(size))

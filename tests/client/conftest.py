@@ -1,4 +1,4 @@
-"""Client fixtures: exported models -> a model root -> running servers -> clients.
+"""Client fixtures: fake models (a real base for fine-tuning) -> a model root -> running servers -> clients.
 
 Package-scoped: the test modules of tests/client share two servers (loading models takes seconds),
 and the fine-tuning tests share a third one (with its own model root and data root) and its jobs."""
@@ -25,10 +25,14 @@ LIMITED = dict(max_images_per_request=3, max_message_bytes=1024 * 1024)
 
 
 @pytest.fixture(scope="package")
-def model_root(tmp_path_factory, classifier_export, features_export):
+def model_root(tmp_path_factory):
+    """The fake classifier and features-only model (tests/conftest.py): the client is the subject."""
+    from tests.conftest import FAKE_FEATURES, write_fake_classifier
+    from tests.fake_backend import write_fake_version
+
     root = tmp_path_factory.mktemp("client-models")
-    copy_version(classifier_export.path, root, CLASSIFIER, 1)
-    copy_version(features_export.path, root, FEATURES, 1)
+    write_fake_classifier(root)
+    write_fake_version(root, FEATURES, 1, **FAKE_FEATURES)
     return root
 
 

@@ -12,6 +12,7 @@ from client import InvalidImage, ModelClient
 from protos.imageserve.v1 import image_service_pb2 as pb
 from tests.answers import assert_same_features, assert_same_probabilities
 from tests.client.conftest import CLASSIFIER, FEATURES, LIMITED, Recorder
+from tests.conftest import write_fake_classifier
 from tests.images import decode_rgb, encode
 from tests.servers import InProcessServer, copy_version, test_settings
 
@@ -92,19 +93,18 @@ def test_an_image_larger_than_any_request_is_refused_unsent(limited_server, crop
     assert recorder.sent("Classify") == []
 
 
-def test_a_version_swap_mid_call_starts_over_on_the_new_version(
-    tmp_path, classifier_export, classifier_v2_export, crops
-):
+def test_a_version_swap_mid_call_starts_over_on_the_new_version(tmp_path, crops):
     """The later requests of a call are pinned to the version that answered the first one; when that
     version is unloaded mid-call, the whole call is made again on the new version."""
-    copy_version(classifier_export.path, tmp_path, CLASSIFIER, 1)
+    write_fake_classifier(tmp_path, 1)
+    v2 = write_fake_classifier(tmp_path / "incoming", 2)
     server = InProcessServer(test_settings(tmp_path, max_images_per_request=3, poll_interval_s=60)).start()
     try:
 
         def deploy_v2_after_the_first_answer(method, outcome):
             if method.endswith("/Classify") and not swapped:
                 swapped.append(outcome.result().model.version)
-                copy_version(classifier_v2_export.path, tmp_path, CLASSIFIER, 2)
+                copy_version(v2, tmp_path, CLASSIFIER, 2)
                 server.reconcile()  # loads v2, then unloads v1
 
         swapped: list[int] = []
@@ -119,10 +119,8 @@ def test_a_version_swap_mid_call_starts_over_on_the_new_version(
     # v1 answers, the pinned second request finds v1 gone, and the call starts over on v2.
     assert specs == [(None, 0), ("version", 1), (None, 0), ("version", 2), ("version", 2)]
     assert (result.version, len(result)) == (2, 8)
-    np.testing.assert_allclose(
-        np.stack([probabilities(p) for p in result]),
-        np.stack([probabilities(p) for p in expected]),
-        rtol=1e-6,
+    assert_same_probabilities(
+        np.stack([probabilities(p) for p in result]), np.stack([probabilities(p) for p in expected])
     )
 
 

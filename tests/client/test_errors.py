@@ -22,6 +22,7 @@ from client import (
 )
 from client.errors import ERRORS_BY_CODE, error_from_status
 from tests.client.conftest import CLASSIFIER, FEATURES
+from tests.conftest import fake_model
 from tests.images import encode
 
 
@@ -105,13 +106,8 @@ def test_timeout_is_deadline_exceeded_naming_the_timeout(client, photos):
     assert "pass a larger timeout" in str(caught.value)
 
 
-def test_server_bug_is_internal_with_an_incident_id(client, monkeypatch):
-    from server.model import LoadedModel
-
-    def explode(self, kind, images):
-        raise RuntimeError("secret detail")
-
-    monkeypatch.setattr(LoadedModel, "run", explode)
+def test_server_bug_is_internal_with_an_incident_id(server, client):
+    fake_model(server, CLASSIFIER).fail_next = RuntimeError("secret detail")
     with pytest.raises(InternalServerError) as caught:
         client.classify(small_png(), CLASSIFIER)
     assert caught.value.details.startswith("internal server error (incident ")

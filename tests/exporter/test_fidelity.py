@@ -20,6 +20,9 @@ from graphs.signatures import ServingModule
 from tests.exporter.conftest import HUB_SIZE
 from tests.images import decode_rgb
 
+# Six catalog networks against their reference pipelines: the slow tier's.
+pytestmark = pytest.mark.slow
+
 # Small input sizes keep the suite fast. Random-weight MobileNetV2 features nearly collapse (~1e-12); at
 # 96x96 the JPEG decoder differences stay inside the tolerance (measured here: max 0.017 at 96; 0.020 at 128).
 KERAS_CASES = {

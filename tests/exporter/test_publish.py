@@ -1,8 +1,8 @@
-"""Versions are numbered, immutable and appear atomically; a failed verification publishes nothing."""
+"""The exporter publishes through storage: numbered, complete and readable versions; a failed
+verification publishes nothing (the atomic publish itself: tests/storage/test_publish.py)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,12 @@ def small_export(root: Path, **options):
     return export_model(spec, QUIET)
 
 
-def test_versions_count_up_and_are_never_overwritten(tmp_path):
+def test_exports_are_numbered_and_never_overwrite(tmp_path):
+    """The numbering itself is storage's (tests/storage/test_publish.py); here, through the exporter."""
     assert small_export(tmp_path).version == 1
-    assert small_export(tmp_path).version == 2
-    assert small_export(tmp_path, version=7).version == 7
-    assert small_export(tmp_path).version == 8
-    before = sorted(p.name for p in (tmp_path / "vgg16" / "7").iterdir())
     with pytest.raises(VersionExists, match="never overwritten"):
-        small_export(tmp_path, version=7)
-    assert sorted(p.name for p in (tmp_path / "vgg16" / "7").iterdir()) == before
-    assert existing_versions(tmp_path / "vgg16") == [1, 2, 7, 8]
+        small_export(tmp_path, version=1)
+    assert existing_versions(tmp_path / "vgg16") == [1]
     assert not [p for p in (tmp_path / "vgg16").iterdir() if p.name.startswith(".")], "staging left behind"
 
 
@@ -57,38 +53,6 @@ def test_published_version_is_complete_and_readable(tmp_path):
         "tensorflow_version",
     ):
         assert key in manifest
-
-
-def test_reader_polling_the_root_never_sees_half_a_version(tmp_path):
-    seen_incomplete: list[str] = []
-    seen_complete: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        model_dir = tmp_path / "vgg16"
-        while not stop.is_set():
-            for version in existing_versions(model_dir):
-                path = model_dir / str(version)
-                required = [
-                    path / "saved_model.pb",
-                    path / "variables" / "variables.index",
-                    path / "manifest.json",
-                ]
-                if all(p.exists() for p in required):
-                    seen_complete.add(path.name)
-                else:
-                    seen_incomplete.append(path.name)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        small_export(tmp_path)
-        small_export(tmp_path)
-    finally:
-        stop.set()
-        watcher.join()
-    assert seen_incomplete == []
-    assert seen_complete == {"1", "2"}
 
 
 def broken_verification(path, manifest, labels_source=None):

@@ -142,7 +142,7 @@ def test_model_status_reports_metadata(stub):
         "features",
         "features_pixels",
     }
-    assert metadata.preprocessing == "fake"
+    assert metadata.preprocessing == "tf"
     assert metadata.created_at.seconds > 0
 
 

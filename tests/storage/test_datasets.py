@@ -83,6 +83,7 @@ def test_a_local_model_root_keeps_datasets_in_state_dir_only(tmp_path):
     assert list(model_root.iterdir()) == []
 
 
+@pytest.mark.slow  # two replicas (the fleet)
 def test_a_replica_trains_on_a_dataset_uploaded_through_another(
     bucket_url, features_export, postgres, tmp_path
 ):

@@ -8,10 +8,14 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.storage.conftest import publish_version, start_server
+
+# Two `python -m server` replicas on a bucket under load: the fleet is the slow tier's.
+pytestmark = pytest.mark.slow
 
 NAME = "mobilenet_v2_keras"
 CLIENT_THREADS = 2

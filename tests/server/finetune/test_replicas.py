@@ -16,6 +16,9 @@ from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from tests.server.finetune.helpers import load_digit_images, process_gone, start, upload, wait_event, watch
 from tests.servers import SubprocessServer, copy_version, wait_for
 
+# Replicas (server processes) sharing PostgreSQL: the fleet is the slow tier's.
+pytestmark = pytest.mark.slow
+
 LEASE_S = 3.0
 #: A job that runs until it is cancelled or killed (every epoch is an event).
 FOREVER = {"epochs": 1000, "early_stopping_patience": 1000}

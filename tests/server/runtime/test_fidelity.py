@@ -19,7 +19,8 @@ from tests.server.runtime.conftest import FEATURES_ONLY_TWIN, KINDS, TF_SUFFIX, 
 
 # The session fixture exports and converts five versions and serves them twice (~2 min alone; much
 # longer on a shared machine), hence the longer timeout of the first test's setup.
-pytestmark = pytest.mark.timeout(1500)
+# Every kind of version on both runtimes, twins converted at load: the slow tier's.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
