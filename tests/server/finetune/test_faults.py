@@ -69,6 +69,7 @@ def immutable(directory: Path):
         subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
+@pytest.mark.slow  # the disk-full test takes the same path
 def test_permission_denied_while_publishing_fails_the_job_and_publishes_nothing(
     tmp_path, features_export, small_digits
 ):
