@@ -85,7 +85,7 @@ class ClientCalls(ClientBase):
             model: model name on the server.
             version: an explicit version number (it must be AVAILABLE); default: the model's default.
             label: a version label such as ``"stable"`` instead of a number.
-            top_k: classes per image, at most the model's number of classes.
+            top_k: classes per image; above the model's number of classes, every class.
             timeout: seconds for the whole call (default: the client's ``timeout``).
 
         Returns:

@@ -30,6 +30,7 @@ from server.repository import ModelRepository
 from server.rest import tfserving as rest_tfserving
 from server.rest import v2 as rest_v2
 from server.rest.app import RestServer
+from server.rest.bodies import BodyParser
 from server.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class ModelServer:
         self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
         self.rest: RestServer | None = None
+        self.bodies = BodyParser()  # REST request bodies: large ones parsed in a process of their own
         self._owns_tracing = False
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()
@@ -139,8 +141,8 @@ class ModelServer:
         if not self.port:
             raise OSError(f"could not listen on {address}")
         if self.settings.rest_port is not None:
-            routes = rest_v2.routes(self.open_inference) + rest_tfserving.routes(
-                self.settings, self.repository, self.inference
+            routes = rest_v2.routes(self.open_inference, self.bodies) + rest_tfserving.routes(
+                self.settings, self.repository, self.inference, self.bodies
             )
             self.rest = RestServer(self.settings, routes, tokens, self.metrics, self.repository.model_names)
             await self.rest.start()
@@ -204,6 +206,7 @@ class ModelServer:
         await self.repository.close()
         self._model_executor.shutdown(wait=False, cancel_futures=True)
         self.metrics.close()
+        self.bodies.close()
         if self._owns_tracing:
             tracing.disable()  # flushes the spans still buffered
         self._stopped.set()

@@ -108,10 +108,19 @@ def load_tokens(settings: ServerSettings) -> TokenTable | None:
     return TokenTable(tuple(entries)) if entries else None
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value; the scheme is case-insensitive
+    (RFC 7235: ``bearer``, ``BEARER`` and ``Bearer`` are one scheme)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 def _bearer(metadata) -> str | None:
     for key, value in metadata or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :].strip()
+        if key == "authorization" and isinstance(value, str):
+            return bearer_token(value)
     return None
 
 

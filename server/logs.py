@@ -48,6 +48,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+#: Control characters (line breaks first) a client could smuggle into a log line through a path,
+#: a header or a model name: shown escaped, so that one record is one line (no forged records).
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger [request id]: message``, one line per record: control characters in the
+    message are escaped (a traceback, when there is one, follows on its own lines, as always)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -55,7 +69,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         formatter: logging.Formatter = JsonFormatter()
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
     handler.addFilter(RequestIdFilter())

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from model_format import signatures as sig
 from server import __version__
+from server.api.tensors import Tensor
+from server.discovery import version_number
 from server.errors import InvalidRequest, ServingError
 from server.inference import InferenceService
 from server.repository import ModelRef, ModelRepository, VersionState
@@ -30,21 +32,6 @@ PLATFORM = "tensorflow_savedmodel"
 EXTENSIONS = ("model_repository",)
 SIGNATURE_PARAMETER = "signature"
 
-#: V2 datatype <-> numpy dtype, for the types a request may carry.
-DATATYPES = {
-    "BOOL": np.dtype(bool),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
 #: Output name -> (signature taking images, signature taking pixels).
 _OUTPUT_SIGNATURES = {
     sig.PROBABILITIES_OUTPUT: (sig.CLASSIFY, sig.CLASSIFY_PIXELS),
@@ -56,17 +43,6 @@ _STATES = {
     VersionState.UNLOADING: "UNLOADING",
     VersionState.FAILED: "UNAVAILABLE",
 }
-
-
-@dataclass
-class Tensor:
-    """One named tensor. ``data`` is a numpy array of ``shape``; for BYTES, an object array of bytes."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    data: np.ndarray
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,55 +58,9 @@ def model_ref(name: str, version: str = "") -> ModelRef:
         raise InvalidRequest("a model name is required")
     if not version:
         return ModelRef(name)
-    if version.isdigit():
-        if int(version) < 1:
-            raise InvalidRequest(f"model version must be >= 1, got {version}")
-        return ModelRef(name, version=int(version))
+    if version.isdigit():  # any digits, "²" included: a number, or a clear error (never a label)
+        return ModelRef(name, version=version_number(version))
     return ModelRef(name, label=version)
-
-
-def check_shape(name: str, shape: list[int], count: int) -> None:
-    if any(d < 0 for d in shape) or int(np.prod(shape, dtype=np.int64)) != count:
-        raise InvalidRequest(f"input {name!r}: shape {list(shape)} does not hold its {count} elements")
-
-
-def split_bytes(name: str, raw: bytes) -> list[bytes]:
-    """BYTES elements of the binary encoding: each a 4-byte little-endian length, then the bytes."""
-    items, offset = [], 0
-    view = memoryview(raw)
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidRequest(f"input {name!r}: raw BYTES data ends inside an element's 4-byte length")
-        length = int.from_bytes(view[offset : offset + 4], "little")
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidRequest(f"input {name!r}: a raw BYTES element of {length} bytes runs past the data")
-        items.append(bytes(view[offset : offset + length]))
-        offset += length
-    return items
-
-
-def from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
-    """A tensor from its binary form (gRPC ``raw_input_contents``, REST binary data extension)."""
-    if datatype == "BYTES":
-        items = split_bytes(name, raw)
-        check_shape(name, shape, len(items))
-        return np.array(items, dtype=object).reshape(shape)
-    dtype = DATATYPES.get(datatype)
-    if dtype is None:
-        raise InvalidRequest(f"input {name!r}: unsupported datatype {datatype!r}; use BYTES or UINT8")
-    if len(raw) % dtype.itemsize:
-        raise InvalidRequest(
-            f"input {name!r}: {len(raw)} raw bytes is not a whole number of {datatype} elements"
-        )
-    values = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
-    check_shape(name, shape, values.size)
-    return values.reshape(shape)
-
-
-def to_raw(tensor: Tensor) -> bytes:
-    """The binary form of an output (FP32 little-endian)."""
-    return np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype].newbyteorder("<")).tobytes()
 
 
 class OpenInference:
@@ -142,6 +72,11 @@ class OpenInference:
         self.repository = repository
         self.inference = inference
         self._server_ready = server_ready
+
+    @property
+    def max_images_per_request(self) -> int:
+        """The most BYTES elements (encoded images) an input may hold."""
+        return self.inference.settings.max_images_per_request
 
     def server_live(self) -> bool:
         return True

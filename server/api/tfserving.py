@@ -70,9 +70,12 @@ class _Observed:
         self._main = main_servicer
 
     def observe_call(self, rpc, request, response, code, seconds) -> None:
-        spec = getattr(response, "model_spec", None) or getattr(request, "model_spec", None)
+        # Label values come from bounded sets only: a model the repository knows, the version that
+        # answered (never the one a failed request asked for: 10,000 such requests made 10,000 series).
+        answered = getattr(response, "model_spec", None)
+        spec = answered or getattr(request, "model_spec", None)
         name = spec.name if spec is not None and spec.name in self._main.repository.model_names() else "-"
-        version = spec.version.value if spec is not None and spec.HasField("version") else None
+        version = answered.version.value if answered is not None and answered.HasField("version") else None
         if self._main.metrics is not None:
             self._main.metrics.record_request(f"tfserving.{rpc}", name, version, code, seconds)
 

@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from model_format.layout import MAX_VERSION_DIGITS
 from protos.inference import grpc_service_pb2 as pb
 from server.api import converters
-from server.api.openinference import DATATYPES, OpenInference, Tensor, check_shape, from_raw, to_raw
+from server.api.openinference import OpenInference
+from server.api.tensors import DATATYPES, Tensor, check_bytes_count, check_shape, from_raw, to_raw
+from server.discovery import is_version_number
 from server.errors import InvalidRequest
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -40,7 +43,8 @@ def parameter_value(parameter: pb.InferParameter) -> Any:
     return getattr(parameter, choice) if choice else None
 
 
-def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
+def input_tensors(request: pb.ModelInferRequest, max_bytes_elements: int) -> list[Tensor]:
+    """The request's inputs; BYTES inputs (encoded images) hold at most ``max_bytes_elements``."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidRequest(
@@ -50,7 +54,7 @@ def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
     for index, item in enumerate(request.inputs):
         shape = list(item.shape)
         if raw:
-            data = from_raw(item.name, item.datatype, shape, raw[index])
+            data = from_raw(item.name, item.datatype, shape, raw[index], max_bytes_elements)
         else:
             field = _CONTENTS_FIELD.get(item.datatype)
             if field is None:
@@ -58,6 +62,8 @@ def input_tensors(request: pb.ModelInferRequest) -> list[Tensor]:
                     f"input {item.name!r}: unsupported datatype {item.datatype!r}; use BYTES or UINT8"
                 )
             values = getattr(item.contents, field)
+            if item.datatype == "BYTES":
+                check_bytes_count(item.name, shape, max_bytes_elements)
             check_shape(item.name, shape, len(values))
             if item.datatype == "BYTES":
                 data = np.array(list(values), dtype=object).reshape(shape)
@@ -91,7 +97,7 @@ class InferenceServicer:
             self._main.metrics.record_request(
                 f"v2.{rpc}",
                 name if known else "-",
-                int(version) if version.isdigit() else None,
+                int(version) if is_version_number(version) and len(version) <= MAX_VERSION_DIGITS else None,
                 code,
                 seconds,
             )
@@ -128,7 +134,7 @@ class InferenceServicer:
         result = await self.dataplane.infer(
             request.model_name,
             request.model_version,
-            input_tensors(request),
+            input_tensors(request, self.dataplane.max_images_per_request),
             [output.name for output in request.outputs],
             {key: parameter_value(value) for key, value in request.parameters.items()},
             converters.deadline(context),

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from server import tracing
-from server.auth import READ, TokenTable
+from server.auth import READ, TokenTable, bearer_token
 from server.errors import ServingError
 from server.logs import request_id
 from server.metrics import Metrics
@@ -114,12 +114,12 @@ def _authenticate(tokens: TokenTable):
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
             return error_response(
                 401, "missing token: send an 'Authorization: Bearer <token>' header", challenge
             )
-        scopes = tokens.scopes_of(header[len("Bearer ") :].strip())
+        scopes = tokens.scopes_of(token)
         if scopes is None:
             return error_response(401, "invalid token", challenge)
         if READ not in scopes:

@@ -10,107 +10,42 @@ checked, oriented and batched exactly as in Classify).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
-from typing import Any
 
 import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from model_format import signatures as sig
 from server.api import tfserving
+from server.discovery import version_number
 from server.errors import InvalidRequest, NotFound
 from server.inference import InferenceService
 from server.repository import ModelRef, ModelRepository
 from server.rest.app import MODEL, SERVED
+from server.rest.bodies import BodyParser
+from server.rest.tfserving_request import parse_predict
 from server.settings import ServerSettings
 
 #: ``{model}[/versions/{v}|/labels/{l}][/metadata|:verb]`` after ``/v1/models/``.
 _PATH = re.compile(
-    r"^(?P<model>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"^(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?$"
 )
-_B64 = "b64"
-
-
-def _is_binary(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {_B64}
-
-
-def _decode_binary(value: Any) -> Any:
-    """``{"b64": ...}`` objects anywhere in a value become bytes."""
-    if _is_binary(value):
-        if not isinstance(value[_B64], str):
-            raise InvalidRequest('a {"b64": ...} value must hold a base64 string')
-        try:
-            return base64.b64decode(value[_B64], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest('a {"b64": ...} value is not valid base64') from None
-    if isinstance(value, list):
-        return [_decode_binary(item) for item in value]
-    return value
-
-
-def _named(value: Any) -> bool:
-    """An object of named inputs (not a binary value)."""
-    return isinstance(value, dict) and not _is_binary(value)
-
-
-def _as_input(name: str, value: Any) -> np.ndarray:
-    """JSON values as the signature's input tensor: strings/bytes for 'images', uint8 for 'pixels'."""
-    if name == sig.IMAGES_INPUT:
-        if not isinstance(value, list) or not all(isinstance(v, (bytes, str)) for v in value):
-            raise InvalidRequest('input \'images\' must be a list of {"b64": "<base64 image>"} values')
-        return np.array([v.encode() if isinstance(v, str) else v for v in value], dtype=object)
-    try:
-        array = np.asarray(value)
-    except ValueError:
-        raise InvalidRequest(f"input {name!r} is not a rectangular nested list") from None
-    if array.dtype.kind not in "iu" or (array.size and (array.min() < 0 or array.max() > 255)):
-        raise InvalidRequest(f"input {name!r} must hold integers 0..255 (uint8 [N, H, W, 3] pixels)")
-    return array.astype(np.uint8)
-
-
-def predict_inputs(document: dict, input_name: str) -> tuple[dict[str, np.ndarray], bool]:
-    """The signature's input from a row (``instances``) or columnar (``inputs``) request; and whether it was
-    rows."""
-    if ("instances" in document) == ("inputs" in document):
-        raise InvalidRequest(
-            "send either 'instances' (row format) or 'inputs' (columnar format), not both or neither"
-        )
-    if "instances" in document:
-        instances = document["instances"]
-        if not isinstance(instances, list):
-            raise InvalidRequest("'instances' must be a list")
-        if instances and all(_named(item) for item in instances):
-            names = {key for item in instances for key in item}
-            if names != {input_name}:
-                raise InvalidRequest(
-                    f"this signature takes one input named {input_name!r}; got {sorted(names)}"
-                )
-            value = [item[input_name] for item in instances]
-        else:
-            value = instances
-        return {input_name: _as_input(input_name, _decode_binary(value))}, True
-    inputs = document["inputs"]
-    if _named(inputs):
-        if set(inputs) != {input_name}:
-            raise InvalidRequest(f"this signature takes one input named {input_name!r}; got {sorted(inputs)}")
-        inputs = inputs[input_name]
-    return {input_name: _as_input(input_name, _decode_binary(inputs))}, False
 
 
 class TFServingHandlers:
     def __init__(
-        self, settings: ServerSettings, repository: ModelRepository, inference: InferenceService
+        self,
+        settings: ServerSettings,
+        repository: ModelRepository,
+        inference: InferenceService,
+        bodies: BodyParser,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.inference = inference
+        self.bodies = bodies
 
     def _target(self, request: web.Request) -> dict[str, str | None]:
         match = _PATH.match(request.match_info["path"])
@@ -124,7 +59,7 @@ class TFServingHandlers:
 
     def _ref(self, target: dict[str, str | None]) -> ModelRef:
         if target["version"] is not None:
-            return ModelRef(target["model"], version=int(target["version"]))
+            return ModelRef(target["model"], version=version_number(target["version"]))
         return ModelRef(target["model"], label=target["label"])
 
     async def get(self, request: web.Request) -> web.Response:
@@ -147,7 +82,7 @@ class TFServingHandlers:
                     },
                 }
             )
-        version = int(target["version"]) if target["version"] is not None else None
+        version = version_number(target["version"]) if target["version"] is not None else None
         if target["label"] is not None:
             labels = self.settings.model_config(target["model"]).version_labels
             if target["label"] not in labels:
@@ -172,17 +107,10 @@ class TFServingHandlers:
             )
         ref = self._ref(target)
         self.repository.resolve(ref)  # an unknown model is the more useful error, before input checks
-        try:
-            document = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidRequest(f"the request body is not JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        signature = document.get("signature_name") or sig.DEFAULT
-        if not isinstance(signature, str):
-            raise InvalidRequest("'signature_name' must be a string")
-        input_name = sig.PIXELS_INPUT if signature.endswith("_pixels") else sig.IMAGES_INPUT
-        inputs, rows = predict_inputs(document, input_name)
+        parsed = await self.bodies.parse(
+            parse_predict, await request.read(), self.settings.max_images_per_request
+        )
+        signature, inputs, rows = parsed.signature, parsed.inputs, parsed.rows
         result = await self.inference.predict(ref, signature, inputs)
         request[SERVED] = (result.name, result.version)
         outputs = {name: np.asarray(values, np.float32).tolist() for name, values in result.outputs.items()}
@@ -198,9 +126,9 @@ class TFServingHandlers:
 
 
 def routes(
-    settings: ServerSettings, repository: ModelRepository, inference: InferenceService
+    settings: ServerSettings, repository: ModelRepository, inference: InferenceService, bodies: BodyParser
 ) -> list[web.RouteDef]:
-    h = TFServingHandlers(settings, repository, inference)
+    h = TFServingHandlers(settings, repository, inference, bodies)
     return [
         web.get("/v1/models/{path:.+}", h.get, name="tfserving.status"),
         web.post("/v1/models/{path:.+}", h.post, name="tfserving.predict"),

@@ -187,3 +187,21 @@ def test_status_and_info(server):
     info = run_cli("info", "--json", "--address", server.address)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["max_images_per_request"] == 64
+
+
+def test_the_default_top_k_works_on_a_two_class_model(tmp_path, files):
+    """A fine-tuned model may have 2 classes; the CLI's default --top-k 5 then lists both."""
+    from tests.fake_backend import write_fake_version
+    from tests.servers import InProcessServer, test_settings
+
+    write_fake_version(tmp_path / "models", "cats_or_dogs", 1, num_classes=2, labels=["cat", "dog"])
+    server = InProcessServer(test_settings(tmp_path / "models")).start()
+    try:
+        result = run_cli(
+            "classify", str(files["coffee.png"]), "--model", "cats_or_dogs", "--address", server.address
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert {line.split()[-1] for line in result.stdout.splitlines()[1:3]} == {"cat", "dog"}
+    assert "answered by cats_or_dogs v1" in result.stdout

@@ -135,3 +135,20 @@ def test_tokens_from_the_environment(real_model_root, tmp_path, photos):
 def test_malformed_token_entries_are_refused_at_start(entries, message):
     with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
         TokenTable.parse(entries, "auth_tokens")
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_case_insensitive(channel, photos, scheme):
+    """RFC 7235: the scheme is a case-insensitive token; `bearer <token>` is a Bearer token."""
+    stub = pb_grpc.ImageModelServiceStub(channel)
+    response = stub.Classify(
+        classify_request(photos), metadata=(("authorization", f"{scheme} {READ_TOKEN}"),)
+    )
+    assert response.model.version == 1
+
+
+def test_bearer_token_reads_only_the_bearer_scheme():
+    from server.auth import bearer_token
+
+    assert bearer_token("Bearer abc") == bearer_token("bearer  abc ") == "abc"
+    assert bearer_token("Basic abc") is None and bearer_token("Bearer") is None and bearer_token("") is None

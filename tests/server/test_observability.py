@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
-from server.logs import JsonFormatter, RequestIdFilter, request_id
+from server.logs import JsonFormatter, RequestIdFilter, TextFormatter, request_id
 from tests.conftest import CLASSIFIER, FEATURES
 from tests.servers import InProcessServer, SubprocessServer, test_settings, wait_for
 
@@ -214,3 +214,22 @@ def test_server_logs_json_when_asked(real_model_root, tmp_path):
     assert any("listening on" in line["message"] for line in lines)
     assert any(line["message"].startswith("loaded ") for line in lines)
     assert all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)
+
+
+def test_a_text_log_record_stays_one_line_whatever_a_client_sends():
+    """A path like /v2/models/x%0A2026-01-01 INFO forged must not start a second, forged record."""
+    formatter = TextFormatter("%(levelname)s %(name)s: %(message)s")
+    record = logging.makeLogRecord(
+        {"msg": "POST %s -> 500", "args": ("/v2/x\n2026-01-01 INFO server.app: forged\r\t\x1b[31m",)}
+    )
+    record.levelname, record.name = "ERROR", "server.rest"
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert line == "ERROR server.rest: POST /v2/x\\n2026-01-01 INFO server.app: forged\\r\\t\\x1b[31m -> 500"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert "\nTraceback" in formatter.format(record)  # a traceback keeps its lines

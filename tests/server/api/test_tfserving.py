@@ -99,3 +99,28 @@ def test_model_service_reports_status(channel):
     request.model_spec.name = CLASSIFIER
     (status,) = stub.GetModelStatus(request).model_version_status
     assert status.version == 1 and status.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def test_requests_for_unknown_versions_add_no_metrics_series(server, channel, predictions, photos):
+    """Label values come from bounded sets: a version a failed call asked for is not one."""
+    from prometheus_client import generate_latest
+
+    def series() -> int:
+        text = generate_latest(server.server.metrics.registry).decode()
+        return sum(1 for line in text.splitlines() if line.startswith("imageserve_requests_total{"))
+
+    models = model_service_pb2_grpc.ModelServiceStub(channel)
+    before = None
+    for version in range(1000, 1200):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = CLASSIFIER
+        request.model_spec.version.value = version
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto([photos["coffee.png"]]))
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name, status.model_spec.version.value = CLASSIFIER, version
+        for call, message in ((predictions.Predict, request), (models.GetModelStatus, status)):
+            with pytest.raises(grpc.RpcError) as caught:
+                call(message, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        before = series() if before is None else before
+    assert series() == before

@@ -44,9 +44,9 @@ def trusted(pki) -> ssl.SSLContext:
     return context
 
 
-def predict(base, trusted, photos, token=None):
+def predict(base, trusted, photos, token=None, scheme="Bearer"):
     body = {"instances": [{"b64": base64.b64encode(photos["chelsea.png"]).decode()}]}
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = {"Authorization": f"{scheme} {token}"} if token else {}
     return http("POST", f"{base}/v1/models/{CLASSIFIER}:predict", body, headers, context=trusted)
 
 
@@ -58,6 +58,10 @@ def test_tokens_and_scopes(base, trusted, photos):
     wrong = predict(base, trusted, photos, "guess-guess-guess-guess")
     assert wrong.status == 401 and "guess" not in wrong.json()["error"]
     assert predict(base, trusted, photos, TUNE_ONLY_TOKEN).status == 403
+    # The scheme is case-insensitive (RFC 7235); another scheme is no token at all.
+    assert predict(base, trusted, photos, READ_TOKEN, scheme="bearer").status == 200
+    assert predict(base, trusted, photos, READ_TOKEN, scheme="BEARER").status == 200
+    assert predict(base, trusted, photos, READ_TOKEN, scheme="Basic").status == 401
     # V2 metadata needs a token; the V2 health probes stay open, like grpc.health.
     assert http("GET", f"{base}/v2/models/{CLASSIFIER}", context=trusted).status == 401
     assert http("GET", f"{base}/v2/health/ready", context=trusted).status == 200
