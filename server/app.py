@@ -90,7 +90,8 @@ class ModelServer:
         self.v2_inference = v2_grpc.InferenceServicer(self.open_inference, self.servicer)
         self._server: grpc.aio.Server | None = None
         self.rest: RestServer | None = None
-        self.bodies = BodyParser()  # REST request bodies: large ones parsed in a process of their own
+        # REST request bodies: read within a timeout, large ones parsed in a process of their own.
+        self.bodies = BodyParser(settings.http_body_timeout_s)
         self._owns_tracing = False
         self._repository_start: asyncio.Task | None = None
         self._health_tasks: set[asyncio.Task] = set()

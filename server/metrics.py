@@ -30,7 +30,11 @@ registry also carries prometheus_client's standard ``process_*`` (CPU, memory, o
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -40,9 +44,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from server.sockets import listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +127,16 @@ class Metrics:
         self.port: int | None = None
 
     def serve(self, host: str, port: int) -> int:
-        """Start the ``/metrics`` HTTP endpoint in a background thread; returns the bound port."""
-        address = "" if host in ("[::]", "0.0.0.0") else host
-        self._http_server, _thread = start_http_server(
-            port, addr=address or "0.0.0.0", registry=self.registry
-        )
-        self.port = self._http_server.server_port
-        log.info("metrics on http://%s:%d/metrics", address or "0.0.0.0", self.port)
+        """Start the ``/metrics`` HTTP endpoint in a background thread, on the socket every door binds
+        (:func:`server.sockets.listening_socket`: ``[::]`` is IPv4 and IPv6); returns the bound port.
+
+        NOTE: in a thread of its own, so that a scrape never waits for the event loop."""
+        sock = listening_socket(host, port)
+        server = _MetricsHTTPServer(sock, make_wsgi_app(self.registry))
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        self._http_server = server
+        self.port = sock.getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
         return self.port
 
     def close(self) -> None:
@@ -229,3 +238,24 @@ class _FinetuneJobsCollector:
         for state, count in sorted(self._counts().items()):
             family.add_metric([state], count)
         yield family
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the standard library's name
+        """Scrapes are not logged (one every few seconds per Prometheus)."""
+
+
+class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
+    """A WSGI server on a socket bound elsewhere (dual-stack on ``[::]``), one thread per scrape."""
+
+    daemon_threads = True
+
+    def __init__(self, sock: socket.socket, app) -> None:
+        self.address_family = sock.family
+        super().__init__(sock.getsockname()[:2], _QuietHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.server_address = sock.getsockname()[:2]
+        self.server_name, self.server_port = "imageserve", self.server_address[1]
+        self.setup_environ()
+        self.set_app(app)

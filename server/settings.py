@@ -120,6 +120,19 @@ class ServerSettings:
         default=None,
     )
     max_message_bytes: int = _doc("largest request and response message, in bytes", default=64 * MiB)
+    http_max_connections: int = _doc(
+        "REST connections open at once; more are closed as soon as they are accepted", default=1000
+    )
+    http_header_timeout_s: float = _doc(
+        "REST: from a request's first byte to its last header line; a slower connection is closed",
+        default=10.0,
+    )
+    http_keepalive_timeout_s: float = _doc(
+        "REST: an idle keep-alive connection is closed after this", default=15.0
+    )
+    http_body_timeout_s: float = _doc(
+        "REST: the longest a request's body may take to arrive (HTTP 408 beyond it)", default=60.0
+    )
 
     # --- request limits
     max_images_per_request: int = _doc(
@@ -215,6 +228,11 @@ class ServerSettings:
                 not self.rest_port or self.rest_port not in (self.port, self.metrics_port),
                 f"rest_port {self.rest_port} is already the gRPC port or metrics_port: give each its own port"
                 " (TF Serving's REST port 8501 is free with the default metrics_port 8510)",
+            ),
+            (self.http_max_connections >= 1, "http_max_connections must be >= 1"),
+            (
+                min(self.http_header_timeout_s, self.http_keepalive_timeout_s, self.http_body_timeout_s) > 0,
+                "http_header_timeout_s, http_keepalive_timeout_s and http_body_timeout_s must be > 0",
             ),
             (self.max_images_per_request >= 1, "max_images_per_request must be >= 1"),
             (self.max_image_pixels >= 1, "max_image_pixels must be >= 1"),

@@ -21,8 +21,10 @@ from server.auth import READ, TokenTable, bearer_token
 from server.errors import ServingError
 from server.logs import request_id
 from server.metrics import Metrics
+from server.rest.connections import GuardedSite, Limits, track_requests
 from server.rest.errors import code_of_http, error_response, internal_error_response, serving_error_response
 from server.settings import ServerSettings
+from server.sockets import listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,8 @@ class RestServer:
         model_names: Callable[[], list[str]],
     ) -> None:
         self.settings = settings
-        middlewares = [_observe(metrics, model_names)]
+        self.limits = Limits(settings.http_max_connections, settings.http_header_timeout_s)
+        middlewares = [track_requests(), _observe(metrics, model_names)]
         if tokens is not None:
             middlewares.append(_authenticate(tokens))
         # client_max_size: the gRPC max_message_bytes limit, for bodies (413 beyond it).
@@ -152,21 +155,22 @@ class RestServer:
 
     async def start(self) -> int:
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=self.settings.shutdown_grace_s
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.settings.shutdown_grace_s,
+            keepalive_timeout=self.settings.http_keepalive_timeout_s,
         )
         await self._runner.setup()
-        host = self.settings.host.strip("[]")
-        site = web.TCPSite(
-            self._runner, host, self.settings.rest_port, ssl_context=ssl_context(self.settings)
-        )
         try:
-            await site.start()
+            sock = listening_socket(self.settings.host, self.settings.rest_port)
         except OSError as exc:
             await self._runner.cleanup()
             raise OSError(
                 f"could not listen for REST on {self.settings.host}:{self.settings.rest_port}: {exc.strerror}"
             ) from None
-        self.port = self._runner.addresses[0][1]
+        await GuardedSite(self._runner, sock, self.limits, ssl_context(self.settings)).start()
+        self.port = sock.getsockname()[1]
         log.info("REST (Open Inference Protocol V2, TF Serving REST) on %s:%d", self.settings.host, self.port)
         return self.port
 

@@ -27,8 +27,10 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from server.api.tensors import MAX_DIMENSIONS
-from server.errors import InvalidRequest, QueueFull, Unavailable
+from server.errors import InvalidRequest, QueueFull, ServingError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,19 @@ MAX_WAITING = 4
 MAX_NESTING = MAX_DIMENSIONS
 
 T = TypeVar("T")
+
+
+class RequestTimeout(ServingError):
+    """The request's body did not arrive in time."""
+
+    code = "DEADLINE_EXCEEDED"
+    http_status = 408
+
+
+class UnsupportedEncoding(InvalidRequest):
+    """A compressed body: refused unread (a gzip body of 1 MiB can inflate to gigabytes)."""
+
+    http_status = 415
 
 
 def loads(body: bytes) -> Any:
@@ -81,11 +96,29 @@ def check_nesting(name: str, value: Any, limit: int = MAX_NESTING + 2) -> None:
 
 
 class BodyParser:
-    """Parses request bodies inline when small, in the parser process when large."""
+    """Reads request bodies (within ``body_timeout_s``; uncompressed only) and parses them inline
+    when small, in the parser process when large."""
 
-    def __init__(self) -> None:
+    def __init__(self, body_timeout_s: float = 60.0) -> None:
+        self.body_timeout_s = body_timeout_s
         self._pool: ProcessPoolExecutor | None = None
         self._waiting = 0
+
+    async def read(self, request: web.Request) -> bytes:
+        """The body, refused if compressed (415) or slower than ``body_timeout_s`` to arrive (408)."""
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise UnsupportedEncoding(
+                f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed "
+                "(for large tensors, the binary data extension)"
+            )
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g} s"
+            ) from None
 
     async def parse(self, function: Callable[..., T], body: bytes, *arguments: Any) -> T:
         if len(body) <= INLINE_BYTES:

@@ -35,7 +35,9 @@ _CODE_OF_HTTP = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
     413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
 }
 
 
@@ -44,7 +46,8 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def serving_error_response(exc: ServingError) -> web.Response:
-    return error_response(HTTP_STATUS.get(exc.code, 500), str(exc))
+    """The code's status, or the error's own ``http_status`` where HTTP has a closer one (408, 415)."""
+    return error_response(getattr(exc, "http_status", None) or HTTP_STATUS.get(exc.code, 500), str(exc))
 
 
 def internal_error_response(exc: BaseException, what: str) -> web.Response:

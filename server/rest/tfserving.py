@@ -107,9 +107,8 @@ class TFServingHandlers:
             )
         ref = self._ref(target)
         self.repository.resolve(ref)  # an unknown model is the more useful error, before input checks
-        parsed = await self.bodies.parse(
-            parse_predict, await request.read(), self.settings.max_images_per_request
-        )
+        body = await self.bodies.read(request)
+        parsed = await self.bodies.parse(parse_predict, body, self.settings.max_images_per_request)
         signature, inputs, rows = parsed.signature, parsed.inputs, parsed.rows
         result = await self.inference.predict(ref, signature, inputs)
         request[SERVED] = (result.name, result.version)

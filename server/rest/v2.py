@@ -55,15 +55,14 @@ class V2Handlers:
         return web.json_response({"name": info["model"], "ready": ready}, status=200 if ready else 400)
 
     async def repository_index(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        options = await self.bodies.parse(_index_options, body)
+        options = await self.bodies.parse(_index_options, await self.bodies.read(request))
         return web.json_response(self.dataplane.repository_index(ready_only=options))
 
     async def infer(self, request: web.Request) -> web.Response:
         info = request.match_info
         parsed = await self.bodies.parse(
             parse_infer_request,
-            await request.read(),
+            await self.bodies.read(request),
             request.headers.get(HEADER_LENGTH),
             self.dataplane.max_images_per_request,
         )
