@@ -42,6 +42,8 @@ MODEL_HEALTH_PREFIX = "model/"
 #: model is loaded (a liveness probe on "" would restart a replica whose model root is empty or slow
 #: to load, which cannot help). NOT_SERVING only once shutdown has begun.
 LIVENESS_SERVICE = "liveness"
+#: Longest the server waits for the model root's first listing before it listens.
+STARTUP_SCAN_S = 10.0
 
 
 def configure_tensorflow(settings: ServerSettings) -> None:
@@ -149,7 +151,15 @@ class ModelServer:
             await self.rest.start()
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.host, self.settings.metrics_port)
-        self.repository.register_pending()  # before listening: a model on disk is "loading", not "unknown"
+        # Before listening, a model on disk is "loading", not "unknown" (a stalled object store delays
+        # this by at most STARTUP_SCAN_S: the repository's polls keep listing it afterwards).
+        try:
+            scanned = await asyncio.wait_for(self.repository.scan(), STARTUP_SCAN_S)
+        except TimeoutError:
+            log.warning("the model root was not listed within %.0f s; listening anyway", STARTUP_SCAN_S)
+            scanned = None
+        if scanned is not None:
+            self.repository.register_pending(*scanned)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)

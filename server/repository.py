@@ -36,7 +36,7 @@ from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.memory import release_memory
 from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, SettingsError, reload_model_configs
-from storage.errors import StorageError, UnsupportedRoot
+from storage.errors import RootUnavailable, StorageError, UnsupportedRoot
 from storage.model_cache import RemoteVersion
 from storage.model_roots import open_model_root
 
@@ -124,6 +124,10 @@ class ModelRepository:
         self.root = settings.model_root
         self._model_executor = model_executor
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
+        # NOTE: listing the root (an object store: network calls that can stall for minutes) runs in a
+        # thread of its own: never on the event loop, never behind a load.
+        self._scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-root-scan")
+        self._root_unavailable: str | None = None  # why the root could not be listed at the last scan
         self._models: dict[str, dict[int, ServedVersion]] = {}
         try:  # a directory in place, or an object store through a local cache
             self._discovery = open_model_root(settings.model_root, settings.state_dir)
@@ -173,10 +177,16 @@ class ModelRepository:
             self._config_mtime = mtime
 
     async def reconcile(self) -> None:
-        """One pass of: scan, load what is desired and missing, then unload what is not desired."""
+        """One pass of: scan, load what is desired and missing, then unload what is not desired.
+
+        A root that cannot be listed (an object store down or stalled, a bucket gone) is a failed
+        poll: what is loaded keeps serving, and the next poll tries again."""
         async with self._reconciling:
             self._reload_config_if_changed()
-            plan = self.register_pending()
+            scanned = await self.scan()
+            if scanned is None:
+                return
+            plan = self.register_pending(*scanned)
             changed = False
             for name, (on_disk, fingerprints) in sorted(plan.items()):
                 changed |= await self._reconcile_model(name, on_disk, fingerprints)
@@ -188,17 +198,49 @@ class ModelRepository:
                 self._memory_to_release -= 1
                 await asyncio.get_running_loop().run_in_executor(self._loader, release_memory)
 
-    def register_pending(self) -> dict[str, tuple[dict[int, Path], dict[int, tuple]]]:
-        """Scan, and show every version about to be loaded as LOADING at once (so that a request for
-        a model further down the load order hears "loading, retry" rather than "unknown model").
+    async def scan(self) -> tuple[dict, dict] | None:
+        """The published versions by model and their fingerprints, listed in the scan thread; None
+        when the root cannot be listed now (logged once per outage, not per poll)."""
+        try:
+            on_disk, fingerprints = await asyncio.get_running_loop().run_in_executor(
+                self._scanner, self._scan_blocking
+            )
+        except RootUnavailable as exc:
+            if self._root_unavailable is None:
+                loaded = sum(len(versions) for versions in self._models.values())
+                log.warning(
+                    "%s; the %d versions loaded keep serving, and the root is listed again every %.1f s",
+                    exc,
+                    loaded,
+                    self.settings.poll_interval_s,
+                )
+            self._root_unavailable = str(exc)
+            return None
+        if self._root_unavailable is not None:
+            log.info("model root %s can be listed again", self.root)
+            self._root_unavailable = None
+        return on_disk, fingerprints
+
+    def _scan_blocking(self) -> tuple[dict, dict]:
+        on_disk = self._discovery.scan()
+        fingerprints = {
+            name: {v: self._discovery.fingerprint(p) for v, p in versions.items()}
+            for name, versions in on_disk.items()
+        }
+        return on_disk, fingerprints
+
+    def register_pending(
+        self, on_disk: dict[str, dict[int, Path]], all_fingerprints: dict[str, dict[int, tuple]]
+    ) -> dict[str, tuple[dict[int, Path], dict[int, tuple]]]:
+        """Show every version about to be loaded as LOADING at once (so that a request for a model
+        further down the load order hears "loading, retry" rather than "unknown model").
 
         Returns each model's versions on disk and their fingerprints, for :meth:`_reconcile_model`.
         """
-        on_disk = self._discovery.scan()
         plan = {}
         for name in set(on_disk) | set(self._models):
             versions_on_disk = on_disk.get(name, {})
-            fingerprints = {v: self._discovery.fingerprint(p) for v, p in versions_on_disk.items()}
+            fingerprints = all_fingerprints.get(name, {})
             versions = self._models.setdefault(name, {})
             for version in self._desired(name, versions_on_disk, fingerprints):
                 if version not in versions or versions[version].state is VersionState.FAILED:
@@ -384,6 +426,7 @@ class ModelRepository:
                     if served.state is VersionState.AVAILABLE:
                         await self._unload(served)
         self._loader.shutdown(wait=False, cancel_futures=True)
+        self._scanner.shutdown(wait=False, cancel_futures=True)
 
     # --- routing ---------------------------------------------------------------------------------
 

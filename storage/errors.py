@@ -15,6 +15,11 @@ class UnsupportedRoot(StorageError):
     """The root's URL scheme is unknown here, or its library is not installed (the message names it)."""
 
 
+class RootUnavailable(StorageError):
+    """The model root cannot be listed now (an object store down or stalled, a bucket or directory
+    gone): a reader keeps what it has and lists it again later."""
+
+
 class VersionExists(StorageError):
     """The version number is taken; versions are immutable."""
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from model_format.layout import MODEL_NAME_PATTERN, PUBLISHED_MARKER, parse_version
-from storage.errors import DownloadFailed
+from storage.errors import DownloadFailed, RootUnavailable
 from storage.object_store import open_root
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,12 @@ class RemoteModelRoot:
         """Published versions by model name and version (versions without their marker are ignored)."""
         try:
             listing = self._fs.find(self._base, detail=True)
-        except FileNotFoundError:
-            listing = {}
+        except Exception as exc:  # noqa: BLE001 - any library's failure to list: the root is unavailable now
+            # NOTE: a bucket that is gone (restarted in-memory store, wrong endpoint) raises here too; it
+            # must not read as an empty root, which would unload every version (issue 28).
+            raise RootUnavailable(f"model root {self.root} cannot be listed: {exc}") from None
         if not listing:
-            self._log_ignored_once(
-                f"root:{self.root}", "model root %s is empty or does not exist (yet)", self.root
-            )
+            self._log_ignored_once(f"root:{self.root}", "model root %s is empty (yet)", self.root)
         by_version: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
         for key, info in listing.items():
             parts = key[len(self._base) :].strip("/").split("/", 2)

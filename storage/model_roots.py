@@ -5,7 +5,8 @@ URL (:class:`storage.model_cache.RemoteModelRoot`, versions copied into a local 
 :func:`open_model_root` picks one. Both answer the same three questions:
 
 - ``scan()``: the complete versions, ``{name: {version: ref}}``; anything else is ignored with one
-  log line per path (not per poll);
+  log line per path (not per poll). A root that cannot be listed raises
+  :class:`storage.errors.RootUnavailable` (never an empty listing: that would unload everything);
 - ``fingerprint(ref)``: changes when a version is rewritten, so a failed version is retried then;
 - ``materialize(name, version, ref)``: the local directory to load.
 """
@@ -17,6 +18,7 @@ import os
 from pathlib import Path
 
 from model_format.layout import MODEL_NAME_PATTERN, parse_version
+from storage.errors import RootUnavailable
 from storage.model_cache import RemoteModelRoot
 from storage.roots import is_url
 
@@ -62,10 +64,11 @@ class LocalModelRoot:
     def scan(self) -> dict[str, dict[int, Path]]:
         """Complete SavedModel version directories on disk, by model name and version."""
         found: dict[str, dict[int, Path]] = {}
-        if not self.root.is_dir():
-            self._log_ignored_once(f"root:{self.root}", "model root %s does not exist (yet)", self.root)
-            return found
-        for model_dir in sorted(self.root.iterdir()):
+        try:
+            model_dirs = sorted(self.root.iterdir())
+        except OSError as exc:  # gone (a volume unmounted), or never made yet
+            raise RootUnavailable(f"model root {self.root} cannot be listed: {exc.strerror}") from None
+        for model_dir in model_dirs:
             if not model_dir.is_dir():
                 continue
             if model_dir.name.startswith("."):

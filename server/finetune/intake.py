@@ -112,10 +112,13 @@ class DatasetIntake:
         store.add_dataset(summary, DIRECTORY, source=data_dir)
         return summary
 
-    def uploaded(self, store: JobStore, dataset_id: str, min_per_class: int) -> Dataset:
-        """A stored upload, checked for training with ``min_per_class``."""
+    async def uploaded(self, store: JobStore, dataset_id: str, min_per_class: int) -> Dataset:
+        """A stored upload, checked for training with ``min_per_class``. (Whether another replica put
+        it in the bucket is asked in a thread: an object-store call never blocks the event loop.)"""
         dataset = store.get_dataset(dataset_id)
-        if dataset is None or not (self.index_path(dataset_id).is_file() or self._shared(dataset_id)):
+        if dataset is None or not (
+            self.index_path(dataset_id).is_file() or await asyncio.to_thread(self._shared, dataset_id)
+        ):
             raise NotFound(f"unknown dataset {dataset_id!r}; upload one with UploadDataset first")
         check_counts(dataset.images_per_class, min_per_class)
         return dataset

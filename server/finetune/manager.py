@@ -238,7 +238,7 @@ class FineTuneManager:
                 "use a model exported by python -m exporter"
             )
         if request.dataset_id:
-            dataset = self.intake.uploaded(store, request.dataset_id, hp.min_images_per_class)
+            dataset = await self.intake.uploaded(store, request.dataset_id, hp.min_images_per_class)
             kind = UPLOAD
         elif request.data_dir:
             dataset = await self.intake.from_directory(store, request.data_dir, hp.min_images_per_class)

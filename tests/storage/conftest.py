@@ -64,8 +64,8 @@ def small_v2(export_cache):
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """``http://127.0.0.1:<port>`` of a moto S3 server, with AWS_* pointing every client at it."""
+def moto():
+    """A moto S3 server process (port 0: it prints the one it bound) and its endpoint URL."""
     # Port 0: moto binds a free port and prints it ("Running on http://127.0.0.1:<port>").
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
@@ -94,14 +94,21 @@ def s3_endpoint():
 
     wait_for(answering, 60, 0.1, "moto's S3 server")
     assert process.poll() is None, "moto's S3 server exited at start"
+    yield SimpleNamespace(process=process, endpoint=endpoint)
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(moto):
+    """``http://127.0.0.1:<port>`` of the moto S3 server, with AWS_* pointing every client at it."""
+    endpoint = moto.endpoint
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ENDPOINT_URL", endpoint)
         env.setenv("AWS_ACCESS_KEY_ID", "testing")
         env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         env.setenv("AWS_DEFAULT_REGION", "us-east-1")
         yield endpoint
-    process.terminate()
-    process.wait(30)
 
 
 @pytest.fixture
