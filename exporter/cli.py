@@ -114,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for spec in specs:  # every user mistake is reported before TensorFlow loads (seconds)
             validate_spec(resolve_entry(spec), spec)
-    except UserError as exc:
+        if is_url(args.output):
+            from storage.object_store import check_writable_root
+
+            check_writable_root(args.output)  # a missing bucket, before building anything
+    except (UserError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
 

@@ -35,6 +35,25 @@ def open_root(url: str) -> tuple[Any, str]:
         raise UnsupportedRoot(f"model root {storage_problem(url) or f'{url}: {exc}'}") from None
 
 
+def check_writable_root(url: str) -> None:
+    """Raise StorageError, with what to do, unless ``url``'s bucket exists and can be listed.
+
+    Cheap (one listing), so that a publisher finds out before it builds anything: an export to a
+    bucket that did not exist failed after ~25 s of building and verifying (issue 28)."""
+    fs, base = open_root(url)
+    bucket = base.split("/", 1)[0]
+    scheme = url.split("://", 1)[0]
+    try:
+        fs.ls(bucket, detail=False)
+    except FileNotFoundError:
+        raise StorageError(
+            f"the bucket {scheme}://{bucket} does not exist: create it first (e.g. `aws s3 mb "
+            f"s3://{bucket}`, or your store's console; docs/object-storage.md#creating-the-bucket)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - credentials, endpoint, permissions: the library says which
+        raise StorageError(f"cannot list {scheme}://{bucket}: {exc}") from None
+
+
 def version_numbers(fs: Any, model_path: str, published_only: bool) -> list[int]:
     """Version numbers under ``<root>/<name>/``; all of them (a half-uploaded one is taken too) or
     only those with their completion marker."""

@@ -41,3 +41,18 @@ def test_the_exporter_refuses_an_unreadable_bucket_before_building_anything(caps
     assert (
         "error: --output nosuch://bucket/prefix: fsspec knows no nosuch:// storage" in capsys.readouterr().err
     )
+
+
+def test_the_exporter_refuses_a_missing_bucket_before_building_anything(s3_endpoint, capsys):
+    """The bucket does not exist: a user error in about a second, with what to do (it took ~25 s of
+    building and verifying before)."""
+    import time
+
+    from exporter.cli import main
+
+    started = time.monotonic()
+    assert main(["vgg16", "--weights", "random", "--output", "s3://no-such-bucket-here/models"]) == 2
+    assert time.monotonic() - started < 10
+    error = capsys.readouterr().err
+    assert "the bucket s3://no-such-bucket-here does not exist: create it first" in error
+    assert "aws s3 mb s3://no-such-bucket-here" in error
