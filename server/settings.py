@@ -196,6 +196,11 @@ class ServerSettings:
         default="",
         repr=False,  # the URL may hold a password
     )
+    finetune_max_attempts: int = _doc(
+        "with a shared finetune_store: runs of a job whose replica died (taken over by a survivor and run"
+        " again) before it FAILS",
+        default=3,
+    )
     finetune_lease_s: float = _doc(
         "with a shared finetune_store: a running job's lease, renewed every third of it; a replica"
         " silent this long has its job FAILED by another",
@@ -258,6 +263,7 @@ class ServerSettings:
                 "postgresql://user@host:port/database URL",
             ),
             (self.finetune_lease_s >= 1, "finetune_lease_s must be >= 1 (seconds)"),
+            (self.finetune_max_attempts >= 1, "finetune_max_attempts must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from model_format.layout import PUBLISHED_MARKER, parse_version
+from model_format.manifest import MANIFEST_FILE
 from storage.errors import StorageError, UnsupportedRoot, VersionExists
-from storage.local import existing_versions
+from storage.local import existing_versions, read_manifest
 from storage.roots import is_url, storage_problem
 
 
@@ -143,6 +144,14 @@ def existing_versions_at(root: Path | str, name: str) -> list[int]:
         fs, base = open_root(root)
         return version_numbers(fs, f"{base}/{name}", published_only=True)
     return existing_versions(Path(root) / name)
+
+
+def read_manifest_at(root: Path | str, name: str, version: int) -> dict:
+    """The manifest of a published version under a local or object-store root (OSError, ValueError)."""
+    if not is_url(root):
+        return read_manifest(Path(root) / name / str(version))
+    fs, base = open_root(root)
+    return json.loads(fs.cat_file(f"{base}/{name}/{version}/{MANIFEST_FILE}"))
 
 
 def withdraw(url: str, name: str, version: int) -> None:

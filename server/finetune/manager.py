@@ -14,8 +14,10 @@ Lifecycle of a job::
 - A job's record and every event are in the store before watchers are woken, so a watch can resume
   from any event id, also after a restart, and on any replica sharing the store.
 - Leases: every ``finetune_lease_s / 3`` the server renews the leases of the jobs it runs (a cancel
-  requested on another replica is seen there too), and FAILS the RUNNING jobs of others whose lease
-  has expired ("interrupted: replica X stopped"). With the embedded store the only server is this one.
+  requested on another replica is seen there too), and takes over the RUNNING jobs of others whose
+  lease has expired: QUEUED again to run here or on another survivor, up to ``finetune_max_attempts``
+  runs, then FAILED ("interrupted: replica X stopped ..."). With the embedded store the only server
+  is this one.
 - A job this server was running when it stopped or died is FAILED ("interrupted") when it next
   starts (with a shared store, a stopping replica puts its jobs back in the queue instead, and a dead
   one's are FAILED by another once the lease expires); QUEUED jobs stay queued and run. The
@@ -53,7 +55,7 @@ from server.finetune.journal import Journal
 from server.finetune.runner import JobRunner, end_orphan
 from server.finetune.store import JobStore, open_store
 from server.finetune.store_sqlite import DATABASE_FILE
-from server.finetune.worker_process import remove_stale_staging
+from server.finetune.worker_process import published_version, remove_stale_staging
 from server.repository import ModelRef, ModelRepository
 from server.settings import ServerSettings
 
@@ -100,6 +102,7 @@ class FineTuneManager:
         self._runners: dict[str, JobRunner] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._heartbeat: asyncio.Task | None = None
+        self._recovering: asyncio.Task | None = None  # the orphans found when the store is opened
         self._stopping = False
 
     @property
@@ -121,8 +124,9 @@ class FineTuneManager:
         """End running workers and wake every watcher. Their jobs FAIL as interrupted, or, with a
         shared store, go back to the queue for another replica."""
         self._stopping = True
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._recovering):
+            if task is not None:
+                task.cancel()
         for runner in list(self._runners.values()):
             runner.stop()
         tasks = list(self._tasks.values())
@@ -146,7 +150,9 @@ class FineTuneManager:
             self.journal.store = store
             log.info("fine-tuning job store: %s (this server is %r)", store.describe(), self.owner)
             self.intake.remove_unfinished_uploads(STALE_UPLOAD_AGE_S if store.shared else 0.0)
-            self._recover(including_own=True)
+            # NOTE: a task, not a call: whether an orphan had published is read from its model root,
+            # which may be an object store (never read on the event loop).
+            self._recovering = asyncio.get_running_loop().create_task(self._recover(including_own=True))
             if not store.shared:
                 for job in store.list_jobs([JobState.QUEUED], limit=10**9, oldest_first=True):
                     msg = "the server restarted; the job is queued again"
@@ -162,16 +168,28 @@ class FineTuneManager:
             return self._open()
         return self._store
 
-    def _recover(self, including_own: bool) -> None:
-        """End the RUNNING jobs whose runner is gone: this server's own from before a restart (at
-        start), and those whose lease expired; each is taken over first, so only one server ends it."""
-        store = self._store
+    async def _recover(self, including_own: bool) -> None:
+        """End or requeue the RUNNING jobs whose runner is gone: this server's own from before a
+        restart (at start), and those whose lease expired; each is taken over first, so only one
+        server ends it."""
+        store, settings = self._store, self.settings
         for job, owner in store.orphaned_jobs(self.owner, including_own):
             if job.job_id in self._runners or not store.take_over(
-                job.job_id, self.owner, owner, self.settings.finetune_lease_s
+                job.job_id, self.owner, owner, settings.finetune_lease_s
             ):
                 continue
-            end_orphan(job, owner, self.owner, self.journal, Path(self.settings.model_root))
+            published = await asyncio.to_thread(
+                published_version, settings.model_root, job.output_model, job.job_id
+            )
+            end_orphan(
+                job,
+                owner,
+                self.owner,
+                self.journal,
+                settings.model_root,
+                settings.finetune_max_attempts,
+                published,
+            )
 
     async def _beat(self) -> None:
         """Renew this server's leases, see cancels asked elsewhere, end orphans, claim queued jobs."""
@@ -180,7 +198,7 @@ class FineTuneManager:
             await asyncio.sleep(interval)
             try:
                 self._renew()
-                self._recover(including_own=False)
+                await self._recover(including_own=False)
                 self._schedule()
             except Exception:  # e.g. the database is unreachable for a moment: try again next beat
                 log.exception("fine-tuning heartbeat failed; retrying in %.1f s", interval)

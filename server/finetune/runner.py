@@ -10,9 +10,11 @@ How a job ends, by what happened to the worker:
   ("interrupted: the server stopped ..."); it died: FAILED with how;
 - another server took the job over (this one lost its lease): that server's outcome stands.
 
-A job whose runner is gone (its server died; :func:`end_orphan`) is SUCCEEDED if it had published,
-otherwise FAILED: "interrupted: the server stopped ..." on its own server's restart, "interrupted:
-replica X stopped" on another replica once the lease expired.
+A job whose runner is gone (its server died; :func:`end_orphan`) is SUCCEEDED if it had published
+(its manifests say so; publishing is atomic, so a version is there whole or not at all). Otherwise,
+on its own server's restart, FAILED: "interrupted: the server stopped ..."; on another replica once
+the lease expired, QUEUED again and run by a survivor ("replica X stopped ...; running the job again:
+attempt 2 of 3"), up to ``finetune_max_attempts`` runs, then FAILED.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from server.finetune.worker_process import WorkerProcess, describe_exit, publish
 from server.repository import ModelRepository
 from server.settings import ServerSettings
 from storage.datasets import remote_url
-from storage.roots import absolute
+from storage.roots import absolute, is_url
 
 log = logging.getLogger("server.finetune.manager")
 
@@ -191,7 +193,9 @@ class JobRunner:
             log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
         if self.lease_lost:
             return
-        version = published_version(model_dir, job.job_id)
+        version = await asyncio.to_thread(
+            published_version, self.settings.model_root, job.output_model, job.job_id
+        )
         if version is not None:  # killed between the atomic rename and its report: it did publish
             await self._succeeded(Succeeded(version))
         elif self.cancelled:
@@ -269,24 +273,48 @@ class JobRunner:
         )
 
 
-def end_orphan(job: Job, owner: str | None, me: str, journal: Journal, model_root: Path) -> None:
-    """End a RUNNING job whose runner is gone, after ``me`` took it over from ``owner``."""
+#: The words of the event that puts a job back in the queue after its replica died (counted as runs).
+RUN_AGAIN = "running the job again"
+
+
+def end_orphan(
+    job: Job,
+    owner: str | None,
+    me: str,
+    journal: Journal,
+    model_root: Path | str,
+    max_attempts: int,
+    published: int | None,
+) -> None:
+    """End or requeue a RUNNING job whose runner is gone, after ``me`` took it over from ``owner``;
+    ``published``: the version it published, if any (:func:`published_version`, read off the loop)."""
     store = journal.store
-    model_dir = model_root / job.output_model
-    pid = store.worker_pid(job.job_id)
     own = owner in (None, me)
-    if pid and own:  # a pid means something on this host only
-        for name in remove_staging_of(model_dir, pid):
+    pid = store.worker_pid(job.job_id)
+    if pid and own and not is_url(model_root):  # a pid means something on this host only
+        for name in remove_staging_of(Path(model_root) / job.output_model, pid):
             log.info("job %s: removed the unfinished version %s/%s", job.job_id, job.output_model, name)
-    version = published_version(model_dir, job.job_id)
-    if version is not None:  # it published just before its server died
+    version = published
+    if version is not None:  # it published just before its server died: never publish twice
         msg = f"published {job.output_model} v{version}"
         journal.finish(job.job_id, JobState.SUCCEEDED, msg, output_version=version)
     elif own:
         journal.finish(job.job_id, JobState.FAILED, SERVER_STOPPED)
     else:
-        reason = f"interrupted: replica {owner} stopped (its lease expired); nothing was published"
-        journal.finish(job.job_id, JobState.FAILED, reason)
+        runs = 1 + sum(RUN_AGAIN in event.message for event in store.events_after(job.job_id, 0, limit=10**6))
+        if runs < max_attempts:
+            store.requeue(
+                job.job_id,
+                me,
+                f"replica {owner} stopped (its lease expired) with nothing published; {RUN_AGAIN}: "
+                f"attempt {runs + 1} of {max_attempts}",
+            )
+        else:
+            reason = (
+                f"interrupted: replica {owner} stopped (its lease expired), on attempt {runs} of "
+                f"{max_attempts}; nothing was published"
+            )
+            journal.finish(job.job_id, JobState.FAILED, reason)
     log.info(
         "job %s was RUNNING when its server (%s) stopped: now %s",
         job.job_id,

@@ -27,7 +27,7 @@ import server
 from model_format.layout import STAGING_PREFIX
 from server.finetune.messages import WorkerMessage, decode
 from server.finetune.worker import PARENT_PID_ENV
-from storage.local import existing_versions, read_manifest
+from storage.object_store import existing_versions_at, read_manifest_at
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,12 @@ def _age_s(path: Path) -> float:
         return 0.0
 
 
-def published_version(model_dir: Path, job_id: str) -> int | None:
-    """The version of ``model_dir`` that job ``job_id`` published, if any (from the manifests)."""
-    for version in reversed(existing_versions(model_dir)):
+def published_version(model_root: Path | str, name: str, job_id: str) -> int | None:
+    """The version of ``name`` that job ``job_id`` published, if any (from the manifests), under a
+    local or object-store root. Blocking (an object store is read): call it off the event loop."""
+    for version in reversed(existing_versions_at(model_root, name)):
         try:
-            source = read_manifest(model_dir / str(version)).get("source", {})
+            source = read_manifest_at(model_root, name, version).get("source", {})
         except (OSError, ValueError):
             continue
         if source.get("kind") == "finetune" and source.get("job_id") == job_id:

@@ -214,3 +214,48 @@ def test_a_stopping_runner_requeues_its_job_for_another_server(open_store):
     (event,) = other.events_after(kept, 0)
     assert (event.state, event.message) == (JobState.QUEUED, "replica-a stopped; the job is queued again")
     assert other.claim_next("replica-b", 30.0).job_id == kept
+
+
+def test_a_job_whose_replica_died_runs_again_up_to_the_limit_and_publishes_once(open_store, tmp_path):
+    """end_orphan on a survivor: queued again while attempts remain, then FAILED; a job that had
+    published before its replica died is SUCCEEDED with that version (never published twice)."""
+    import asyncio
+
+    from server.finetune.journal import Journal
+    from server.finetune.runner import end_orphan
+
+    async def main() -> None:
+        journal = Journal()
+        journal.store = open_store()
+        (job_id,) = add_jobs(journal.store, 1)
+        for attempt in (1, 2, 3):
+            dead = f"replica-{attempt}"
+            assert journal.store.claim_next(dead, 0.05).job_id == job_id
+            time.sleep(0.1)  # its lease expires
+            ((job, owner),) = journal.store.orphaned_jobs("survivor", including_own=False)
+            assert owner == dead and journal.store.take_over(job_id, "survivor", dead, 30.0)
+            end_orphan(job, owner, "survivor", journal, tmp_path, 3, published=None)
+            state = journal.store.get_job(job_id).state
+            assert state == (JobState.QUEUED if attempt < 3 else JobState.FAILED), attempt
+        messages = [event.message for event in journal.store.events_after(job_id, 0)]
+        assert [m for m in messages if "running the job again" in m] == [
+            "replica replica-1 stopped (its lease expired) with nothing published; running the job again: "
+            "attempt 2 of 3",
+            "replica replica-2 stopped (its lease expired) with nothing published; running the job again: "
+            "attempt 3 of 3",
+        ]
+        assert journal.store.get_job(job_id).error == (
+            "interrupted: replica replica-3 stopped (its lease expired), on attempt 3 of 3; "
+            "nothing was published"
+        )
+        # A job that published just before its replica died: SUCCEEDED with that version.
+        (other_id,) = add_jobs(journal.store, 1)
+        journal.store.claim_next("replica-x", 0.05)
+        time.sleep(0.1)
+        ((job, owner),) = journal.store.orphaned_jobs("survivor", including_own=False)
+        journal.store.take_over(other_id, "survivor", owner, 30.0)
+        end_orphan(job, owner, "survivor", journal, tmp_path, 3, published=7)
+        finished = journal.store.get_job(other_id)
+        assert (finished.state, finished.output_version) == (JobState.SUCCEEDED, 7)
+
+    asyncio.run(main())
