@@ -15,11 +15,11 @@ from exporter.errors import UserError
 from exporter.labels import default_labels_for, load_label_set
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
+from graphs import onnx_twin
 from graphs.progress import Progress
 from graphs.publish import save_and_publish
 from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
 from model_format.labels import format_labels, parse_labels
-from model_format.layout import TWIN_FILE
 from model_format.manifest import MANIFEST_FORMAT
 from storage.roots import join
 
@@ -103,7 +103,7 @@ def export_model(
         }
         extra_files = {}
         if spec.onnx:
-            extra_files = add_onnx_twin(module, size, manifest, progress)
+            extra_files = onnx_twin.attach_twin(module, size, manifest, progress)
         published = save_and_publish(
             module,
             signatures,
@@ -120,31 +120,6 @@ def export_model(
         network=network,
         loaded=published.loaded,
     )
-
-
-def add_onnx_twin(
-    module: ServingModule, size: int, manifest: dict[str, Any], progress: Progress
-) -> dict[str, bytes]:
-    """Convert and check the network's ONNX twin; record it (or why there is none) in the manifest.
-
-    A network tf2onnx cannot convert is still exported: the server serves it with TensorFlow.
-    """
-    from graphs import onnx_twin
-
-    with progress.step("converting the network to ONNX and checking it against TensorFlow"):
-        try:
-            model, record, _session = onnx_twin.make_twin(module, size)
-        except onnx_twin.TwinUnusable as exc:
-            manifest["onnx"] = {"error": str(exc)}
-            progress.note(f"note: no ONNX twin ({exc}); the server will use TensorFlow for this version")
-            return {}
-    check = record["check"]
-    figures = ", ".join(f"{key} {value:.1e}" for key, value in check.items() if isinstance(value, float))
-    progress.note(f"  ONNX twin: {len(model) / 1e6:.1f} MB, opset {record['opset']}, {figures}")
-    if "left_out" in record:
-        progress.note(f"  note: the twin computes features only; {record['left_out']}")
-    manifest["onnx"] = record
-    return {TWIN_FILE: model}
 
 
 def _tf_version() -> str:

@@ -316,3 +316,26 @@ def read_cached_record(directory: Path) -> dict[str, Any] | None:
         return json.loads((directory / TWIN_RECORD_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def attach_twin(module: Any, size: int, manifest: dict[str, Any], progress: Any) -> dict[str, bytes]:
+    """Convert and check the network's ONNX twin; record it (or why there is none) in the manifest.
+
+    Returns the twin's file for the version (``extra_files`` of :func:`graphs.publish.save_and_publish`).
+    A network tf2onnx cannot convert is still published: the server serves it with TensorFlow. The
+    exporter and fine-tuning both call this, so that a version's twin is published with it.
+    """
+    with progress.step("converting the network to ONNX and checking it against TensorFlow"):
+        try:
+            model, record, _session = make_twin(module, size)
+        except TwinUnusable as exc:
+            manifest["onnx"] = {"error": str(exc)}
+            progress.note(f"note: no ONNX twin ({exc}); the server will use TensorFlow for this version")
+            return {}
+    check = record["check"]
+    figures = ", ".join(f"{key} {value:.1e}" for key, value in check.items() if isinstance(value, float))
+    progress.note(f"  ONNX twin: {len(model) / 1e6:.1f} MB, opset {record['opset']}, {figures}")
+    if "left_out" in record:
+        progress.note(f"  note: the twin computes features only; {record['left_out']}")
+    manifest["onnx"] = record
+    return {TWIN_FILE: model}

@@ -196,6 +196,11 @@ class ServerSettings:
         default="",
         repr=False,  # the URL may hold a password
     )
+    finetune_min_margin_over_chance: float = _doc(
+        "a job without min_val_accuracy publishes only if its validation accuracy beats chance (always"
+        " answering the commonest class) by this much",
+        default=0.05,
+    )
     finetune_max_attempts: int = _doc(
         "with a shared finetune_store: runs of a job whose replica died (taken over by a survivor and run"
         " again) before it FAILS",
@@ -264,6 +269,10 @@ class ServerSettings:
             ),
             (self.finetune_lease_s >= 1, "finetune_lease_s must be >= 1 (seconds)"),
             (self.finetune_max_attempts >= 1, "finetune_max_attempts must be >= 1"),
+            (
+                0 <= self.finetune_min_margin_over_chance < 1,
+                "finetune_min_margin_over_chance must be in [0, 1)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from graphs import onnx_twin
 from graphs.progress import Progress
 from graphs.publish import save_and_publish
 from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
@@ -37,9 +38,11 @@ def publish_finetuned(
     source: dict[str, Any],
     training: dict[str, Any],
     extra_files: dict[str, bytes],
+    twin: bool = False,
 ) -> tuple[Path | str, int]:
     """Publish the next version of ``model_dir`` (a directory or an object store URL); returns its path
-    (or URL) and version number."""
+    (or URL) and version number. ``twin``: convert and check the version's ONNX twin and publish it
+    with the version (servers on ``runtime = auto`` then serve it without converting it at load)."""
     import tensorflow as tf
 
     embed = base.embed
@@ -72,6 +75,8 @@ def publish_finetuned(
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         quiet = Progress("finetune", stream=None)
+        if twin:
+            extra_files = {**extra_files, **onnx_twin.attach_twin(module, base.input_size, manifest, quiet)}
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 published = save_and_publish(

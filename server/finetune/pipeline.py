@@ -62,6 +62,29 @@ class JobSpec:
     max_image_pixels: int
     data_root: str | None = None
     onnx_cache: str | None = None  # the server's ONNX twin cache (server/runtime.py), for the base's features
+    #: Without min_val_accuracy, the gate: validation accuracy above chance by at least this much.
+    min_margin_over_chance: float = 0.05
+    #: Publish the version's ONNX twin with it (the output model's runtime is not ``tensorflow``).
+    publish_twin: bool = False
+
+
+def check_above_chance(metrics: FineTuneMetrics, margin: float) -> None:
+    """The default gate: a head no better than always answering the commonest validation class
+    (two balanced classes: 0.5) is useless, and is not published. ``min_val_accuracy`` replaces it."""
+    supports = {c.label: c.support for c in metrics.per_class}
+    total = sum(supports.values())
+    if not total:
+        return
+    majority = max(supports, key=supports.get)
+    chance = supports[majority] / total
+    if metrics.val_accuracy < chance + margin - 1e-9:
+        raise JobFailed(
+            f"validation accuracy {metrics.val_accuracy:.4f} is not above chance ({chance:.4f}: always "
+            f"answering {majority!r}) by {margin:g} (finetune_min_margin_over_chance); nothing was "
+            "published: the head learned nothing useful. Check the labels, add images or train longer; "
+            "or set min_val_accuracy to choose the gate yourself",
+            metrics,
+        )
 
 
 @dataclass
@@ -274,6 +297,8 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             "(epochs, early_stopping_patience) or lower the gate",
             metrics,
         )
+    if hp.min_val_accuracy is None:
+        check_above_chance(metrics, spec.min_margin_over_chance)
 
     report.event(
         JobPhase.EXPORTING, f"writing a new version of {spec.output_model} with its metrics and plots"
@@ -305,6 +330,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             source,
             context,
             extra_files,
+            twin=spec.publish_twin,
         )
     except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
         log.error("job %s: publishing failed: %s", spec.job_id, exc)

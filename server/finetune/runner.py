@@ -110,6 +110,8 @@ class JobRunner:
             onnx_cache=str(
                 (Path(self.settings.state_dir) / "onnx").resolve()
             ),  # server/runtime.py cache_dir_for
+            min_margin_over_chance=self.settings.finetune_min_margin_over_chance,
+            publish_twin=self.settings.runtime_for(job.output_model) != "tensorflow",
         )
         return spec.__dict__
 

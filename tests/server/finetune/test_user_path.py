@@ -48,7 +48,9 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory):
-    running = InProcessServer(test_settings(models, state_dir=tmp_path_factory.mktemp("user-state"))).start()
+    # The user's runtime, auto (test servers otherwise run TensorFlow): the twins are part of the path.
+    settings = test_settings(models, state_dir=tmp_path_factory.mktemp("user-state"), runtime="auto")
+    running = InProcessServer(settings).start()
     yield running
     running.stop()
 
@@ -90,6 +92,11 @@ def test_fine_tuning_it_publishes_a_served_version_of_the_digits(fine_tuned, mod
         "assets/labels.txt",
         224,
     )
+    # Published with its checked ONNX twin: every replica serves it at once, without converting it.
+    assert (version / "network.onnx").is_file() and manifest["onnx"]["outputs"] == [
+        "probabilities",
+        "features",
+    ]
 
 
 def test_the_new_version_classifies_held_out_digits(fine_tuned, server, digits_dir):
