@@ -294,6 +294,12 @@ class Dataset:
         """The class labels, sorted (the order of the fine-tuned model's class ids)."""
         return sorted(self.images_per_class)
 
+    @classmethod
+    def by_id(cls, dataset_id: str) -> Dataset:
+        """A dataset already on the server, by its id (as an earlier upload or job printed it), to
+        pass to :meth:`~client.ModelClient.fine_tune` without uploading the images again."""
+        return cls(dataset_id, name="", num_images=0, images_per_class={}, imbalance_ratio=1.0)
+
 
 class JobState(str, enum.Enum):
     """Where a fine-tuning job is: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from api_types.results import (
     HYPERPARAMETER_DEFAULTS,
+    Dataset,
     Hyperparameters,
     JobEvent,
     JobPhase,
@@ -88,6 +89,11 @@ def add_commands(
     )
     tune.add_argument(
         "--data-dir", metavar="PATH", help="instead of DIR: a directory under the server's data root"
+    )
+    tune.add_argument(
+        "--dataset",
+        metavar="ID",
+        help="instead of DIR: a dataset already uploaded (its id, as an earlier fine-tune printed it)",
     )
     tune.add_argument(
         "--output", required=True, metavar="MODEL", help="model to publish a new version of, e.g. flowers"
@@ -254,14 +260,15 @@ def _wait_and_report(client: ModelClient, job_id: str, args: argparse.Namespace,
 
 
 def _fine_tune(client: ModelClient, args: argparse.Namespace, out: TextIO) -> int:
-    if (args.directory is None) == (args.data_dir is None):
+    if sum(source is not None for source in (args.directory, args.data_dir, args.dataset)) != 1:
         raise ValueError(
-            "give a local directory DIR to upload, or --data-dir PATH on the server (one of them)"
+            "give a local directory DIR to upload, --data-dir PATH on the server, or --dataset ID of an "
+            "upload (one of them)"
         )
     if args.directory is not None:
         print(f"uploading {args.directory} ...", file=sys.stderr, flush=True)
     job = client.fine_tune(
-        args.directory,
+        Dataset.by_id(args.dataset) if args.dataset is not None else args.directory,
         data_dir=args.data_dir,
         output_model=args.output,
         base_model=args.base,
@@ -273,7 +280,8 @@ def _fine_tune(client: ModelClient, args: argparse.Namespace, out: TextIO) -> in
     dataset = job.status.dataset
     print(
         f"job {job.job_id} {job.state.name}: {dataset.num_images} images of "
-        f"{len(dataset.images_per_class)} classes -> {args.output}",
+        f"{len(dataset.images_per_class)} classes (dataset {dataset.dataset_id}; --dataset "
+        f"{dataset.dataset_id} trains on it again without an upload) -> {args.output}",
         file=sys.stderr,
         flush=True,
     )

@@ -14,7 +14,8 @@ from tests.conftest import CLASSIFIER, FEATURES
 
 
 @pytest.mark.slow  # the default models in a plain server
-def test_a_plain_server_serves_a_short_load_and_reports_each_models_runtime(model_root):
+def test_a_plain_server_serves_a_short_load_and_reports_each_models_runtime(real_model_root):
+    model_root = real_model_root  # `python -m server`: real networks
     from bench.common import real_jpegs
 
     server = Server(model_root, "--runtime", "onnxruntime", timeout=300)

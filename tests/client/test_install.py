@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,9 @@ print(json.dumps({
     "version": result.version,
     "labels": [p.label for p in result[0]],
     "client_file": client.__file__,
-    "imported": sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "server", "exporter")),
+    "imported": sorted(
+        m for m in sys.modules if m.split(".")[0] in ("tensorflow", "server", "exporter", "storage", "graphs")
+    ),
 }))
 """
 
@@ -67,6 +70,14 @@ def run(args: list, cwd: Path, timeout: float = 120) -> str:
     return done.stdout
 
 
+def project_packages() -> list[str]:
+    """The top-level packages pyproject.toml ships (``[tool.setuptools.packages.find] include``)."""
+    found = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]
+    return [pattern.rstrip("*") for pattern in found["include"]]
+
+
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory) -> Path:
     """A fresh venv with ``pip install <this project>`` and no extra."""
@@ -77,7 +88,7 @@ def client_venv(tmp_path_factory) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO_ROOT / name, source / name)
-    for package in ("protos", "client", "server", "exporter"):
+    for package in project_packages():
         shutil.copytree(REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     venv = root / "venv"
     run([sys.executable, "-m", "venv", venv], cwd=root)
