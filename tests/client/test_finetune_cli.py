@@ -68,7 +68,11 @@ def test_fine_tune_uploads_a_directory_and_prints_the_final_job(cli_job, tuner, 
     # Not a terminal: no progress bar, one line per stage of the job on stderr.
     job_id = job["job_id"]
     assert result.stderr.startswith("uploading ")
-    assert f"job {job_id} QUEUED: 60 images of 10 classes -> digits_cli" in result.stderr
+    dataset_id = job["dataset"]["dataset_id"]
+    assert (
+        f"job {job_id} QUEUED: 60 images of 10 classes (dataset {dataset_id}; --dataset {dataset_id} "
+        "trains on it again without an upload) -> digits_cli" in result.stderr
+    )
     stages = ["QUEUED: queued", "RUNNING: training worker started", "VALIDATING: ", "EXTRACTING_FEATURES: "]
     stages += ["TRAINING: ", "EXPORTING: ", "SUCCEEDED: digits_cli v1 now served"]
     for stage in stages:
@@ -163,7 +167,7 @@ def test_a_failed_job_exits_4_with_the_reason(gated, tuning_server):
             EXIT_USAGE,
             "/nonexistent/dir is not a directory",
         ),
-        (["fine-tune", "--output", "x"], EXIT_USAGE, "give a local directory DIR to upload, or --data-dir"),
+        (["fine-tune", "--output", "x"], EXIT_USAGE, "give a local directory DIR to upload, --data-dir PATH"),
         (
             ["fine-tune", "--data-dir", "nowhere", "--output", "x"],
             EXIT_SERVER_ERROR,
@@ -176,3 +180,19 @@ def test_errors_and_exit_codes(tuning_server, args, code, fragment):
     result = run_cli(*args, "--address", tuning_server.address)
     assert result.returncode == code, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_dataset_already_uploaded_is_trained_on_again_without_an_upload(cli_job, tuning_server):
+    """A retry after a failed job: --dataset ID, the id the first fine-tune printed."""
+    _result, first = cli_job
+    dataset_id = first["dataset"]["dataset_id"]
+    result = run_cli(
+        "fine-tune", "--dataset", dataset_id, "--output", "digits_again", "--epochs", "1000",
+        "--patience", "1000", "--no-wait", "--json", "--address", tuning_server.address,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "uploading" not in result.stderr
+    job = json.loads(result.stdout)
+    assert job["dataset"]["dataset_id"] == dataset_id and job["dataset"]["num_images"] == 60
+    cancelled = run_cli("cancel", job["job_id"], "--address", tuning_server.address)
+    assert cancelled.returncode == 0, cancelled.stderr

@@ -56,7 +56,7 @@ def test_an_upload_is_copied_to_the_bucket_and_back_byte_identical(bucket_url, t
 
     # Another replica (its own state_dir) finds the dataset and copies it before training.
     there = DatasetIntake(test_settings(bucket_url, state_dir=tmp_path / "b"))
-    assert there.uploaded(store, dataset_id, min_per_class=2).dataset_id == dataset_id
+    assert asyncio.run(there.uploaded(store, dataset_id, min_per_class=2)).dataset_id == dataset_id
     assert there.ensure_local(dataset_id) is True
     assert files_under(there.datasets_dir / dataset_id) == files_under(local)
     assert there.ensure_local(dataset_id) is False  # already here: no second download
@@ -66,7 +66,7 @@ def test_an_upload_is_copied_to_the_bucket_and_back_byte_identical(bucket_url, t
     fs.rm_file(f"{remote}/{PUBLISHED_MARKER}")
     late = DatasetIntake(test_settings(bucket_url, state_dir=tmp_path / "c"))
     with pytest.raises(NotFound, match="unknown dataset"):
-        late.uploaded(store, dataset_id, min_per_class=2)
+        asyncio.run(late.uploaded(store, dataset_id, min_per_class=2))
     with pytest.raises(FileNotFoundError):
         late.ensure_local(dataset_id)
     assert list(late.datasets_dir.iterdir()) == []
