@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -238,9 +239,31 @@ async def serve(settings: ServerSettings) -> None:
     await server.stop()
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft limit of open files to the hard one (often 1,024 of 1,048,576): connections,
+    model files and worker pipes share it, and REST's own limit (``http_max_connections``) must stay
+    below it with room for the rest. Returns the limit now in force."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        return soft
+    except (ValueError, OSError):  # a platform that refuses: keep what there is
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def run(settings: ServerSettings) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code (``python -m server`` calls this)."""
     configure_logging(settings.log_level, settings.log_format)
+    open_files = raise_open_files_limit()
+    if settings.rest_port is not None and settings.http_max_connections > open_files // 2:
+        log.warning(
+            "http_max_connections %d is more than half of this process's open-file limit (%d): REST "
+            "connections could starve gRPC and the models of file descriptors",
+            settings.http_max_connections,
+            open_files,
+        )
     try:
         asyncio.run(serve(settings))
     except SettingsError as exc:  # e.g. an unreadable certificate or a malformed token file
