@@ -13,6 +13,7 @@ import pytest
 from storage.errors import PublishFailed, VersionExists
 from storage.local import existing_versions
 from storage.publish import staging
+from tests.servers import wait_for
 
 FILES = [
     "saved_model.pb",
@@ -98,6 +99,7 @@ def test_a_reader_polling_the_root_never_sees_half_a_version(tmp_path):
     try:
         publish(model_dir, delay_s=0.05)
         publish(model_dir, delay_s=0.05)
+        wait_for(lambda: seen_complete == {"1", "2"}, 10, what="the watcher to see both versions")
     finally:
         stop.set()
         watcher.join()
