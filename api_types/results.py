@@ -119,6 +119,9 @@ class VersionState(str, enum.Enum):
     UNLOADING = "UNLOADING"
     #: Could not be loaded; see :attr:`VersionStatus.error`.
     FAILED = "FAILED"
+    #: Served but not in memory (unloaded to stay within the server's memory budget, or not loaded
+    #: yet); a call loads it. :attr:`VersionStatus.error` says why.
+    UNLOADED = "UNLOADED"
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,8 @@ class VersionStatus:
     #: None while LOADING or when it FAILED before its manifest was read.
     metadata: ModelMetadata | None
     stats: ServingStats
+    #: Memory the version holds (bytes), measured at load; while UNLOADED, what it held last (0: unknown).
+    resident_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ def _version_status(message: pb.ModelVersionStatus) -> VersionStatus:
         error=message.error,
         metadata=_metadata(message.metadata) if message.HasField("metadata") else None,
         stats=ServingStats(stats.requests, stats.images, stats.batches, stats.max_batch_size),
+        resident_bytes=message.resident_bytes,
     )
 
 

@@ -85,6 +85,7 @@ class ModelServer:
         )
         self.metrics.track_finetune_jobs(self.finetune.counts_by_state)
         self.metrics.track_load(self.repository.load)
+        self.metrics.track_memory(self.repository.memory)
         self.tfserving_prediction = tfserving.PredictionServicer(
             self.repository, self.inference, self.servicer
         )

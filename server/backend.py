@@ -90,3 +90,47 @@ class ModelBackend(Protocol):
 
 #: ``loader(name, version, directory, options) -> backend``; raises :class:`LoadError` with a reason.
 BackendLoader = Callable[[str, int, Path, "RuntimeOptions"], ModelBackend]
+
+
+class Unloaded:
+    """What the server keeps of a version it unloaded to stay within its memory budget: its metadata,
+    signatures and runtime, without the network (so that status, metadata and request checks answer
+    without loading it). ``run`` is never called: a request loads the version first."""
+
+    def __init__(self, model: ModelBackend) -> None:
+        self.name, self.version = model.name, model.version
+        self.metadata = model.metadata
+        self.runtime, self.runtime_detail = model.runtime, model.runtime_detail
+        self.signature_defs = model.signature_defs
+        self.resident_bytes = model.resident_bytes
+        self._kinds = {kind: model.has(kind) for kind in KINDS}
+        self._signatures = {name: model.kind_of(name) for name in model.signature_names}
+        self._runtimes = {kind: model.runtime_of(kind) for kind, present in self._kinds.items() if present}
+
+    @property
+    def signature_names(self) -> tuple[str, ...]:
+        return self.metadata.signature_names
+
+    def has(self, kind: str) -> bool:
+        return self._kinds.get(kind, False)
+
+    def kind_of(self, signature: str) -> str | None:
+        if signature == sig.DEFAULT:
+            return "classify" if self.has("classify") else "features"
+        return self._signatures.get(signature)
+
+    def runtime_of(self, kind: str) -> str:
+        return self._runtimes.get(kind, self.runtime)
+
+    def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
+        raise RuntimeError(
+            f"{self.name} v{self.version} is unloaded; the repository loads it before a request"
+        )
+
+    def call_signature(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise RuntimeError(
+            f"{self.name} v{self.version} is unloaded; the repository loads it before a request"
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -97,7 +97,7 @@ class InferenceService:
         k = top_k or DEFAULT_TOP_K
         self.repository.resolve(ref)  # an unknown model is the more useful error, before image checks
         prepared = await self._prepare_images(images)
-        async with self.repository.lease(ref, "classify") as served:
+        async with self.repository.lease(ref, "classify", deadline) as served:
             metadata = served.model.metadata
             probabilities = await served.batchers["classify"].submit(prepared, deadline)
             k = min(k, probabilities.shape[1])
@@ -110,7 +110,7 @@ class InferenceService:
     ) -> FeaturesResult:
         self.repository.resolve(ref)
         prepared = await self._prepare_images(images)
-        async with self.repository.lease(ref, "features") as served:
+        async with self.repository.lease(ref, "features", deadline) as served:
             features = await served.batchers["features"].submit(prepared, deadline)
             return FeaturesResult(served.name, served.version, np.asarray(features, dtype=np.float32))
 
@@ -148,7 +148,7 @@ class InferenceService:
                 )
             prepared = await self._prepare_images([bytes(item) for item in value])
         output_name = sig.PROBABILITIES_OUTPUT if kind == "classify" else sig.FEATURES_OUTPUT
-        async with self.repository.lease(ref, kind) as served:
+        async with self.repository.lease(ref, kind, deadline) as served:
             if takes_pixels:
                 loop = asyncio.get_running_loop()
                 try:

@@ -14,6 +14,8 @@ name                                        type       labels
 ``model_loads_total``                       counter    model, result (``loaded`` / ``failed``)
 ``model_load_duration_seconds``             histogram  model: load + warm-up
 ``model_unloads_total``                     counter    model
+``model_evictions_total``                   counter    model: unloaded to stay within memory_budget
+``model_resident_bytes``                    gauge      model, version: memory a loaded version holds
 ``model_unload_duration_seconds``           histogram  model: includes waiting for in-flight requests
 ``served_versions``                         gauge      model: versions AVAILABLE now
 ``finetune_jobs``                           gauge      state: jobs in the store by state
@@ -113,6 +115,12 @@ class Metrics:
             registry=r,
         )
         self.unloads = Counter("imageserve_model_unloads", "Model version unloads", ["model"], registry=r)
+        self.evictions = Counter(
+            "imageserve_model_evictions",
+            "Versions unloaded to stay within memory_budget (they stay served; a request loads them)",
+            ["model"],
+            registry=r,
+        )
         self.unload_duration = Histogram(
             "imageserve_model_unload_duration_seconds",
             "Unload time of a model version, including its in-flight requests",
@@ -173,6 +181,8 @@ class Metrics:
         elif event == "unload":
             self.unloads.labels(model).inc()
             self.unload_duration.labels(model).observe(seconds)
+        elif event == "evict":
+            self.evictions.labels(model).inc()
 
     def set_served_versions(self, counts: dict[str, int]) -> None:
         for model, count in counts.items():
@@ -189,6 +199,11 @@ class Metrics:
         (:meth:`server.repository.ModelRepository.load`).
         """
         self.registry.register(_LoadCollector(load))
+
+    def track_memory(self, memory: Callable[[], list[tuple[str, int, int]]]) -> None:
+        """Report ``model_resident_bytes`` from ``memory()``: (model, version, bytes) of each version in
+        memory (:meth:`server.repository.ModelRepository.memory`)."""
+        self.registry.register(_MemoryCollector(memory))
 
 
 class _LoadCollector:
@@ -221,6 +236,27 @@ class _LoadCollector:
             requests.add_metric([model, str(version)], inflight)
         yield pending
         yield requests
+
+
+class _MemoryCollector:
+    def __init__(self, memory: Callable[[], list[tuple[str, int, int]]]) -> None:
+        self._memory = memory
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "imageserve_model_resident_bytes",
+            "Memory a loaded version holds, measured at its load (RSS growth)",
+            labels=["model", "version"],
+        )
+
+    def describe(self):
+        yield self._family()
+
+    def collect(self):
+        family = self._family()
+        for model, version, size in sorted(self._memory()):
+            family.add_metric([model, str(version)], size)
+        yield family
 
 
 class _FinetuneJobsCollector:

@@ -15,6 +15,10 @@ Every ``poll_interval_s`` the repository compares what is on disk with what is l
    (UNLOADING) and are released once their in-flight requests have finished.
 
 Requests ``lease`` a version for their duration, which is what lets an unload wait for them.
+
+With a ``memory_budget``, loading a version that would not fit first unloads the least recently
+used idle versions (:mod:`server.memory_budget`); they stay served, UNLOADED, and a request for one
+loads it again within the request's deadline (never one with requests in flight).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.backend import KINDS, BackendLoader, LoadError, ModelBackend, VersionMetadata
+from server import memory_budget
+from server.backend import KINDS, BackendLoader, LoadError, ModelBackend, Unloaded, VersionMetadata
 from server.batching import Batcher, BatchStats
 from server.discovery import check_model_name, select_versions
-from server.errors import FailedPrecondition, NotFound, Unavailable
+from server.errors import FailedPrecondition, NotFound, QueueFull, Unavailable
 from server.memory import release_memory
 from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, SettingsError, reload_model_configs
@@ -43,6 +48,10 @@ from storage.model_roots import open_model_root
 log = logging.getLogger(__name__)
 
 UNLOAD_WAIT_S = 60.0
+#: Longest a request without a deadline waits for its UNLOADED version to load.
+RELOAD_WAIT_S = 120.0
+#: Requests waiting for UNLOADED versions to load, at most (more get RESOURCE_EXHAUSTED, to retry).
+MAX_WAITING_FOR_LOADS = 256
 
 
 class VersionState(enum.Enum):
@@ -50,6 +59,7 @@ class VersionState(enum.Enum):
     AVAILABLE = "AVAILABLE"
     UNLOADING = "UNLOADING"
     FAILED = "FAILED"
+    UNLOADED = "UNLOADED"  # served, not in memory (memory_budget): a request loads it
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,12 @@ class ServedVersion:
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     load_started: bool = False
+    #: Memory the version holds (measured at load; kept while UNLOADED, for the next estimate).
+    resident_bytes: int = 0
+    #: time.monotonic() of the last request that leased it (least recently used goes first).
+    last_used: float = 0.0
+    #: A load a request asked for (UNLOADED -> AVAILABLE); every waiting request awaits this one.
+    reload: asyncio.Task | None = None
 
     @property
     def metadata(self) -> VersionMetadata | None:
@@ -141,6 +157,7 @@ class ModelRepository:
         self._config_mtime: int | None = None
         self._poll_task: asyncio.Task | None = None
         self._reconciling = asyncio.Lock()
+        self._waiting_for_loads = 0
         self.initial_load_done = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -294,6 +311,9 @@ class ModelRepository:
                 changed = True
             elif served.state is VersionState.LOADING and not served.load_started and version not in desired:
                 del versions[version]  # planned, then no longer wanted (e.g. a newer one failed meanwhile)
+            elif served.state is VersionState.UNLOADED and version not in desired and served.reload is None:
+                del versions[version]  # unloaded for memory, then deleted or no longer selected
+                changed = True
         if not versions:
             del self._models[name]
         return changed
@@ -303,6 +323,7 @@ class ModelRepository:
         if served is None or served.state is not VersionState.LOADING or served.load_started:
             served = ServedVersion(name, version, path, fingerprint)
             self._models[name][version] = served
+        await self._fit(self._estimate(served), keep=served)
         served.load_started = True
         self._on_change()
         started = time.monotonic()
@@ -327,11 +348,123 @@ class ModelRepository:
             self._lifecycle("load_failed", name, version, time.monotonic() - started)
             return
         served.model = model
+        served.resident_bytes = max(model.resident_bytes, 0)
         served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
         served.idle.set()
+        served.error = ""
         served.state = VersionState.AVAILABLE
+        served.last_used = time.monotonic()
         self._lifecycle("load", name, version, time.monotonic() - started)
-        log.info("%s v%d is AVAILABLE (%.1f s)", name, version, time.monotonic() - started)
+        log.info(
+            "%s v%d is AVAILABLE (%.1f s, %.0f MiB)",
+            name,
+            version,
+            time.monotonic() - started,
+            served.resident_bytes / 2**20,
+        )
+        await self._fit(0, keep=served)  # measured now: unload others if it took more than estimated
+
+    # --- memory budget --------------------------------------------------------------------------
+
+    def _in_memory(self) -> list[ServedVersion]:
+        states = (VersionState.AVAILABLE, VersionState.UNLOADING, VersionState.LOADING)
+        return [sv for versions in self._models.values() for sv in versions.values() if sv.state in states]
+
+    def _estimate(self, served: ServedVersion) -> int:
+        """Bytes a version will hold: what it held when last loaded, else twice its files."""
+        if served.resident_bytes:
+            return served.resident_bytes
+        if isinstance(served.path, Path):
+            return int(memory_budget.size_on_disk(served.path) * memory_budget.SIZE_ON_DISK_FACTOR)
+        return sum(size for _path, size, _etag in served.path.files) * 2  # a bucket's version
+
+    async def _fit(self, needed: int, keep: ServedVersion) -> bool:
+        """Unload least recently used idle versions until ``keep`` (being loaded: ``needed`` more
+        bytes; loaded: what it measured) fits the budget; False if it cannot (the rest is busy)."""
+        budget = self.settings.memory_budget
+        if budget is None:
+            return True
+        in_memory = self._in_memory()
+        evictable = [sv for sv in in_memory if sv is not keep and sv.state is VersionState.AVAILABLE]
+        fixed = sum(sv.resident_bytes for sv in in_memory if sv is not keep and sv not in evictable)
+        fixed += keep.resident_bytes if keep.state is VersionState.AVAILABLE else 0
+        chosen = memory_budget.victims(evictable, budget - fixed, needed, keep=self._needed_by_others)
+        if chosen is None and needed > budget and not fixed:
+            # Larger than the whole budget: served alone, once every other version is idle.
+            chosen = (
+                evictable
+                if all(not sv.inflight and not self._needed_by_others(sv) for sv in evictable)
+                else None
+            )
+        if chosen is None:
+            return False
+        for victim in chosen:
+            await self._evict(victim)
+        return True
+
+    def _needed_by_others(self, served: ServedVersion) -> bool:
+        """Whether a loaded version relies on ``served`` (a base that a resident head runs on)."""
+        return False
+
+    async def _evict(self, served: ServedVersion) -> None:
+        """Unload an idle version to make room; it stays served, UNLOADED, until a request loads it."""
+        started = time.monotonic()
+        budget = self.settings.memory_budget or 0
+        for batcher in served.batchers.values():
+            await batcher.close()
+        served.batchers = {}
+        model, served.model = served.model, None
+        if model is not None:
+            served.model = Unloaded(model)
+            model.close()
+        served.state = VersionState.UNLOADED
+        served.load_started = False
+        served.error = (
+            f"unloaded to stay within memory_budget ({budget / 2**20:.0f} MiB; least recently used, "
+            f"{served.resident_bytes / 2**20:.0f} MiB); a request loads it again"
+        )
+        self._memory_to_release = 2
+        self._lifecycle("evict", served.name, served.version, time.monotonic() - started)
+        log.info("%s v%d UNLOADED: %s", served.name, served.version, served.error)
+        self._on_change()
+
+    async def _ensure_loaded(self, served: ServedVersion, deadline: float | None) -> None:
+        """Load an UNLOADED version for a request, within its deadline (one load for all waiters)."""
+        if self._waiting_for_loads >= MAX_WAITING_FOR_LOADS:
+            raise QueueFull(
+                f"{self._waiting_for_loads} requests are waiting for unloaded versions to load; "
+                "retry with backoff"
+            )
+        if served.reload is None or served.reload.done():
+            served.reload = asyncio.get_running_loop().create_task(self._reload(served))
+        wait = RELOAD_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
+        self._waiting_for_loads += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(served.reload), wait)
+        except TimeoutError:
+            raise Unavailable(
+                f"{served.name} v{served.version} is loading (it was unloaded to fit memory_budget) and was "
+                f"not ready within the request's deadline; retry in a few seconds"
+            ) from None
+        finally:
+            self._waiting_for_loads -= 1
+        if served.state is not VersionState.AVAILABLE:
+            raise Unavailable(f"{served.name} v{served.version}: {served.error}; retry in a few seconds")
+
+    async def _reload(self, served: ServedVersion) -> None:
+        async with self._reconciling:
+            if served.state is not VersionState.UNLOADED:
+                return
+            if not await self._fit(self._estimate(served), keep=served):
+                used = memory_budget.in_use(self._in_memory())
+                served.error = (
+                    f"does not fit memory_budget now ({used / 2**20:.0f} of "
+                    f"{(self.settings.memory_budget or 0) / 2**20:.0f} MiB held by versions with requests "
+                    "in flight)"
+                )
+                return
+            served.state, served.load_started = VersionState.LOADING, False
+            await self._load(served.name, served.version, served.path, served.fingerprint)
 
     def _fetch_and_load(self, served: ServedVersion) -> ModelBackend:
         """In the loader thread: the version's local copy (itself for a local root), then its load."""
@@ -439,7 +572,9 @@ class ModelRepository:
         return sorted(self._models)
 
     def default_version(self, name: str) -> int:
-        available = [v for v, sv in self._models.get(name, {}).items() if sv.state is VersionState.AVAILABLE]
+        """The newest version that answers (UNLOADED ones answer too: a request loads them)."""
+        answering = (VersionState.AVAILABLE, VersionState.UNLOADED)
+        available = [v for v, sv in self._models.get(name, {}).items() if sv.state in answering]
         return max(available) if available else 0
 
     def available_counts(self) -> dict[str, int]:
@@ -467,6 +602,15 @@ class ModelRepository:
                 rows.append((name, version, queued, running, served.inflight))
         return rows
 
+    def memory(self) -> list[tuple[str, int, int]]:
+        """(model, version, bytes) of each version in memory (read from the metrics thread, as load())."""
+        return [
+            (name, version, served.resident_bytes)
+            for name, versions in list(self._models.items())
+            for version, served in list(versions.items())
+            if served.state is VersionState.AVAILABLE
+        ]
+
     def any_available(self) -> bool:
         return any(self.default_version(name) for name in self._models)
 
@@ -492,7 +636,9 @@ class ModelRepository:
                 reasons = "; ".join(f"v{v}: {sv.error}" for v, sv in sorted(versions.items()) if sv.error)
                 raise Unavailable(f"model {ref.name!r} has no available version ({reasons or 'none loaded'})")
         served = versions.get(version)
-        available = sorted(v for v, sv in versions.items() if sv.state is VersionState.AVAILABLE)
+        available = sorted(
+            v for v, sv in versions.items() if sv.state in (VersionState.AVAILABLE, VersionState.UNLOADED)
+        )
         listing = ", ".join(map(str, available)) or "none"
         if served is None:
             via = f" (label {ref.label!r})" if ref.label is not None else ""
@@ -514,9 +660,19 @@ class ModelRepository:
         return served
 
     @asynccontextmanager
-    async def lease(self, ref: ModelRef, kind: str) -> AsyncIterator[ServedVersion]:
-        """Hold a version for the duration of a request; its unload waits until the lease ends."""
+    async def lease(
+        self, ref: ModelRef, kind: str, deadline: float | None = None
+    ) -> AsyncIterator[ServedVersion]:
+        """Hold a version for the duration of a request; its unload waits until the lease ends. An
+        UNLOADED version is loaded first, within ``deadline`` (a time.monotonic() value)."""
         served = self.resolve(ref)
+        served.last_used = time.monotonic()
+        if served.state is VersionState.UNLOADED:
+            if not served.model.has(kind):
+                raise FailedPrecondition(
+                    f"model {served.name!r} v{served.version} has no {KINDS[kind][0]!r} signature"
+                )
+            await self._ensure_loaded(served, deadline)
         if kind not in served.batchers:
             raise FailedPrecondition(
                 f"model {served.name!r} v{served.version} has no {KINDS[kind][0]!r} signature"

@@ -163,6 +163,11 @@ class ServerSettings:
         "images waiting per model version before new requests get RESOURCE_EXHAUSTED", default=512
     )
     model_threads: int = _doc("threads running model calls (concurrent batches)", default=2)
+    memory_budget: int | None = _doc(
+        "bytes the loaded versions may hold (unset: no limit); beyond it the least recently used idle ones"
+        " are unloaded and load again on their next request (docs/server.md#memory-budget)",
+        default=None,
+    )
     tf_intra_op_threads: int = _doc("TensorFlow threads inside one op; 0 lets TensorFlow choose", default=0)
     tf_inter_op_threads: int = _doc(
         "TensorFlow threads running independent ops; 0 lets TensorFlow choose", default=0
@@ -251,6 +256,7 @@ class ServerSettings:
             (self.batch_timeout_ms >= 0, "batch_timeout_ms must be >= 0"),
             (self.max_queued_images >= self.max_batch_size, "max_queued_images must be >= max_batch_size"),
             (self.model_threads >= 1, "model_threads must be >= 1"),
+            (self.memory_budget is None or self.memory_budget > 0, "memory_budget must be > 0 bytes"),
             (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}"),
             (self.onnx_threads >= 0, "onnx_threads must be >= 0"),
             (self.version_policy in ("latest", "all"), "the default version_policy must be latest or all"),

@@ -9,7 +9,8 @@ fingerprints, version policies and hot reload run on it::
     <root>/<name>/<version>/saved_model.pb      empty: the listing only checks that it exists
                             manifest.json       the real keys (input size, classes, feature width, ...)
                             assets/labels.txt   one label per class
-                            fake.json           optional behaviour: load_delay_s, load_error, run_delay_s
+                            fake.json           optional behaviour: load_delay_s, load_error, run_delay_s,
+                                                resident_bytes
 
 Answers are a deterministic function of each image's decoded pixels (PIL, resized to the input size):
 the same image gets the same row in any batch and any position, different images get different rows,
@@ -149,7 +150,10 @@ class FakeBackend:
         self._project = rng.standard_normal((GRID * GRID * 3, width)).astype(np.float32)
         self._classes = rng.standard_normal((width, max(num_classes, 1))).astype(np.float32)
         self.runtime, self.runtime_detail = RUNTIME, "the tests' NumPy fake"
-        self.resident_bytes = int(self._project.nbytes + self._classes.nbytes)
+        # What the version "holds": its weights, or what fake.json says (the memory budget's tests).
+        self.resident_bytes = int(
+            behaviour.get("resident_bytes", self._project.nbytes + self._classes.nbytes)
+        )
         self.run_delay_s = float(behaviour.get("run_delay_s", 0.0))
         self.gate: threading.Event | None = None
         self.fail_next: Exception | None = None

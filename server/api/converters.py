@@ -61,6 +61,7 @@ def _version_status(served: ServedVersion, include_labels: bool) -> pb.ModelVers
         version=served.version,
         state=pb.ModelVersionStatus.State.Value(served.state.value),
         error=served.error,
+        resident_bytes=served.resident_bytes,
     )
     if served.model is not None:
         status.runtime = served.model.runtime
