@@ -17,6 +17,9 @@ Keys (``KEYS``; the exporter writes no other, a test checks):
 ``onnx``            the ONNX twin's record (file, sha256, opset, tool versions, check figures) or its error
 ``exporter_version``, ``tensorflow_version``, ``created_at``: provenance
 ``training``        a fine-tuned version's job, dataset, hyperparameters and figures (fine-tuning only)
+``head``            a fine-tuned version's head on its own: ``head.npz``, its layers and check (or its
+                    error); with ``source.base_hash``, a server holding the base serves the version as
+                    the base's features plus this head (fine-tuning only)
 ==================  =====================================================================================
 """
 
@@ -43,5 +46,6 @@ KEYS = frozenset(
         "tensorflow_version",
         "created_at",
         "training",
+        "head",
     }
 )

@@ -55,7 +55,8 @@ def _describe_source(manifest: dict[str, Any]) -> str:
     return kind
 
 
-def _read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
+def read_metadata(path: Path, signature_names: list[str]) -> VersionMetadata:
+    """A version's metadata from its manifest and labels file (no TensorFlow)."""
     manifest_path = path / MANIFEST_FILE
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -110,6 +111,17 @@ def _warm_up_inputs() -> tuple[bytes, np.ndarray]:
     return image, np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))[None]
 
 
+def read_signature_defs(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """The SignatureDef protos of ``names``, parsed from ``saved_model.pb`` (no graph is loaded)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((Path(path) / "saved_model.pb").read_bytes())
+    if not saved.meta_graphs:
+        return {}
+    graph = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), saved.meta_graphs[0])
+    return {name: graph.signature_def[name] for name in names if name in graph.signature_def}
+
+
 class LoadedModel:
     """A SavedModel version in memory. Use :meth:`load`; then :meth:`run` from any thread."""
 
@@ -162,11 +174,11 @@ class LoadedModel:
             raise LoadError(
                 f"no {sig.CLASSIFY!r} or {sig.FEATURES!r} signature (not written by the exporter?)"
             )
-        metadata = _read_metadata(path, list(saved_model.signatures))
+        metadata = read_metadata(path, list(saved_model.signatures))
         model = cls(name, version, path, saved_model, metadata)
         del saved_model  # the model holds it, and drops it if the twin runs every kind
         # Kept for TF Serving's GetModelMetadata, which must answer even if the directory is deleted later.
-        model.signature_defs = cls._read_signature_defs(path, metadata.signature_names)
+        model.signature_defs = read_signature_defs(path, metadata.signature_names)
         loaded = time.monotonic()
         model.warm_up()
         warm = time.monotonic()
@@ -282,14 +294,6 @@ class LoadedModel:
         except tf.errors.InvalidArgumentError as exc:
             raise ValueError(tf_error_reason(exc)) from None
         return {name: tensor.numpy() for name, tensor in outputs.items()}
-
-    @staticmethod
-    def _read_signature_defs(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
-        graph = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), saved.meta_graphs[0])
-        return {name: graph.signature_def[name] for name in names if name in graph.signature_def}
 
     def warm_up(self) -> None:
         """One request through each TensorFlow signature (at load, before the runtime is chosen), so the

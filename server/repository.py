@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,15 +34,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server import memory_budget
+from server import heads, memory_budget
 from server.backend import KINDS, BackendLoader, LoadError, ModelBackend, Unloaded, VersionMetadata
 from server.batching import Batcher, BatchStats
 from server.discovery import check_model_name, select_versions
 from server.errors import FailedPrecondition, NotFound, QueueFull, Unavailable
+from server.heads import HeadBackend, HeadBatcher
 from server.memory import release_memory
 from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
 from server.settings import ServerSettings, SettingsError, reload_model_configs
 from storage.errors import RootUnavailable, StorageError, UnsupportedRoot
+from storage.local import content_key
 from storage.model_cache import RemoteVersion
 from storage.model_roots import open_model_root
 
@@ -92,6 +95,10 @@ class ServedVersion:
     last_used: float = 0.0
     #: A load a request asked for (UNLOADED -> AVAILABLE); every waiting request awaits this one.
     reload: asyncio.Task | None = None
+    #: The base version a fine-tuned version runs on as a head (server/heads.py); None: loaded whole.
+    base: ServedVersion | None = None
+    #: Hash of the version's network (storage.local.content_key), once a head asked for it.
+    content_key: str | None = None
 
     @property
     def metadata(self) -> VersionMetadata | None:
@@ -329,9 +336,7 @@ class ModelRepository:
         started = time.monotonic()
         log.info("loading %s v%d from %s", name, version, path)
         try:
-            model = await asyncio.get_running_loop().run_in_executor(
-                self._loader, self._fetch_and_load, served
-            )
+            model = await self._load_model(served)
         except LoadError as exc:
             served.state, served.error = VersionState.FAILED, str(exc)
             log.error(
@@ -349,7 +354,11 @@ class ModelRepository:
             return
         served.model = model
         served.resident_bytes = max(model.resident_bytes, 0)
-        served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
+        if served.base is not None:  # a head: its requests join the base's features batches
+            features = served.base.batchers["features"]
+            served.batchers = {kind: HeadBatcher(features, model, kind) for kind in KINDS}
+        else:
+            served.batchers = {kind: self._make_batcher(served, kind) for kind in KINDS if model.has(kind)}
         served.idle.set()
         served.error = ""
         served.state = VersionState.AVAILABLE
@@ -404,7 +413,15 @@ class ModelRepository:
 
     def _needed_by_others(self, served: ServedVersion) -> bool:
         """Whether a loaded version relies on ``served`` (a base that a resident head runs on)."""
-        return False
+        return bool(self._heads_of(served))
+
+    def _heads_of(self, base: ServedVersion) -> list[ServedVersion]:
+        return [
+            sv
+            for versions in self._models.values()
+            for sv in versions.values()
+            if sv.base is base and sv.state in (VersionState.AVAILABLE, VersionState.LOADING)
+        ]
 
     async def _evict(self, served: ServedVersion) -> None:
         """Unload an idle version to make room; it stays served, UNLOADED, until a request loads it."""
@@ -419,6 +436,7 @@ class ModelRepository:
             model.close()
         served.state = VersionState.UNLOADED
         served.load_started = False
+        served.base = None
         served.error = (
             f"unloaded to stay within memory_budget ({budget / 2**20:.0f} MiB; least recently used, "
             f"{served.resident_bytes / 2**20:.0f} MiB); a request loads it again"
@@ -466,15 +484,50 @@ class ModelRepository:
             served.state, served.load_started = VersionState.LOADING, False
             await self._load(served.name, served.version, served.path, served.fingerprint)
 
-    def _fetch_and_load(self, served: ServedVersion) -> ModelBackend:
-        """In the loader thread: the version's local copy (itself for a local root), then its load."""
+    async def _load_model(self, served: ServedVersion) -> ModelBackend:
+        """The version's local copy (itself for a local root), then its load: as a head on a base
+        this server holds when its manifest allows (server/heads.py), else whole. Loader thread."""
+        loop = asyncio.get_running_loop()
+        served.path = await loop.run_in_executor(self._loader, self._materialize, served)
+        plan = await loop.run_in_executor(self._loader, heads.plan_of, served.path)
+        base = await self._base_for(plan) if plan is not None else None
+        served.base = base
+        if base is not None:
+            load = functools.partial(
+                HeadBackend.load, served.name, served.version, served.path, base.model, plan
+            )
+            return await loop.run_in_executor(self._loader, load)
+        options = self._runtime_options(served.name)
+        load = functools.partial(self._load_backend, served.name, served.version, served.path, options)
+        return await loop.run_in_executor(self._loader, load)
+
+    def _materialize(self, served: ServedVersion) -> Path:
         try:
-            served.path = self._discovery.materialize(served.name, served.version, served.path)
+            return self._discovery.materialize(served.name, served.version, served.path)
         except StorageError as exc:
             raise LoadError(str(exc)) from None
-        return self._load_backend(
-            served.name, served.version, served.path, self._runtime_options(served.name)
-        )
+
+    async def _base_for(self, plan: heads.HeadPlan) -> ServedVersion | None:
+        """The served version a head runs on: its manifest's base, held here with the same network
+        (loaded first if it was UNLOADED); None to load the head's version whole."""
+        base = self._models.get(plan.base_model, {}).get(plan.base_version)
+        if base is None or base.state not in (VersionState.AVAILABLE, VersionState.UNLOADED):
+            return None
+        if base.content_key is None:
+            base.content_key = await asyncio.get_running_loop().run_in_executor(
+                self._loader, content_key, Path(base.path)
+            )
+        if base.content_key != plan.base_hash:
+            log.info(
+                "%s v%d is not the network its heads were trained on: they load whole",
+                base.name,
+                base.version,
+            )
+            return None
+        if base.state is VersionState.UNLOADED:  # NOTE: the caller holds the reconcile lock
+            base.state, base.load_started = VersionState.LOADING, False
+            await self._load(base.name, base.version, base.path, base.fingerprint)
+        return base if base.state is VersionState.AVAILABLE and "features" in base.batchers else None
 
     def _runtime_options(self, name: str) -> RuntimeOptions:
         settings = self.settings
@@ -518,6 +571,8 @@ class ModelRepository:
         return batcher
 
     async def _unload(self, served: ServedVersion) -> None:
+        for head in self._heads_of(served):  # they load whole on their next request (their base is going)
+            await self._evict(head)
         started = time.monotonic()
         served.state = VersionState.UNLOADING
         self._on_change()

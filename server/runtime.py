@@ -18,7 +18,6 @@ the reason is logged once and shown in the version's status.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 from graphs import onnx_twin
 from model_format import signatures as sig
+from storage.local import content_key
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,6 @@ class Choice:
     session: Any = None  # the ONNX Runtime session when runtime is onnxruntime
     lone_session: Any = None  # the same twin on every core, for a batch running alone (lone_batch_session)
     outputs: frozenset[str] = frozenset()  # what the twin computes (a features-only twin: features)
-
-
-def content_key(path: Path) -> str:
-    """A key that changes whenever the SavedModel's graph or weights change."""
-    digest = hashlib.sha256()
-    for relative in ("saved_model.pb", "variables/variables.index"):
-        try:
-            digest.update((path / relative).read_bytes())
-        except OSError:
-            digest.update(relative.encode())
-    return digest.hexdigest()[:32]
 
 
 def cache_dir_for(state_dir: Path) -> Path:

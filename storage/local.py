@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -44,6 +45,18 @@ def choose_version(model_dir: Path, requested: int | None) -> int:
 def read_manifest(version_dir: Path) -> dict[str, Any]:
     """The manifest of a version directory (raises OSError / ValueError as :func:`json.loads` does)."""
     return json.loads((Path(version_dir) / MANIFEST_FILE).read_text())
+
+
+def content_key(path: Path) -> str:
+    """A key of a version's network that changes whenever its graph or weights change: the hash of its
+    ``saved_model.pb`` and ``variables/variables.index`` (which holds every tensor's checksum)."""
+    digest = hashlib.sha256()
+    for relative in ("saved_model.pb", "variables/variables.index"):
+        try:
+            digest.update((Path(path) / relative).read_bytes())
+        except OSError:
+            digest.update(relative.encode())
+    return digest.hexdigest()[:32]
 
 
 def copy_version(source: Path, root: Path, name: str, version: int) -> Path:

@@ -7,6 +7,7 @@ A fake version is a directory laid out like an exported one, so that the real mo
 fingerprints, version policies and hot reload run on it::
 
     <root>/<name>/<version>/saved_model.pb      empty: the listing only checks that it exists
+                            variables/variables.index   the seed: the network's hash tells fakes apart
                             manifest.json       the real keys (input size, classes, feature width, ...)
                             assets/labels.txt   one label per class
                             fake.json           optional behaviour: load_delay_s, load_error, run_delay_s,
@@ -78,6 +79,11 @@ def write_fake_version(
     staging = Path(root) / name / f".staging-fake-{version}"
     (staging / "assets").mkdir(parents=True)
     (staging / "saved_model.pb").write_bytes(b"")
+    # What storage.local.content_key hashes: the weights' "checksums" (two seeds, two networks).
+    (staging / "variables").mkdir()
+    (staging / "variables" / "variables.index").write_text(
+        f"fake weights, seed {seed}, {feature_dim} features"
+    )
     names = signature_names(classify=num_classes > 0)
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -100,6 +106,74 @@ def write_fake_version(
     (staging / BEHAVIOUR_FILE).write_text(json.dumps(behaviour))
     staging.rename(target)
     return target
+
+
+def write_fake_head(
+    root: Path,
+    name: str,
+    version: int,
+    base: Path,
+    *,
+    num_classes: int = 3,
+    hidden: int = 8,
+    seed: int = 0,
+    **behaviour: Any,
+) -> Path:
+    """A fine-tuned version of the fake base at ``base`` (a version directory): its manifest names the
+    base and its network's hash, and it holds ``head.npz`` (Normalization -> Dense(relu) ->
+    Dense(softmax)), as fine-tuning writes them. Loaded whole (no such base held), it is a plain fake."""
+    from graphs import head as graph_head
+    from storage.local import content_key
+
+    base_manifest = json.loads((Path(base) / MANIFEST_FILE).read_text())
+    width = int(base_manifest["feature_dim"])
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "1.mean": rng.standard_normal(width).astype(np.float32) * 0.1,
+        "1.variance": (rng.random(width).astype(np.float32) + 0.5),
+        "2.kernel": rng.standard_normal((width, hidden)).astype(np.float32),
+        "2.bias": np.zeros(hidden, np.float32),
+        "4.kernel": rng.standard_normal((hidden, num_classes)).astype(np.float32),
+        "4.bias": np.zeros(num_classes, np.float32),
+    }
+    layers = [
+        {"type": "normalization", "index": 1},
+        {"type": "dense", "index": 2, "activation": "relu"},
+        {"type": "dense", "index": 4, "activation": "softmax"},
+    ]
+    import shutil
+    import tempfile
+
+    from storage.local import copy_version
+
+    scratch = Path(tempfile.mkdtemp(prefix="fake-head-"))
+    target = write_fake_version(
+        scratch,
+        name,
+        version,
+        num_classes=num_classes,
+        feature_dim=width,
+        input_size=int(base_manifest["input_size"]),
+        labels=[f"{name}_{i}" for i in range(num_classes)],
+        seed=seed,
+        **behaviour,
+    )
+    data = graph_head.to_bytes(arrays)
+    (target / graph_head.HEAD_FILE).write_bytes(data)
+    manifest = json.loads((target / MANIFEST_FILE).read_text())
+    manifest["source"] = {
+        "kind": "finetune",
+        "seed": seed,
+        "base_model": base.parent.name,
+        "base_version": int(base.name),
+        "base_hash": content_key(base),
+        "job_id": f"fake-{name}",
+    }
+    manifest["head"] = {"file": graph_head.HEAD_FILE, "sha256": graph_head.sha256_of(data), "layers": layers}
+    (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    published = copy_version(target, root, name, version)  # whole, or not at all: a server may be polling
+    shutil.rmtree(scratch, ignore_errors=True)
+    return published
 
 
 def decode(image: bytes, size: int) -> np.ndarray:

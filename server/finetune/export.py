@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from graphs import head as graph_head
 from graphs import onnx_twin
+from graphs.onnx_twin import PROBABILITY_TOLERANCE
 from graphs.progress import Progress
 from graphs.publish import save_and_publish
 from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
@@ -27,6 +31,38 @@ from server.finetune.trainer import FrozenBase
 from storage.errors import VersionExists
 
 PUBLISH_ATTEMPTS = 3
+#: Feature rows the head's NumPy form is checked on when the job passes none (random, seeded).
+HEAD_CHECK_ROWS = 16
+
+
+def head_files(
+    head: Any, manifest: dict[str, Any], feature_dim: int, check_features: np.ndarray | None
+) -> dict[str, bytes]:
+    """``head.npz`` and the manifest's ``head`` record, if the head can be written as NumPy and
+    answers as Keras does (within the promise, PROBABILITY_TOLERANCE); else nothing (served whole)."""
+    try:
+        layers, arrays = graph_head.extract(head)
+    except graph_head.HeadUnsupported as exc:
+        manifest["head"] = {"error": str(exc)}
+        return {}
+    features = check_features
+    if features is None or not len(features):
+        features = np.random.default_rng(0).standard_normal((HEAD_CHECK_ROWS, feature_dim)).astype(np.float32)
+    features = np.asarray(features[:256], np.float32)
+    expected = np.asarray(head(features, training=False))
+    difference = float(np.abs(graph_head.apply(layers, arrays, features) - expected).max())
+    if not difference <= PROBABILITY_TOLERANCE:
+        manifest["head"] = {"error": f"the NumPy head differs from Keras by {difference:.2e}"}
+        return {}
+    data = graph_head.to_bytes(arrays)
+    manifest["head"] = {
+        "file": graph_head.HEAD_FILE,
+        "sha256": graph_head.sha256_of(data),
+        "layers": layers,
+        "feature_dim": feature_dim,
+        "check": {"rows": len(features), "max_probability_difference": difference},
+    }
+    return {graph_head.HEAD_FILE: data}
 
 
 def publish_finetuned(
@@ -39,6 +75,7 @@ def publish_finetuned(
     training: dict[str, Any],
     extra_files: dict[str, bytes],
     twin: bool = False,
+    check_features: np.ndarray | None = None,
 ) -> tuple[Path | str, int]:
     """Publish the next version of ``model_dir`` (a directory or an object store URL); returns its path
     (or URL) and version number. ``twin``: convert and check the version's ONNX twin and publish it
@@ -75,6 +112,7 @@ def publish_finetuned(
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         quiet = Progress("finetune", stream=None)
+        extra_files = {**extra_files, **head_files(head, manifest, feature_dim, check_features)}
         if twin:
             extra_files = {**extra_files, **onnx_twin.attach_twin(module, base.input_size, manifest, quiet)}
         for attempt in range(PUBLISH_ATTEMPTS):

@@ -29,6 +29,7 @@ from server.finetune.jobs import EpochMetrics, FineTuneMetrics, JobPhase
 from server.finetune.messages import Progress, Succeeded, WorkerMessage, encode
 from server.images import inspect_image
 from storage.errors import PublishFailed
+from storage.local import content_key
 from storage.roots import as_root, join
 
 log = logging.getLogger("server.finetune.worker")
@@ -319,7 +320,13 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             on_val.confusion, labels, f"{title}\nvalidation split"
         ),
     }
-    source = {"base_model": spec.base_model, "base_version": spec.base_version, "job_id": spec.job_id}
+    source = {
+        "base_model": spec.base_model,
+        "base_version": spec.base_version,
+        # The base's network, so that a server holding it serves this version as a head on it.
+        "base_hash": content_key(Path(spec.base_path)),
+        "job_id": spec.job_id,
+    }
     try:
         _path, version = publish_finetuned(
             base,
@@ -331,6 +338,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             context,
             extra_files,
             twin=spec.publish_twin,
+            check_features=features[val],
         )
     except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
         log.error("job %s: publishing failed: %s", spec.job_id, exc)

@@ -183,6 +183,17 @@ def test_a_version_the_server_cannot_load_fails_the_job_and_is_moved_aside(
         return load(cls, name, version, path, *args, **kwargs)
 
     monkeypatch.setattr(LoadedModel, "load", classmethod(refuse_unloadable))
+    # A fine-tuned version loads as a head on a base the server holds: refuse that way in too.
+    from server.heads import HeadBackend
+
+    head_load = HeadBackend.load.__func__
+
+    def refuse_head(cls, name, version, *args, **kwargs):
+        if name == "unloadable" and version == 2:
+            raise LoadError("simulated: the runtime refused this version")
+        return head_load(cls, name, version, *args, **kwargs)
+
+    monkeypatch.setattr(HeadBackend, "load", classmethod(refuse_head))
     job = fine_tune(stub, "keras_headless", "unloadable", dataset.dataset_id)
     assert job.state == pb.FAILED
     assert (

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
+from storage.local import content_key
 from tests.answers import assert_same_features
 from tests.server.finetune.helpers import (
     classify_accuracy,
@@ -114,8 +115,13 @@ def test_version_directory_holds_model_metrics_and_plots(stub, uploaded, model_r
         "kind": "finetune",
         "base_model": "vgg16",
         "base_version": 1,
+        "base_hash": content_key(model_root / "vgg16" / "1"),  # the base's network, to share it
         "job_id": job.job_id,
     }
+    # The head on its own (served on the base's features by a server holding the base).
+    assert manifest["head"]["file"] == "head.npz" and (version_dir / "head.npz").is_file()
+    assert [layer["type"] for layer in manifest["head"]["layers"]] == ["normalization", "dense", "dense"]
+    assert manifest["head"]["check"]["max_probability_difference"] <= 1e-5
     assert (manifest["num_classes"], manifest["input_size"], manifest["preprocessing"]) == (10, 32, "caffe")
     assert set(manifest["signatures"]) == {
         "classify",

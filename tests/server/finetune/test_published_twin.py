@@ -8,11 +8,13 @@ import json
 import random
 
 import grpc
+import numpy as np
 import pytest
 
 from protos.imageserve.v1 import image_service_pb2 as pb
 from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
 from server.settings import ModelConfig
+from tests.answers import assert_same_probabilities
 from tests.server.finetune.conftest import BASE
 from tests.server.finetune.helpers import start, upload, wait_done
 from tests.servers import InProcessServer, copy_version, test_settings
@@ -47,10 +49,26 @@ def test_the_twin_is_published_with_the_version_and_served_without_a_conversion(
     manifest = json.loads((version / "manifest.json").read_text())
     assert (version / "network.onnx").is_file() and manifest["onnx"]["file"] == "network.onnx"
     assert manifest["onnx"]["check"]["max_feature_error"] <= 1e-5
+    # This server holds its base: it serves the version as a head on the base's features.
     status = stub.GetModelStatus(pb.GetModelStatusRequest(name="digits_onnx"), timeout=30).versions[0]
-    assert status.runtime == "onnxruntime" and "twin exported with the version" in status.runtime_detail, (
-        status
+    assert status.runtime_detail.startswith("head on vgg16 v1's features"), status
+    # A server without its base loads it whole, on ONNX Runtime from the published twin (no conversion).
+    from server.model import load_saved_model
+    from server.runtime import RuntimeOptions
+
+    whole = load_saved_model("digits_onnx", 1, version, RuntimeOptions(runtime="onnxruntime"))
+    assert whole.runtime == "onnxruntime" and "twin exported with the version" in whole.runtime_detail
+    # The head on the shared base answers what the whole version answers (the product's promise).
+    images = list(digits.test_images[:4])
+    served = stub.Classify(
+        pb.ClassifyRequest(model=pb.ModelSpec(name="digits_onnx"), images=images, top_k=3), timeout=30
     )
+    rows = np.zeros((len(images), 3), np.float32)
+    for row, result in zip(rows, served.results, strict=True):
+        for prediction in result.predictions:
+            row[prediction.class_id] = prediction.score
+    assert_same_probabilities(rows, whole.run("classify", images).outputs)
+    whole.close()
 
 
 def test_a_head_at_chance_is_not_published(stub, root, digits):
