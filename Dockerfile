@@ -24,6 +24,9 @@ RUN pip install --require-hashes --no-deps -r requirements/serve.txt
 COPY pyproject.toml README.md ./
 COPY protos/ protos/
 COPY model_format/ model_format/
+COPY api_types/ api_types/
+COPY storage/ storage/
+COPY graphs/ graphs/
 COPY exporter/ exporter/
 COPY server/ server/
 COPY client/ client/

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,21 @@ def test_dockerfile_exposes_the_default_ports():
     defaults = ServerSettings()
     assert exposed == {str(defaults.port), str(defaults.metrics_port)}
     assert f"IMAGESERVE_METRICS_PORT={defaults.metrics_port}" in lines
+
+
+def test_dockerfile_copies_every_package_the_project_ships():
+    # The image installs what it copies: a package pyproject ships but the Dockerfile leaves out is
+    # an image whose server fails at its first import (storage, graphs and api_types once were).
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = {pattern.rstrip("*") for pattern in patterns}
+    copied = {
+        line.split()[1].rstrip("/")
+        for line in (REPO_ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
+    assert shipped <= copied, f"the Dockerfile does not copy {sorted(shipped - copied)}"
+    assert all((REPO_ROOT / package / "__init__.py").exists() for package in shipped)
 
 
 def test_compose_file_matches_the_compose_spec_and_lints_clean():
