@@ -93,8 +93,9 @@ def test_the_set_up_commands_exist():
         assert command in text
     for script in ("scripts/serve", "scripts/test", "scripts/_venv.sh", ".ci/run"):
         assert (REPO_ROOT / script).is_file(), script
-    assert "scripts/test" in (REPO_ROOT / ".ci" / "run").read_text(), (
-        ".ci/run should run scripts/test, as the README says"
+    assert "bash scripts/test --all" in text
+    assert "exec bash scripts/test --all" in (REPO_ROOT / ".ci" / "run").read_text(), (
+        ".ci/run should run the README's test command with --all (issue 27: CI runs everything)"
     )
 
 
