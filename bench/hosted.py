@@ -70,7 +70,7 @@ async def answer_until_stopped(classify: Any, port: int, metrics_port: int | Non
 
 async def host(model_name: str, server_flags: list[str]) -> None:
     from server.app import ModelServer
-    from server.repository import ModelRef
+    from server.served import ModelRef
     from server.settings import load_settings
 
     server = ModelServer(load_settings(server_flags))

@@ -18,7 +18,8 @@ from model_format import signatures as sig
 from server import tracing
 from server.errors import InvalidRequest
 from server.images import apply_orientation, inspect_image
-from server.repository import ModelRef, ModelRepository
+from server.repository import ModelRepository
+from server.served import ModelRef
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

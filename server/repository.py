@@ -17,115 +17,42 @@ Every ``poll_interval_s`` the repository compares what is on disk with what is l
 Requests ``lease`` a version for their duration, which is what lets an unload wait for them.
 
 With a ``memory_budget``, loading a version that would not fit first unloads the least recently
-used idle versions (:mod:`server.memory_budget`); they stay served, UNLOADED, and a request for one
-loads it again within the request's deadline (never one with requests in flight).
+used idle versions; they stay served, UNLOADED, and a request for one loads it again within the
+request's deadline (:mod:`server.residency`). The records it keeps are in :mod:`server.served`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from server import heads, memory_budget
-from server.backend import KINDS, BackendLoader, LoadError, ModelBackend, Unloaded, VersionMetadata
-from server.batching import Batcher, BatchStats
+from server import heads
+from server.backend import KINDS, BackendLoader, LoadError, ModelBackend
+from server.batching import Batcher
 from server.discovery import check_model_name, select_versions
-from server.errors import FailedPrecondition, NotFound, QueueFull, Unavailable
+from server.errors import FailedPrecondition, NotFound, Unavailable
 from server.heads import HeadBackend, HeadBatcher
 from server.memory import release_memory
+from server.residency import Residency
 from server.runtime import RuntimeOptions, cache_dir_for, default_onnx_threads
+from server.served import ModelRef, ModelView, ServedVersion, VersionState
 from server.settings import ServerSettings, SettingsError, reload_model_configs
 from storage.errors import RootUnavailable, StorageError, UnsupportedRoot
 from storage.local import content_key
-from storage.model_cache import RemoteVersion
 from storage.model_roots import open_model_root
 
 log = logging.getLogger(__name__)
 
 UNLOAD_WAIT_S = 60.0
-#: Longest a request without a deadline waits for its UNLOADED version to load.
-RELOAD_WAIT_S = 120.0
-#: Requests waiting for UNLOADED versions to load, at most (more get RESOURCE_EXHAUSTED, to retry).
-MAX_WAITING_FOR_LOADS = 256
 
 
-class VersionState(enum.Enum):
-    LOADING = "LOADING"
-    AVAILABLE = "AVAILABLE"
-    UNLOADING = "UNLOADING"
-    FAILED = "FAILED"
-    UNLOADED = "UNLOADED"  # served, not in memory (memory_budget): a request loads it
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a request asks for: a model, and optionally a version or a version label."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-
-
-@dataclass
-class ServedVersion:
-    """One version's lifecycle, its loaded model and its batchers (one per function kind)."""
-
-    name: str
-    version: int
-    path: Path | RemoteVersion  # a bucket's version is a RemoteVersion until copied to the local cache
-    fingerprint: tuple
-    state: VersionState = VersionState.LOADING
-    error: str = ""
-    model: ModelBackend | None = None
-    batchers: dict[str, Batcher] = field(default_factory=dict)
-    inflight: int = 0
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    load_started: bool = False
-    #: Memory the version holds (measured at load; kept while UNLOADED, for the next estimate).
-    resident_bytes: int = 0
-    #: time.monotonic() of the last request that leased it (least recently used goes first).
-    last_used: float = 0.0
-    #: A load a request asked for (UNLOADED -> AVAILABLE); every waiting request awaits this one.
-    reload: asyncio.Task | None = None
-    #: The base version a fine-tuned version runs on as a head (server/heads.py); None: loaded whole.
-    base: ServedVersion | None = None
-    #: Hash of the version's network (storage.local.content_key), once a head asked for it.
-    content_key: str | None = None
-
-    @property
-    def metadata(self) -> VersionMetadata | None:
-        return self.model.metadata if self.model else None
-
-    def stats(self) -> BatchStats:
-        total = BatchStats()
-        for batcher in self.batchers.values():
-            total.requests += batcher.stats.requests
-            total.images += batcher.stats.images
-            total.batches += batcher.stats.batches
-            total.max_batch_size = max(total.max_batch_size, batcher.stats.max_batch_size)
-            total.batch_sizes.update(batcher.stats.batch_sizes)
-        return total
-
-
-@dataclass
-class ModelView:
-    """A snapshot of one model for status responses."""
-
-    name: str
-    default_version: int
-    versions: list[ServedVersion]
-    version_labels: dict[str, int]
-
-
-class ModelRepository:
+class ModelRepository(Residency):
     """Discovers, loads, serves and unloads model versions under ``settings.model_root``."""
 
     def __init__(
@@ -372,117 +299,6 @@ class ModelRepository:
             served.resident_bytes / 2**20,
         )
         await self._fit(0, keep=served)  # measured now: unload others if it took more than estimated
-
-    # --- memory budget --------------------------------------------------------------------------
-
-    def _in_memory(self) -> list[ServedVersion]:
-        states = (VersionState.AVAILABLE, VersionState.UNLOADING, VersionState.LOADING)
-        return [sv for versions in self._models.values() for sv in versions.values() if sv.state in states]
-
-    def _estimate(self, served: ServedVersion) -> int:
-        """Bytes a version will hold: what it held when last loaded, else twice its files."""
-        if served.resident_bytes:
-            return served.resident_bytes
-        if isinstance(served.path, Path):
-            return int(memory_budget.size_on_disk(served.path) * memory_budget.SIZE_ON_DISK_FACTOR)
-        return sum(size for _path, size, _etag in served.path.files) * 2  # a bucket's version
-
-    async def _fit(self, needed: int, keep: ServedVersion) -> bool:
-        """Unload least recently used idle versions until ``keep`` (being loaded: ``needed`` more
-        bytes; loaded: what it measured) fits the budget; False if it cannot (the rest is busy)."""
-        budget = self.settings.memory_budget
-        if budget is None:
-            return True
-        in_memory = self._in_memory()
-        evictable = [sv for sv in in_memory if sv is not keep and sv.state is VersionState.AVAILABLE]
-        fixed = sum(sv.resident_bytes for sv in in_memory if sv is not keep and sv not in evictable)
-        fixed += keep.resident_bytes if keep.state is VersionState.AVAILABLE else 0
-        chosen = memory_budget.victims(evictable, budget - fixed, needed, keep=self._needed_by_others)
-        if chosen is None and needed > budget and not fixed:
-            # Larger than the whole budget: served alone, once every other version is idle.
-            chosen = (
-                evictable
-                if all(not sv.inflight and not self._needed_by_others(sv) for sv in evictable)
-                else None
-            )
-        if chosen is None:
-            return False
-        for victim in chosen:
-            await self._evict(victim)
-        return True
-
-    def _needed_by_others(self, served: ServedVersion) -> bool:
-        """Whether a loaded version relies on ``served`` (a base that a resident head runs on)."""
-        return bool(self._heads_of(served))
-
-    def _heads_of(self, base: ServedVersion) -> list[ServedVersion]:
-        return [
-            sv
-            for versions in self._models.values()
-            for sv in versions.values()
-            if sv.base is base and sv.state in (VersionState.AVAILABLE, VersionState.LOADING)
-        ]
-
-    async def _evict(self, served: ServedVersion) -> None:
-        """Unload an idle version to make room; it stays served, UNLOADED, until a request loads it."""
-        started = time.monotonic()
-        budget = self.settings.memory_budget or 0
-        for batcher in served.batchers.values():
-            await batcher.close()
-        served.batchers = {}
-        model, served.model = served.model, None
-        if model is not None:
-            served.model = Unloaded(model)
-            model.close()
-        served.state = VersionState.UNLOADED
-        served.load_started = False
-        served.base = None
-        served.error = (
-            f"unloaded to stay within memory_budget ({budget / 2**20:.0f} MiB; least recently used, "
-            f"{served.resident_bytes / 2**20:.0f} MiB); a request loads it again"
-        )
-        self._memory_to_release = 2
-        self._lifecycle("evict", served.name, served.version, time.monotonic() - started)
-        log.info("%s v%d UNLOADED: %s", served.name, served.version, served.error)
-        self._on_change()
-
-    async def _ensure_loaded(self, served: ServedVersion, deadline: float | None) -> None:
-        """Load an UNLOADED version for a request, within its deadline (one load for all waiters)."""
-        if self._waiting_for_loads >= MAX_WAITING_FOR_LOADS:
-            raise QueueFull(
-                f"{self._waiting_for_loads} requests are waiting for unloaded versions to load; "
-                "retry with backoff"
-            )
-        if served.reload is None or served.reload.done():
-            served.reload = asyncio.get_running_loop().create_task(self._reload(served))
-        wait = RELOAD_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
-        self._waiting_for_loads += 1
-        try:
-            await asyncio.wait_for(asyncio.shield(served.reload), wait)
-        except TimeoutError:
-            raise Unavailable(
-                f"{served.name} v{served.version} is loading (it was unloaded to fit memory_budget) and was "
-                f"not ready within the request's deadline; retry in a few seconds"
-            ) from None
-        finally:
-            self._waiting_for_loads -= 1
-        if served.state is not VersionState.AVAILABLE:
-            raise Unavailable(f"{served.name} v{served.version}: {served.error}; retry in a few seconds")
-
-    async def _reload(self, served: ServedVersion) -> None:
-        async with self._reconciling:
-            if served.state is not VersionState.UNLOADED:
-                return
-            if not await self._fit(self._estimate(served), keep=served):
-                used = memory_budget.in_use(self._in_memory())
-                served.error = (
-                    f"does not fit memory_budget now ({used / 2**20:.0f} of "
-                    f"{(self.settings.memory_budget or 0) / 2**20:.0f} MiB held by versions with requests "
-                    "in flight)"
-                )
-                return
-            served.state, served.load_started = VersionState.LOADING, False
-            await self._load(served.name, served.version, served.path, served.fingerprint)
 
     async def _load_model(self, served: ServedVersion) -> ModelBackend:
         """The version's local copy (itself for a local root), then its load: as a head on a base

@@ -233,7 +233,7 @@ def stub(channel):
 def fake_model(server, name: str, version: int | None = None):
     """The loaded fake backend serving ``name`` (to hold, slow or fail its batches, or compute the
     answers it must give)."""
-    from server.repository import ModelRef
+    from server.served import ModelRef
 
     return server.call(_resolve(server, ModelRef(name, version)))
 

@@ -11,7 +11,7 @@ from protos.imageserve.v1 import image_service_pb2 as pb
 from server import __version__
 from server.errors import InvalidRequest
 from server.inference import ClassifyResult, FeaturesResult
-from server.repository import ModelRef, ModelView, ServedVersion
+from server.served import ModelRef, ModelView, ServedVersion
 from server.settings import ServerSettings
 
 

@@ -24,7 +24,8 @@ from server.api.tensors import Tensor
 from server.discovery import version_number
 from server.errors import InvalidRequest, ServingError
 from server.inference import InferenceService
-from server.repository import ModelRef, ModelRepository, VersionState
+from server.repository import ModelRepository
+from server.served import ModelRef, VersionState
 
 SERVER_NAME = "imageserve"
 PLATFORM = "tensorflow_savedmodel"

@@ -25,7 +25,8 @@ from tensorflow_serving.apis import (
 from server.api import converters
 from server.errors import InvalidRequest, NotFound
 from server.inference import InferenceService
-from server.repository import ModelRef, ModelRepository, VersionState
+from server.repository import ModelRepository
+from server.served import ModelRef, VersionState
 
 PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]
 MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]

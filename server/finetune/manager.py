@@ -56,7 +56,8 @@ from server.finetune.runner import JobRunner, end_orphan
 from server.finetune.store import JobStore, open_store
 from server.finetune.store_sqlite import DATABASE_FILE
 from server.finetune.worker_process import published_version, remove_stale_staging
-from server.repository import ModelRef, ModelRepository
+from server.repository import ModelRepository
+from server.served import ModelRef
 from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

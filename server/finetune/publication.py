@@ -24,7 +24,8 @@ from pathlib import Path
 from model_format.layout import REJECTED_PREFIX
 from server.discovery import select_versions
 from server.errors import NotFound
-from server.repository import ModelRepository, VersionState
+from server.repository import ModelRepository
+from server.served import VersionState
 from server.settings import ModelConfig
 from storage.object_store import existing_versions_at, withdraw
 from storage.roots import is_url

@@ -21,10 +21,11 @@ from server.api import tfserving
 from server.discovery import version_number
 from server.errors import InvalidRequest, NotFound
 from server.inference import InferenceService
-from server.repository import ModelRef, ModelRepository
+from server.repository import ModelRepository
 from server.rest.app import MODEL, SERVED
 from server.rest.bodies import BodyParser
 from server.rest.tfserving_request import parse_predict
+from server.served import ModelRef
 from server.settings import ServerSettings
 
 #: ``{model}[/versions/{v}|/labels/{l}][/metadata|:verb]`` after ``/v1/models/``.

@@ -73,7 +73,7 @@ def test_heads_share_one_base_and_answer_as_their_layers_on_its_features(root, p
 
 
 async def _served(server, name):
-    from server.repository import ModelRef
+    from server.served import ModelRef
 
     return server.server.repository.resolve(ModelRef(name))
 

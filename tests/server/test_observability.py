@@ -69,7 +69,7 @@ def test_documented_series_are_exposed(metrics_server):
 
 
 async def _runtime_of(running, name: str) -> str:
-    from server.repository import ModelRef
+    from server.served import ModelRef
 
     return running.server.repository.resolve(ModelRef(name)).model.runtime
 
