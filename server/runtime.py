@@ -132,6 +132,8 @@ def choose(
     run_tensorflow: Callable[[str], Any],
     run_onnx: Callable[[Any, str], Any],
     label: str,
+    needed: frozenset[str] | None = None,
+    recorded: frozenset[str] | None = None,
 ) -> Choice:
     """Pick the runtime of one version following ``options.runtime``.
 
@@ -140,9 +142,19 @@ def choose(
     ``run_tensorflow(output)`` and ``run_onnx(session, output)`` run that batch once: probabilities
     when the twin has them, else features. Both are timed on every core: TensorFlow uses them all,
     so the twin is timed on its lone-batch session (one thread per core), not a one-thread session.
+
+    ``needed`` is the outputs the version serves. On ``auto``, a twin without all of them (a
+    features-only twin) is not used: TensorFlow must keep the whole network for the rest, so the twin
+    would be a second copy of the features' layers, with its sessions and their buffers (measured,
+    issue 29: the default vgg16 held 1310 MiB on auto that way against 597 on TensorFlow, for
+    features 3% faster). ``onnxruntime`` still uses it. ``recorded`` is the outputs the version's
+    manifest records for its exported twin: when they already say so, the twin is not even loaded
+    (its check runs the SavedModel on a batch, which grows TensorFlow's buffers).
     """
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
+    if options.runtime == AUTO and needed is not None and recorded and not needed <= recorded:
+        return _partial_twin(needed, recorded, label)
     try:
         session, origin, model = load_twin()
     except onnx_twin.TwinUnusable as exc:
@@ -152,6 +164,8 @@ def choose(
         log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
         return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
     outputs = onnx_twin.twin_outputs(session)
+    if options.runtime == AUTO and needed is not None and not needed <= outputs:
+        return _partial_twin(needed, outputs, label)
     try:
         lone = lone_batch_session(model, options.onnx_threads)
     except Exception as exc:  # the twin already runs on one session: serve without the lone-batch one
@@ -181,6 +195,17 @@ def choose(
         detail = f"auto: {timings}; twin {origin}"
         return Choice(ONNXRUNTIME, detail, session, lone, outputs)
     return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
+
+
+def _partial_twin(needed: frozenset[str], outputs: frozenset[str], label: str) -> Choice:
+    """``auto`` on a twin without every output the version serves: TensorFlow serves it all."""
+    detail = (
+        f"auto: the twin computes {', '.join(sorted(outputs))} only, so TensorFlow keeps the whole "
+        f"network for {', '.join(sorted(needed - outputs))}; running the rest on the twin would hold "
+        "its layers twice (runtime = onnxruntime does)"
+    )
+    log.info("%s: served by TensorFlow: %s", label, detail)
+    return Choice(TENSORFLOW, detail)
 
 
 def lone_batch_session(model: bytes, onnx_threads: int) -> Any | None:

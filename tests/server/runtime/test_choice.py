@@ -46,6 +46,7 @@ def test_auto_times_both_runtimes_alternately_and_on_every_core():
         run_tensorflow,
         run_onnx,
         "tiny v1",
+        needed=frozenset({sig.FEATURES_OUTPUT}),
     )
 
     cores = os.cpu_count() or 1
@@ -54,3 +55,38 @@ def test_auto_times_both_runtimes_alternately_and_on_every_core():
     assert calls[1:] == [("onnxruntime", cores), ("tensorflow", sig.FEATURES_OUTPUT)] * (1 + rt.TIMING_ROUNDS)
     assert choice.detail.startswith("auto: warm-up batch of 8: onnxruntime")
     assert (choice.runtime, choice.outputs) == ("onnxruntime", {sig.FEATURES_OUTPUT})
+
+
+def test_auto_keeps_tensorflow_when_the_twin_computes_only_part_of_the_version():
+    """A features-only twin (the default vgg16's) beside TensorFlow's whole network would hold the
+    features' layers twice: auto serves the version on TensorFlow without timing; onnxruntime uses it."""
+    from graphs.onnx_twin import new_session
+
+    model = tiny_twin()
+    calls: list[str] = []
+    both = frozenset({sig.FEATURES_OUTPUT, sig.PROBABILITIES_OUTPUT})
+
+    def pick(runtime: str) -> rt.Choice:
+        return rt.choose(
+            rt.RuntimeOptions(runtime=runtime, onnx_threads=1),
+            lambda: (new_session(model, 1), "built here", model),
+            lambda output: calls.append("tensorflow"),
+            lambda session, output: calls.append("onnxruntime"),
+            "tiny v1",
+            needed=both,
+        )
+
+    auto = pick("auto")
+    assert (auto.runtime, auto.session, calls) == ("tensorflow", None, [])
+    assert "computes features only" in auto.detail and "probabilities" in auto.detail
+    chosen = pick("onnxruntime")
+    assert (chosen.runtime, chosen.outputs) == ("onnxruntime", {sig.FEATURES_OUTPUT})
+
+    def never_loaded():
+        raise AssertionError("the manifest's record already says the twin is partial")
+
+    recorded = rt.choose(
+        rt.RuntimeOptions(runtime="auto"), never_loaded, None, None, "tiny v1", both,
+        frozenset({sig.FEATURES_OUTPUT}),
+    )  # fmt: skip
+    assert recorded.runtime == "tensorflow" and recorded.detail == auto.detail
