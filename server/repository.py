@@ -327,7 +327,14 @@ class ModelRepository(Residency):
         """The served version a head runs on: its manifest's base, held here with the same network
         (loaded first if it was UNLOADED); None to load the head's version whole."""
         base = self._models.get(plan.base_model, {}).get(plan.base_version)
-        if base is None or base.state not in (VersionState.AVAILABLE, VersionState.UNLOADED):
+        if base is None:
+            return None
+        if base.state is VersionState.LOADING and not base.load_started:
+            # Planned in this reconcile, after the head (the load order is by name): load it first, so
+            # that a server starting with a base and its heads holds the base once.
+            # NOTE: the caller holds the reconcile lock.
+            await self._load(base.name, base.version, base.path, base.fingerprint)
+        if base.state not in (VersionState.AVAILABLE, VersionState.UNLOADED):
             return None
         if base.content_key is None:
             base.content_key = await asyncio.get_running_loop().run_in_executor(
@@ -387,8 +394,12 @@ class ModelRepository(Residency):
         return batcher
 
     async def _unload(self, served: ServedVersion) -> None:
-        for head in self._heads_of(served):  # they load whole on their next request (their base is going)
-            await self._evict(head)
+        for head in self._heads_of(served):
+            await self._evict(
+                head,
+                f"its base {served.name} v{served.version} was unloaded; a request loads it again "
+                "(whole, if the base is no longer served)",
+            )
         started = time.monotonic()
         served.state = VersionState.UNLOADING
         self._on_change()

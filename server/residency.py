@@ -92,8 +92,9 @@ class Residency:
             if sv.base is base and sv.state in (VersionState.AVAILABLE, VersionState.LOADING)
         ]
 
-    async def _evict(self, served: ServedVersion) -> None:
-        """Unload an idle version to make room; it stays served, UNLOADED, until a request loads it."""
+    async def _evict(self, served: ServedVersion, reason: str = "") -> None:
+        """Unload an idle version to make room (or, with ``reason``, because its base is going); it
+        stays served, UNLOADED, until a request loads it."""
         started = time.monotonic()
         budget = self.settings.memory_budget or 0
         for batcher in served.batchers.values():
@@ -106,12 +107,13 @@ class Residency:
         served.state = VersionState.UNLOADED
         served.load_started = False
         served.base = None
-        served.error = (
+        served.error = reason or (
             f"unloaded to stay within memory_budget ({budget / 2**20:.0f} MiB; least recently used, "
             f"{served.resident_bytes / 2**20:.0f} MiB); a request loads it again"
         )
         self._memory_to_release = 2
-        self._lifecycle("evict", served.name, served.version, time.monotonic() - started)
+        event = "unload" if reason else "evict"  # evictions_total counts the budget's only
+        self._lifecycle(event, served.name, served.version, time.monotonic() - started)
         log.info("%s v%d UNLOADED: %s", served.name, served.version, served.error)
         self._on_change()
 

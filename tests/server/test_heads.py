@@ -72,6 +72,27 @@ def test_heads_share_one_base_and_answer_as_their_layers_on_its_features(root, p
         server.stop()
 
 
+def test_a_server_starting_with_heads_listed_before_their_base_loads_the_base_first(tmp_path, photos, caplog):
+    # Versions load one at a time by model name: "head*" comes before "zbase".
+    root = tmp_path / "models"
+    base = write_fake_version(root, "zbase", 1, num_classes=0, feature_dim=16, resident_bytes=100 * MiB)
+    write_fake_head(root, "head0", 1, base, num_classes=3)
+    caplog.set_level("INFO", logger="server.repository")
+    server = InProcessServer(test_settings(root)).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ImageModelServiceStub(channel)
+            version = status(stub, "head0")
+            assert version.runtime_detail.startswith("head on zbase v1's features"), version.runtime_detail
+            assert status(stub, "zbase").state == pb.ModelVersionStatus.AVAILABLE
+            assert classify(stub, "head0", [photos["coffee.png"]]).model.name == "head0"
+        loads = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading ")]
+        # head0 comes first, and loads zbase before its own load: each once.
+        assert [m.split(" from ")[0] for m in loads] == ["loading head0 v1", "loading zbase v1"]
+    finally:
+        server.stop()
+
+
 async def _served(server, name):
     from server.served import ModelRef
 
@@ -176,6 +197,29 @@ def test_a_head_published_while_its_base_is_unloaded_loads_the_base_and_runs_on_
             assert status(stub, "late").runtime_detail.startswith("head on base v1")
             assert status(stub, "base").state == pb.ModelVersionStatus.AVAILABLE
             assert classify(stub, "late", [photos["coffee.png"]]).model.name == "late"
+    finally:
+        server.stop()
+
+
+def test_heads_of_a_replaced_base_say_why_and_load_whole_on_their_next_request(root, photos):
+    server = InProcessServer(test_settings(root, poll_interval_s=0.2)).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.ImageModelServiceStub(channel)
+            assert status(stub, "head0").runtime_detail.startswith("head on base v1")
+            write_fake_version(root, "base", 2, num_classes=0, feature_dim=16, seed=9)  # latest: v1 goes
+
+            def replaced() -> bool:
+                versions = stub.GetModelStatus(pb.GetModelStatusRequest(name="base"), timeout=10).versions
+                return [v.version for v in versions] == [2]
+
+            wait_for(replaced, 10, what="base v2 to replace v1")
+            head = status(stub, "head0")
+            assert head.state == pb.ModelVersionStatus.UNLOADED
+            assert head.error.startswith("its base base v1 was unloaded"), head.error
+            answer = classify(stub, "head0", [photos["coffee.png"]])  # its base is gone: loaded whole
+            assert (answer.model.name, answer.model.version) == ("head0", 1)
+            assert "head on" not in status(stub, "head0").runtime_detail
     finally:
         server.stop()
 
