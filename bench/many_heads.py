@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -47,7 +48,7 @@ from model_format.layout import STAGING_PREFIX
 from storage.local import copy_version
 
 BASE = "vgg16"
-FULL_MODEL = "mobilenet_v2_keras"
+FULL_MODEL = "vgg16"
 CONCURRENCY = 16
 HEAD_ALLOWANCE_MIB = 4.0
 MIXED_TARGET = 0.9
@@ -84,6 +85,20 @@ def wait_available(address: str, names: set[str], timeout: float = 600) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"not all AVAILABLE within {timeout:.0f} s: {states}")
         time.sleep(0.5)
+
+
+def runtime_detail(address: str, name: str) -> str:
+    """What serves the version and why (``GetModelStatus``'s ``runtime_detail``)."""
+    import grpc
+
+    from protos.imageserve.v1 import image_service_pb2 as pb
+    from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        status = pb_grpc.ImageModelServiceStub(channel).GetModelStatus(
+            pb.GetModelStatusRequest(name=name), timeout=30
+        )
+    return status.versions[0].runtime_detail
 
 
 def resident_mib(address: str) -> dict[str, float]:
@@ -175,7 +190,7 @@ def measure_heads(base_path: Path, head: Path, heads: int, photos: list[bytes], 
             loaded = {"rss_serving_mib": server.rss_mib(), "startup_s": server.cold_start_s}
             resident = resident_mib(server.address)
             loaded["resident_mib"] = {"base": resident[BASE], "head_max": max(resident[n] for n in names)}
-            loaded["detail"] = next(v.error for v in statuses(server.address)[names[0]])
+            loaded["detail"] = runtime_detail(server.address, names[0])
             windows: dict[str, list] = {"classify_heads": [], "features_base": []}
             for _ in range(rounds):  # alternating: the machine's speed drifts within seconds
                 windows["classify_heads"].append(
@@ -220,7 +235,8 @@ def measure_budget(model_path: Path, photos: list[bytes], rounds: int) -> dict:
         empty.mkdir()
         for name in names:
             link_version(model_path, root, name)
-        server = Server(empty)
+        server = Server(empty, serving=False)
+        time.sleep(2)  # settled after its first scan
         try:
             result["baseline_rss_mib"] = server.rss_mib()
         finally:
@@ -233,7 +249,14 @@ def measure_budget(model_path: Path, photos: list[bytes], rounds: int) -> dict:
             result["unbudgeted_rss_mib"] = server.rss_mib()
         finally:
             server.stop()
-        budget = int(2.5 * max(sizes.values()) * 2**20)
+        # NOTE: the first version loaded also pays the process's one-time costs (ONNX Runtime, its
+        # shared arena, TensorFlow's runtime): its measured size is several times the others'. A
+        # version's own size is the median; what the process holds beyond its versions is the RSS
+        # minus five of them (the sizing rule of docs/server.md#memory-budget).
+        typical = statistics.median(sizes.values())
+        result["typical_mib"] = typical
+        result["baseline_serving_mib"] = result["unbudgeted_rss_mib"] - len(names) * typical
+        budget = int(2.5 * typical * 2**20)
         result["budget_mib"] = budget / 2**20
         server = Server(root, "--memory-budget", str(budget))
         try:
@@ -333,16 +356,23 @@ def report(results: dict) -> list[str]:
         missed += [] if ok else ["new head"]
     budget = results.get("budget")
     if budget:
-        limit = (budget["budget_mib"] + budget["baseline_rss_mib"]) * (1 + BUDGET_SLACK)
-        ok = budget["answered"] == budget["requests"] and budget["peak_rss_mib"] <= limit
+        answered = budget["answered"] == budget["requests"]
         print(
-            f"budget {budget['budget_mib']:.0f} MiB (2.5 x the largest of {budget['resident_mib']}): "
-            f"{budget['answered']}/{budget['requests']} answered, {budget['evictions']:.0f} evictions, "
-            f"latency max {budget['latency_s']['max']:.1f} s; peak RSS {budget['peak_rss_mib']:.0f} MiB "
-            f"(target <= {limit:.0f}: budget + baseline {budget['baseline_rss_mib']:.0f} + 10%; without "
-            f"a budget {budget['unbudgeted_rss_mib']:.0f}): {verdict(ok)}"
+            f"budget {budget['budget_mib']:.0f} MiB (2.5 x the median of {budget['resident_mib']} MiB): "
+            f"{budget['answered']}/{budget['requests']} answered ({verdict(answered)}), "
+            f"{budget['evictions']:.0f} evictions, latency median {budget['latency_s']['median']:.1f} s, "
+            f"max {budget['latency_s']['max']:.1f} s; peak RSS {budget['peak_rss_mib']:.0f} MiB "
+            f"(without a budget {budget['unbudgeted_rss_mib']:.0f})"
         )
-        missed += [] if ok else ["budget"]
+        missed += [] if answered else ["budget: requests failed"]
+        for label, key in (("an empty server", "baseline_rss_mib"), ("serving", "baseline_serving_mib")):
+            limit = (budget["budget_mib"] + budget[key]) * (1 + BUDGET_SLACK)
+            ok = budget["peak_rss_mib"] <= limit
+            print(
+                f"   peak RSS <= (budget + baseline {budget[key]:.0f} MiB, {label}) + 10% = {limit:.0f}: "
+                f"{verdict(ok)}"
+            )
+            missed += [] if ok else [f"budget RSS over {label}'s baseline"]
     return missed
 
 

@@ -193,7 +193,9 @@ class Server:
     LISTENING = re.compile(r"listening on \S+:(\d+)")
     METRICS = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 
-    def __init__(self, root: Path, *flags: str, timeout: float = 600) -> None:
+    def __init__(self, root: Path, *flags: str, timeout: float = 600, serving: bool = True) -> None:
+        """Started and SERVING (health); with ``serving=False`` only listening (an empty model root
+        never turns SERVING)."""
         self.root = root
         self.metrics_port: int | None = None  # read from the log (logged before "listening on")
         self.state_dir = tempfile.mkdtemp(prefix="bench-state-")
@@ -207,7 +209,7 @@ class Server:
         )  # fmt: skip
         threading.Thread(target=self._read_log, name="bench-server-log", daemon=True).start()
         try:
-            self._wait_serving(timeout)
+            self._wait_serving(timeout, serving)
         except BaseException:  # never reaches the caller's clean-up: tidy up here
             self.stop()
             raise
@@ -226,7 +228,7 @@ class Server:
     def _fail(self, what: str) -> RuntimeError:
         return RuntimeError(f"python -m server {what}; its log ends:\n" + "\n".join(self.log_lines[-30:]))
 
-    def _wait_serving(self, timeout: float) -> None:
+    def _wait_serving(self, timeout: float, serving: bool = True) -> None:
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -236,6 +238,8 @@ class Server:
                 raise self._fail(f"exited with {self.process.returncode} before listening")
             if time.monotonic() > deadline:
                 raise self._fail(f"did not listen within {timeout:.0f} s")
+        if not serving:
+            return
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:

@@ -29,6 +29,7 @@ from server import runtime as rt
 from server.backend import KINDS, LoadError, VersionMetadata
 from server.batching import BatchOutcome
 from server.memory import release_memory, resident_bytes
+from server.memory_budget import size_on_disk
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class LoadedModel:
         self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
         # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, graphs/onnx_twin.py).
         self._onnx_kinds: frozenset[str] = frozenset()
+        self._twin_bytes = 0  # size of the twin the sessions run
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
@@ -188,7 +190,10 @@ class LoadedModel:
         # held ~700 MiB more without it (glibc keeps freed memory in each thread's arena).
         release_memory()
         # NOTE: loads run one at a time, so the growth is this version's (give or take requests' buffers).
-        model.resident_bytes = max(0, resident_bytes() - memory_before)
+        # It is at least the weights it holds: allocators keep what an unloaded version freed and hand it
+        # to the next load (TensorFlow's oneDNN allocator does: a VGG16 loaded after another was evicted
+        # grew RSS by 15 MiB), and a budget trusting that growth would hold every version at once.
+        model.resident_bytes = max(resident_bytes() - memory_before, model.weights_bytes())
         log.info(
             "loaded %s v%d: %.1f s load + %.1f s warm-up + %.1f s runtime choice (%s) on %s: %s",
             name,
@@ -211,7 +216,7 @@ class LoadedModel:
         recorded = (manifest.get("onnx") or {}).get("outputs")
 
         def load_twin() -> tuple[Any, str, bytes]:
-            return rt.obtain_twin(
+            session, origin, twin = rt.obtain_twin(
                 self._saved_model,
                 self.path,
                 manifest,
@@ -219,6 +224,8 @@ class LoadedModel:
                 options.cache_dir,
                 options.onnx_threads,
             )
+            self._twin_bytes = len(twin)
+            return session, origin, twin
 
         choice = rt.choose(
             options,
@@ -249,6 +256,13 @@ class LoadedModel:
         # once the twin serves every kind (decode/resize are separate functions), so they are released.
         self._saved_model = None
         self._functions = {}
+
+    def weights_bytes(self) -> int:
+        """Bytes of the weights this version holds: the SavedModel's variables while TensorFlow keeps
+        it, and the twin's in each of its sessions."""
+        held = 0 if self.tensorflow_released else size_on_disk(self.path / "variables")
+        sessions = sum(session is not None for session in (self._session, self._lone_session))
+        return held + self._twin_bytes * sessions
 
     @property
     def tensorflow_released(self) -> bool:

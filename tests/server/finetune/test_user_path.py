@@ -94,8 +94,8 @@ def test_fine_tuning_it_publishes_a_served_version_of_the_digits(fine_tuned, mod
     )
     # Published with its checked ONNX twin: every replica serves it at once, without converting it.
     assert (version / "network.onnx").is_file() and manifest["onnx"]["outputs"] == [
-        "probabilities",
         "features",
+        "probabilities",
     ]
 
 
