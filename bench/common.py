@@ -74,6 +74,15 @@ def machine() -> dict[str, str | int]:
     }
 
 
+def cpu_flags() -> list[str]:
+    """The CPU flags that change what runs fastest here (AVX-512, bf16, AMX): recorded with every run."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()[2:]
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in set(flags) if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
+
+
 def results_path(kind: str) -> Path:
     """A new dated results file's path: ``bench/results/<kind>-<YYYYmmdd-HHMMSS>.json``."""
     return RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"

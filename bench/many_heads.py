@@ -42,7 +42,15 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench.common import MODELS_224_DIR, ensure_export, machine, real_jpegs, results_path, write_results
+from bench.common import (
+    MODELS_224_DIR,
+    cpu_flags,
+    ensure_export,
+    machine,
+    real_jpegs,
+    results_path,
+    write_results,
+)
 from bench.processes import Server
 from model_format.layout import STAGING_PREFIX
 from storage.local import copy_version
@@ -299,15 +307,6 @@ def measure_budget(model_path: Path, photos: list[bytes], rounds: int) -> dict:
 def metric_total(port: int | None, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def cpu_flags() -> list[str]:
-    """The CPU flags that change what runs fastest here (AVX-512, bf16, AMX)."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()[2:]
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in set(flags) if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
 
 
 def verdict(ok: bool) -> str:
