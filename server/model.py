@@ -149,6 +149,8 @@ class LoadedModel:
         # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, graphs/onnx_twin.py).
         self._onnx_kinds: frozenset[str] = frozenset()
         self._twin_bytes = 0  # size of the twin the sessions run
+        self._twin_runtime = rt.ONNXRUNTIME  # what runs the twin: onnxruntime or openvino
+        self.precision = "fp32"  # of the twin's sessions (runtime = openvino may run bf16)
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
@@ -235,17 +237,20 @@ class LoadedModel:
             f"{self.name} v{self.version}",
             frozenset(KINDS[kind][1] for kind in self._kinds),
             frozenset(recorded) if recorded else None,
+            lambda session: onnx_twin.check_twin(self._saved_model, session, self.metadata.input_size),
+            self.metadata.input_size,
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
-        if choice.runtime != rt.ONNXRUNTIME:
+        if choice.runtime not in rt.TWIN_RUNTIMES:
             return
         self._session, self._lone_session = choice.session, choice.lone_session
+        self._twin_runtime, self.precision = choice.runtime, choice.precision
         self._onnx_kinds = frozenset(kind for kind in self._kinds if KINDS[kind][1] in choice.outputs)
         left = sorted(self._kinds - self._onnx_kinds)
         if left:
             self.runtime = self.runtime_of(self.kind_of(sig.DEFAULT) or "features")
             self.runtime_detail = (
-                f"{', '.join(sorted(self._onnx_kinds))} on onnxruntime, {', '.join(left)} on tensorflow "
+                f"{', '.join(sorted(self._onnx_kinds))} on {choice.runtime}, {', '.join(left)} on tensorflow "
                 f"(the twin has {', '.join(sorted(choice.outputs))} only: the whole network is too big "
                 f"to convert); {choice.detail}"
             )
@@ -271,7 +276,7 @@ class LoadedModel:
 
     def runtime_of(self, kind: str) -> str:
         """The runtime that runs ``kind`` (the ``runtime`` label of its batches' metrics)."""
-        return rt.ONNXRUNTIME if kind in self._onnx_kinds else rt.TENSORFLOW
+        return self._twin_runtime if kind in self._onnx_kinds else rt.TENSORFLOW
 
     def has(self, kind: str) -> bool:
         return kind in self._kinds

@@ -357,6 +357,7 @@ class ModelRepository(Residency):
         config = settings.model_config(name)
         return RuntimeOptions(
             runtime=settings.runtime_for(name),
+            precision=settings.precision_for(name),
             cache_dir=cache_dir_for(settings.state_dir),
             onnx_threads=settings.onnx_threads or default_onnx_threads(settings.model_threads),
             timing_batch=config.max_batch_size or settings.max_batch_size,

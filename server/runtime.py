@@ -1,4 +1,5 @@
-"""Which runtime runs a version's network: TensorFlow (the SavedModel itself) or ONNX Runtime (its twin).
+"""Which runtime runs a version's network: TensorFlow (the SavedModel itself), or its ONNX twin on ONNX
+Runtime or OpenVINO (the latter at fp32 or bf16, :mod:`graphs.openvino_twin`).
 
 Decode and resize are always TensorFlow's (:func:`graphs.signatures.decode_images`, the very code
 in the signatures), so both runtimes see the same pixels and answer the same. Only the network
@@ -35,7 +36,10 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 TENSORFLOW = "tensorflow"
 ONNXRUNTIME = "onnxruntime"
-RUNTIMES = (AUTO, TENSORFLOW, ONNXRUNTIME)
+OPENVINO = "openvino"
+RUNTIMES = (AUTO, TENSORFLOW, ONNXRUNTIME, OPENVINO)
+#: Runtimes that run the twin (the version's sessions); TensorFlow runs the SavedModel.
+TWIN_RUNTIMES = (ONNXRUNTIME, OPENVINO)
 CACHE_FOLDER = "onnx"
 TIMING_ROUNDS = 3
 
@@ -48,6 +52,7 @@ class RuntimeOptions:
     cache_dir: Path | None = None  # <state_dir>/onnx; None: convert without caching
     onnx_threads: int = 1  # intra-op threads of the ONNX Runtime session
     timing_batch: int = 8  # images in the warm-up batch that auto times
+    precision: str = "fp32"  # runtime = openvino: fp32 or bf16 (graphs/openvino_twin.py)
 
 
 @dataclass
@@ -56,9 +61,10 @@ class Choice:
 
     runtime: str
     detail: str
-    session: Any = None  # the ONNX Runtime session when runtime is onnxruntime
+    session: Any = None  # the twin's session when runtime is onnxruntime or openvino
     lone_session: Any = None  # the same twin on every core, for a batch running alone (lone_batch_session)
     outputs: frozenset[str] = frozenset()  # what the twin computes (a features-only twin: features)
+    precision: str = "fp32"
 
 
 def cache_dir_for(state_dir: Path) -> Path:
@@ -134,6 +140,8 @@ def choose(
     label: str,
     needed: frozenset[str] | None = None,
     recorded: frozenset[str] | None = None,
+    check: Callable[[Any], Any] | None = None,
+    size: int = 224,
 ) -> Choice:
     """Pick the runtime of one version following ``options.runtime``.
 
@@ -150,9 +158,14 @@ def choose(
     features 3% faster). ``onnxruntime`` still uses it. ``recorded`` is the outputs the version's
     manifest records for its exported twin: when they already say so, the twin is not even loaded
     (its check runs the SavedModel on a batch, which grows TensorFlow's buffers).
+
+    ``openvino``: :func:`choose_openvino` (``check(session)`` checks a session against the SavedModel;
+    ``size`` is the version's input size).
     """
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
+    if options.runtime == OPENVINO:
+        return choose_openvino(options, load_twin, label, check, size)
     if options.runtime == AUTO and needed is not None and recorded and not needed <= recorded:
         return _partial_twin(needed, recorded, label)
     try:
@@ -195,6 +208,67 @@ def choose(
         detail = f"auto: {timings}; twin {origin}"
         return Choice(ONNXRUNTIME, detail, session, lone, outputs)
     return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
+
+
+def choose_openvino(
+    options: RuntimeOptions,
+    load_twin: Callable[[], tuple[Any, str, bytes]],
+    label: str,
+    check: Callable[[Any], Any] | None = None,
+    size: int = 224,
+) -> Choice:
+    """``runtime = openvino``: the twin compiled by OpenVINO at ``options.precision``.
+
+    The twin is first loaded and checked on ONNX Runtime as on any runtime (its fp32 reference). At
+    fp32, OpenVINO's compilation is checked against the SavedModel as ONNX Runtime's is (``check``);
+    at bf16 it must pass :func:`graphs.openvino_twin.precision_gate` against the fp32 twin on the check
+    images, else it serves at fp32, with the reason and the figures in the detail. Without a usable
+    twin, or if OpenVINO cannot compile it, TensorFlow serves the version (as with ONNX Runtime).
+    """
+    from graphs import openvino_twin
+
+    try:
+        reference, origin, model = load_twin()
+    except Exception as exc:  # TwinUnusable and ONNX Runtime's own errors: TensorFlow serves it
+        log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
+        return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
+    outputs = onnx_twin.twin_outputs(reference)
+    precision, why = options.precision, ""
+    if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
+        precision, why = openvino_twin.FP32, f"bf16 asked, fp32 used: {unsupported}"
+    cores = os.cpu_count() or 1
+
+    def sessions(at: str) -> tuple[Any, Any]:
+        session = openvino_twin.new_session(model, options.onnx_threads, at)
+        lone = openvino_twin.new_session(model, cores, at) if options.onnx_threads < cores else None
+        return session, lone
+
+    try:
+        session, lone = sessions(precision)
+        if precision == openvino_twin.FP32:
+            figures = check(session) if check is not None else {}
+        else:
+            pixels = onnx_twin.check_pixels(size)
+            figures = openvino_twin.precision_gate(reference, session, pixels)
+    except onnx_twin.TwinUnusable as exc:
+        if precision == openvino_twin.FP32:
+            log.warning("%s: served by TensorFlow, OpenVINO cannot serve the twin: %s", label, exc)
+            return Choice(TENSORFLOW, f"runtime = openvino (setting), but {exc}")
+        log.warning("%s: bf16 failed its gate (%s); OpenVINO at fp32", label, exc)
+        why = f"bf16 failed its gate against fp32, fp32 used: {exc}"
+        precision = openvino_twin.FP32
+        try:
+            session, lone = sessions(precision)
+            figures = check(session) if check is not None else {}
+        except onnx_twin.TwinUnusable as fp32_exc:
+            return Choice(TENSORFLOW, f"runtime = openvino (setting), but {fp32_exc}")
+    gate = ", ".join(f"{key} {value:g}" for key, value in figures.items() if isinstance(value, (int, float)))
+    detail = f"runtime = openvino (setting), precision {precision}" + (f" ({gate})" if gate else "")
+    if why:
+        detail += f"; {why}"
+    detail += f"; twin {origin}"
+    log.info("%s: %s", label, detail)
+    return Choice(OPENVINO, detail, session, lone, outputs, precision)
 
 
 def _partial_twin(needed: frozenset[str], outputs: frozenset[str], label: str) -> Choice:

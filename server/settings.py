@@ -39,7 +39,8 @@ ENV_PREFIX = "IMAGESERVE_"
 MiB = 1024 * 1024
 
 VERSION_POLICIES = ("latest", "all", "specific")
-RUNTIMES = ("auto", "tensorflow", "onnxruntime")  # server/runtime.py
+RUNTIMES = ("auto", "tensorflow", "onnxruntime", "openvino")  # server/runtime.py
+PRECISIONS = ("fp32", "bf16")  # graphs/openvino_twin.py
 
 
 class SettingsError(ValueError):
@@ -68,10 +69,13 @@ class ModelConfig:
         "override of the server's batch_timeout_ms for this model", default=None
     )
     runtime: str | None = _doc("override of the server's runtime for this model", default=None)
+    precision: str | None = _doc("override of the server's precision for this model", default=None)
 
     def __post_init__(self) -> None:
         if self.runtime is not None and self.runtime not in RUNTIMES:
             raise SettingsError(f"runtime {self.runtime!r}; expected one of {', '.join(RUNTIMES)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise SettingsError(f"precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         if self.version_policy not in VERSION_POLICIES:
             raise SettingsError(
                 f"version_policy {self.version_policy!r}; expected one of {', '.join(VERSION_POLICIES)}"
@@ -176,8 +180,14 @@ class ServerSettings:
     # --- network runtime (server/runtime.py)
     runtime: str = _doc(
         "what runs the network after TensorFlow decodes: auto (ONNX Runtime where its checked twin is"
-        " faster on the warm-up batch), tensorflow or onnxruntime",
+        " faster on the warm-up batch), tensorflow, onnxruntime or openvino (the same twin, fp32 or bf16:"
+        " precision)",
         default="auto",
+    )
+    precision: str = _doc(
+        "with runtime = openvino: fp32, or bf16 where the CPU has it and the answers pass the gate against"
+        " fp32 (features cosine >= 0.999, top-1 agreement >= 0.99); else fp32, the reason in status",
+        default="fp32",
     )
     onnx_threads: int = _doc(
         "ONNX Runtime threads per model call; 0: cores / model_threads, so concurrent calls fill the cores "
@@ -258,6 +268,7 @@ class ServerSettings:
             (self.model_threads >= 1, "model_threads must be >= 1"),
             (self.memory_budget is None or self.memory_budget > 0, "memory_budget must be > 0 bytes"),
             (self.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
             (self.onnx_threads >= 0, "onnx_threads must be >= 0"),
             (self.version_policy in ("latest", "all"), "the default version_policy must be latest or all"),
             (self.latest_versions >= 1, "latest_versions must be >= 1"),
@@ -296,6 +307,11 @@ class ServerSettings:
         """The model's runtime: its ``[models.<name>]`` override, else the server's."""
         override = self.models[name].runtime if name in self.models else None
         return override or self.runtime
+
+    def precision_for(self, name: str) -> str:
+        """The model's precision (runtime = openvino): its ``[models.<name>]`` override, else the server's."""
+        override = self.models[name].precision if name in self.models else None
+        return override or self.precision
 
     @property
     def batch_timeout_s(self) -> float:

@@ -1,0 +1,170 @@
+"""``runtime = openvino``: the checked twin compiled by OpenVINO, at fp32 or bf16 behind a gate.
+
+The choice on a tiny real ONNX model (fast); a served MobileNetV2 at 64x64 with its exported twin,
+through Classify and ExtractFeatures against the same version on TensorFlow (the door).
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import numpy as np
+import pytest
+
+from graphs import openvino_twin
+from graphs.onnx_twin import TwinUnusable, new_session
+from model_format import signatures as sig
+from protos.imageserve.v1 import image_service_pb2 as pb
+from protos.imageserve.v1 import image_service_pb2_grpc as pb_grpc
+from server import runtime as rt
+from server.settings import ModelConfig, ServerSettings, SettingsError
+from tests.images import encode, photo
+from tests.server.runtime.test_choice import tiny_twin
+
+TINY = 4  # tiny_twin's input size
+#: bf16 needs AVX512-BF16 or AMX; on other CPUs the server falls back to fp32 (tested below either way).
+HAS_BF16 = not openvino_twin.bf16_support()
+
+
+def choose(precision: str, check=None) -> rt.Choice:
+    model = tiny_twin()
+    return rt.choose(
+        rt.RuntimeOptions(runtime="openvino", onnx_threads=1, precision=precision),
+        lambda: (new_session(model, 1), "built here", model),
+        None,
+        None,
+        "tiny v1",
+        needed=frozenset({sig.FEATURES_OUTPUT}),
+        check=check,
+        size=TINY,
+    )
+
+
+def test_openvino_at_fp32_runs_the_twin_after_the_savedmodel_check():
+    checked = []
+    choice = choose("fp32", check=lambda session: checked.append(session) or {"max_feature_error": 1e-7})
+    assert choice.runtime == "openvino" and choice.precision == "fp32"
+    assert checked == [choice.session]  # the same check as ONNX Runtime's twin, against the SavedModel
+    assert choice.detail.startswith("runtime = openvino (setting), precision fp32 (max_feature_error 1e-07)")
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, TINY, TINY, 3)).astype(np.float32)
+    (features,) = choice.session.run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
+    np.testing.assert_allclose(features, pixels.mean(axis=(1, 2)), rtol=1e-5)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 instructions (the fallback is tested below)")
+def test_bf16_serves_when_it_passes_the_gate_and_shows_its_figures():
+    choice = choose("bf16")
+    assert (choice.runtime, choice.precision) == ("openvino", "bf16")
+    gate = r"precision bf16 \(images 6, features_cosine_min (1|0\.99\d+)\)"
+    assert re.search(gate, choice.detail), choice.detail
+    assert [o.name for o in choice.session.get_outputs()] == [sig.FEATURES_OUTPUT]
+    assert choice.session.compiled_precision == "bf16"
+
+
+def test_bf16_falls_back_to_fp32_with_the_reason_on_a_cpu_without_it(monkeypatch):
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "this CPU has no bf16 instructions (test)")
+    choice = choose("bf16")
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert "bf16 asked, fp32 used: this CPU has no bf16 instructions (test)" in choice.detail
+
+
+def test_bf16_failing_its_gate_serves_fp32_with_the_figures(monkeypatch):
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "")
+    monkeypatch.setattr(openvino_twin, "MIN_FEATURE_COSINE", 1.1)  # no answer passes a cosine above 1
+    choice = choose("bf16")
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert "bf16 failed its gate against fp32, fp32 used: features cosine" in choice.detail
+    assert "(needs >= 1.1)" in choice.detail
+
+
+def test_the_gate_refuses_answers_that_differ_from_fp32():
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", [sig.PIXELS_INPUT], [sig.FEATURES_OUTPUT], axes=[1, 2], keepdims=0)],
+        "other",
+        [helper.make_tensor_value_info(sig.PIXELS_INPUT, TensorProto.FLOAT, [None, TINY, TINY, 3])],
+        [helper.make_tensor_value_info(sig.FEATURES_OUTPUT, TensorProto.FLOAT, [None, 3])],
+    )
+    other = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    reference = new_session(tiny_twin(), 1)
+    pixels = np.random.default_rng(1).uniform(0, 255, (6, TINY, TINY, 3)).astype(np.float32)
+    same = openvino_twin.new_session(tiny_twin(), 1, "fp32")
+    assert openvino_twin.precision_gate(reference, same, pixels)["features_cosine_min"] > 0.99999
+    with pytest.raises(TwinUnusable, match=r"features cosine 0\.\d+ against fp32 \(needs >= 0.999\)"):
+        openvino_twin.precision_gate(reference, openvino_twin.new_session(other, 1, "fp32"), pixels)
+
+
+def test_a_twin_openvino_cannot_compile_is_served_by_tensorflow():
+    with pytest.raises(TwinUnusable, match="OpenVINO cannot run the twin"):
+        openvino_twin.new_session(b"not an onnx model", 1, "fp32")
+
+
+def test_precision_is_a_checked_setting_overridable_per_model(tmp_path):
+    settings = ServerSettings(
+        model_root=tmp_path, runtime="openvino", precision="bf16", models={"m": ModelConfig(precision="fp32")}
+    )
+    assert (settings.precision_for("m"), settings.precision_for("other")) == ("fp32", "bf16")
+    with pytest.raises(SettingsError, match="precision must be one of fp32, bf16"):
+        ServerSettings(model_root=tmp_path, precision="fp16")
+    with pytest.raises(SettingsError, match="precision 'int8'; expected one of fp32, bf16"):
+        ModelConfig(precision="int8")
+
+
+# --- served: a real network through the doors ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """MobileNetV2 (64x64, varied BatchNorm, its twin exported) as ``mnv2`` on OpenVINO bf16 (fp32
+    where the CPU has no bf16) and as ``mnv2.tf`` on TensorFlow."""
+    import shutil
+
+    from tests.server.runtime.varied import export_varied
+    from tests.servers import InProcessServer, test_settings
+
+    root = tmp_path_factory.mktemp("openvino-models")
+    export_varied(root, "mobilenet_v2_keras", 64, seed=5)
+    shutil.move(root / "mobilenet_v2_keras", root / "mnv2")
+    shutil.copytree(root / "mnv2", root / "mnv2.tf")
+    settings = test_settings(
+        root, runtime="openvino", precision="bf16", models={"mnv2.tf": ModelConfig(runtime="tensorflow")}
+    )
+    running = InProcessServer(settings).start(timeout=600)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(served):
+    with grpc.insecure_channel(served.address) as channel:
+        yield pb_grpc.ImageModelServiceStub(channel)
+
+
+def images() -> list[bytes]:
+    return [encode(photo(name), "JPEG", quality=92) for name in ("chelsea", "coffee")]
+
+
+def test_a_served_version_on_openvino_answers_like_tensorflow(stub):
+    status = stub.GetModelStatus(pb.GetModelStatusRequest(name="mnv2"), timeout=30).versions[0]
+    precision = "bf16" if HAS_BF16 else "fp32"
+    available = pb.ModelVersionStatus.AVAILABLE
+    assert (status.state, status.runtime) == (available, "openvino"), status.runtime_detail
+    assert f"precision {precision}" in status.runtime_detail, status.runtime_detail
+    assert "twin exported with the version" in status.runtime_detail
+
+    def answers(name: str) -> tuple[np.ndarray, list[int]]:
+        model = pb.ModelSpec(name=name)
+        response = stub.ExtractFeatures(pb.ExtractFeaturesRequest(model=model, images=images()), timeout=60)
+        features = np.array([list(vector.values) for vector in response.features], np.float32)
+        classified = stub.Classify(pb.ClassifyRequest(model=model, images=images(), top_k=1), timeout=60)
+        return features, [result.predictions[0].class_id for result in classified.results]
+
+    (mine, my_top), (theirs, their_top) = answers("mnv2"), answers("mnv2.tf")
+    cosine = (mine * theirs).sum(axis=1) / np.linalg.norm(mine, axis=1) / np.linalg.norm(theirs, axis=1)
+    assert cosine.min() >= openvino_twin.MIN_FEATURE_COSINE, cosine
+    assert my_top == their_top
+    if precision == "fp32":  # every twin's fidelity promise (docs/runtime.md)
+        error = np.abs(mine - theirs).max(axis=1) / np.abs(theirs).max(axis=1)
+        assert error.max() <= 1e-5, error
