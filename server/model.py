@@ -255,6 +255,7 @@ class LoadedModel:
                 f"to convert); {choice.detail}"
             )
         self._warm_up_twin()
+        self._shrink_arena()
         if left:
             return
         # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
@@ -348,6 +349,15 @@ class LoadedModel:
                     {sig.PIXELS_INPUT: pixels} if takes_pixels else {sig.IMAGES_INPUT: np.array([image])},
                 )
         self._decode(tf.constant([image, image]))  # batches decode through their own function
+
+    def _shrink_arena(self) -> None:
+        """The load's batches of 8 grew ONNX Runtime's shared arena: keep what one image needs."""
+        import tensorflow as tf
+
+        one = self._decode(tf.constant([sample_png()])).numpy()
+        for session in (self._session, self._lone_session):
+            if session is not None:
+                onnx_twin.shrink_arena(session, one)
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""

@@ -90,3 +90,50 @@ def test_auto_keeps_tensorflow_when_the_twin_computes_only_part_of_the_version()
         frozenset({sig.FEATURES_OUTPUT}),
     )  # fmt: skip
     assert recorded.runtime == "tensorflow" and recorded.detail == auto.detail
+
+
+#: Run in a fresh process: the arena is the process's, and what earlier tests left in it changes
+#: what a shrink can free (as in a loading server: batches of 8, then one shrinking run).
+SHRINK = """
+import numpy as np
+from onnx import TensorProto, helper
+from graphs.onnx_twin import new_session, shrink_arena
+from model_format import signatures as sig
+from server.memory import resident_bytes
+
+size = 512  # a batch of 8 makes a 25 MB intermediate (the Mul) in the arena
+graph = helper.make_graph(
+    [
+        helper.make_node("Mul", [sig.PIXELS_INPUT, "two"], ["doubled"]),
+        helper.make_node("ReduceMean", ["doubled"], [sig.FEATURES_OUTPUT], axes=[1, 2], keepdims=0),
+    ],
+    "wide",
+    [helper.make_tensor_value_info(sig.PIXELS_INPUT, TensorProto.FLOAT, [None, size, size, 3])],
+    [helper.make_tensor_value_info(sig.FEATURES_OUTPUT, TensorProto.FLOAT, [None, 3])],
+    [helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+session = new_session(model.SerializeToString())
+batch = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3)).astype(np.float32)
+# A copy: an answer still held keeps its arena region (the server's answers are gone by then).
+before = session.run(None, {sig.PIXELS_INPUT: batch})[0].copy()
+grown = resident_bytes()
+shrink_arena(session, batch[:1])
+freed = grown - resident_bytes()
+(after,) = session.run(None, {sig.PIXELS_INPUT: batch})
+assert (after == before).all()
+shrink_arena(object(), batch[:1])  # another runtime's session: nothing to do
+print(freed)
+"""
+
+
+def test_a_shrinking_run_gives_back_what_a_big_batch_took_from_the_shared_arena():
+    """A load's warm-up and timing batches grow ONNX Runtime's one arena; the server then runs one image
+    with arena shrinkage (server/model.py), so that a loaded version holds what one image needs
+    (MobileNetV2 at 224: 119 -> 51 MiB)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SHRINK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) >= 15 * 2**20, "the arena kept the batch's 25 MB"
