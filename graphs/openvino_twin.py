@@ -2,14 +2,16 @@
 
 OpenVINO compiles the same twin that ONNX Runtime runs (:mod:`graphs.onnx_twin`); :class:`OpenVinoSession`
 answers ``run`` and ``get_outputs`` as an ONNX Runtime session does, so the server runs either the
-same way. At ``bf16`` OpenVINO computes in bfloat16 where the CPU has it (AVX512-BF16, AMX): measured
-on the exporter's twins, VGG16's features 6.7x faster than ONNX Runtime fp32 on a CPU with AMX.
+same way. At ``bf16`` OpenVINO computes in bfloat16 where the CPU has it (AVX512-BF16, AMX): VGG16's
+features ran 6.7x faster than ONNX Runtime fp32 on a CPU with AMX (issue 30's measurement), 2x on one
+with AVX512-BF16 alone (bench/README.md).
 A reduced-precision twin serves only if it passes :func:`precision_gate` against the fp32 twin.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,8 @@ PRECISIONS = (FP32, BF16)
 #: (the smallest over the images) and the share of images whose top class is the same.
 MIN_FEATURE_COSINE = 0.999
 MIN_TOP1_AGREEMENT = 0.99
-_HINTS = {FP32: "f32", BF16: "bf16"}
+#: OpenVINO's name of each precision (its INFERENCE_PRECISION_HINT).
+COMPILED = {FP32: "f32", BF16: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -36,39 +39,52 @@ class Output:
     name: str
 
 
-def bf16_support() -> str:
-    """Why this CPU cannot compute in bf16, or "" when it can (OpenVINO's CPU capabilities)."""
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def core() -> Any:
+    """The process's one ``openvino.Core`` (thread-safe; it holds the plugins and their settings)."""
+    global _core
     import openvino as ov
 
-    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
+
+
+def bf16_support() -> str:
+    """Why this CPU cannot compute in bf16, or "" when it can (OpenVINO's CPU capabilities)."""
+    capabilities = core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "BF16" in capabilities:
         return ""
     return f"this CPU has no bf16 instructions (OpenVINO's CPU capabilities: {', '.join(capabilities)})"
 
 
 class OpenVinoSession:
-    """A twin compiled by OpenVINO for ``threads`` threads at ``precision``; thread-safe (one infer
-    request per calling thread)."""
+    """A twin compiled by OpenVINO for ``threads`` threads per call at ``precision``; thread-safe."""
 
     def __init__(self, model: bytes, threads: int, precision: str) -> None:
-        import openvino as ov
-
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-        core = ov.Core()
-        network = core.read_model(model)
+        network = core().read_model(model)
         # NOTE: calls run side by side (one per model thread, each on ``threads`` cores, as ONNX Runtime's
         # do), and OpenVINO runs one call at a time per stream: one stream per concurrent call.
         streams = max(1, (os.cpu_count() or 1) // max(1, threads))
         config = {
-            "INFERENCE_PRECISION_HINT": _HINTS[precision],
+            "INFERENCE_PRECISION_HINT": COMPILED[precision],
             "NUM_STREAMS": str(streams),
             "INFERENCE_NUM_THREADS": str(streams * threads),
         }
-        self._compiled = core.compile_model(network, "CPU", config)
+        self._compiled = core().compile_model(network, "CPU", config)
         self.precision = precision
         self._outputs = [Output(output.any_name) for output in self._compiled.outputs]
-        self._requests = threading.local()
+        # NOTE: asynchronous requests from a pool: OpenVINO then runs each call on a free stream (a
+        # synchronous call runs on the stream of the calling thread, and two threads could share one).
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(2 * streams):
+            self._requests.put(self._compiled.create_infer_request())
 
     @property
     def compiled_precision(self) -> str:
@@ -79,13 +95,15 @@ class OpenVinoSession:
         return list(self._outputs)
 
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self._compiled.create_infer_request()
-        results = request.infer(feeds)
-        names = output_names or [output.name for output in self._outputs]
-        # NOTE: copies: the request reuses its output buffers on the next call.
-        return [np.array(results[self._compiled.output(name)]) for name in names]
+        request = self._requests.get()  # blocks while 2 x streams calls run
+        try:
+            request.start_async(feeds)
+            request.wait()
+            names = output_names or [output.name for output in self._outputs]
+            # NOTE: copies: the request reuses its output buffers on its next call.
+            return [np.array(request.get_tensor(name).data) for name in names]
+        finally:
+            self._requests.put(request)
 
 
 def new_session(model: bytes, threads: int, precision: str) -> OpenVinoSession:

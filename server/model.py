@@ -144,7 +144,7 @@ class LoadedModel:
             if signature in saved_model.signatures
         }
         self._kinds = frozenset(self._functions)
-        self._session: Any = None  # the ONNX twin's session when runtime is onnxruntime
+        self._session: Any = None  # the twin's session when it runs on onnxruntime or openvino
         self._lone_session: Any = None  # the twin on every core, for a batch running alone (runtime.py)
         # Kinds the twin runs; the others stay TensorFlow's (a features-only twin, graphs/onnx_twin.py).
         self._onnx_kinds: frozenset[str] = frozenset()
@@ -241,6 +241,8 @@ class LoadedModel:
             self.metadata.input_size,
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
+        # The check and timing batches grew ONNX Runtime's arena: keep what one image needs.
+        self._shrink_arena(choice.session if choice.runtime == rt.ONNXRUNTIME else choice.reference)
         if choice.runtime not in rt.TWIN_RUNTIMES:
             return
         self._session, self._lone_session = choice.session, choice.lone_session
@@ -255,7 +257,6 @@ class LoadedModel:
                 f"to convert); {choice.detail}"
             )
         self._warm_up_twin()
-        self._shrink_arena()
         if left:
             return
         # NOTE: the SavedModel holds the network's weights and compiled functions; nothing needs them
@@ -350,14 +351,13 @@ class LoadedModel:
                 )
         self._decode(tf.constant([image, image]))  # batches decode through their own function
 
-    def _shrink_arena(self) -> None:
-        """The load's batches of 8 grew ONNX Runtime's shared arena: keep what one image needs."""
+    def _shrink_arena(self, session: Any) -> None:
+        """One image through an ONNX Runtime ``session`` with arena shrinkage: the process's one arena
+        gives back what the load's batches took beyond it (None: no ONNX Runtime session ran)."""
         import tensorflow as tf
 
-        one = self._decode(tf.constant([sample_png()])).numpy()
-        for session in (self._session, self._lone_session):
-            if session is not None:
-                onnx_twin.shrink_arena(session, one)
+        if session is not None:
+            onnx_twin.shrink_arena(session, self._decode(tf.constant([sample_png()])).numpy())
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         """Run the ``kind`` signature on a batch of encoded images; bad images are reported per index."""

@@ -19,6 +19,7 @@ the reason is logged once and shown in the version's status.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -65,6 +66,9 @@ class Choice:
     lone_session: Any = None  # the same twin on every core, for a batch running alone (lone_batch_session)
     outputs: frozenset[str] = frozenset()  # what the twin computes (a features-only twin: features)
     precision: str = "fp32"
+    #: The twin's ONNX Runtime session that checked it, when another runtime serves it: the caller
+    #: shrinks the process's arena through it (its check batches grew the arena), then drops it.
+    reference: Any = None
 
 
 def cache_dir_for(state_dir: Path) -> Path:
@@ -178,7 +182,7 @@ def choose(
         return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
     outputs = onnx_twin.twin_outputs(session)
     if options.runtime == AUTO and needed is not None and not needed <= outputs:
-        return _partial_twin(needed, outputs, label)
+        return dataclasses.replace(_partial_twin(needed, outputs, label), reference=session)
     try:
         lone = lone_batch_session(model, options.onnx_threads)
     except Exception as exc:  # the twin already runs on one session: serve without the lone-batch one
@@ -194,7 +198,8 @@ def choose(
         log.warning(
             "%s: served by TensorFlow, the ONNX twin failed its warm-up: %s", label, exc, exc_info=True
         )
-        return Choice(TENSORFLOW, f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}")
+        detail = f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}"
+        return Choice(TENSORFLOW, detail, reference=session)
     every_core = lone if lone is not None else session
     onnx_s, tensorflow_s = best_of_alternating(
         lambda: run_onnx(every_core, timed), lambda: run_tensorflow(timed)
@@ -207,7 +212,7 @@ def choose(
     if onnx_s <= tensorflow_s:
         detail = f"auto: {timings}; twin {origin}"
         return Choice(ONNXRUNTIME, detail, session, lone, outputs)
-    return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here")
+    return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here", reference=session)
 
 
 def choose_openvino(
@@ -219,56 +224,81 @@ def choose_openvino(
 ) -> Choice:
     """``runtime = openvino``: the twin compiled by OpenVINO at ``options.precision``.
 
-    The twin is first loaded and checked on ONNX Runtime as on any runtime (its fp32 reference). At
-    fp32, OpenVINO's compilation is checked against the SavedModel as ONNX Runtime's is (``check``);
-    at bf16 it must pass :func:`graphs.openvino_twin.precision_gate` against the fp32 twin on the check
-    images, else it serves at fp32, with the reason and the figures in the detail. Without a usable
-    twin, or if OpenVINO cannot compile it, TensorFlow serves the version (as with ONNX Runtime).
+    The twin is first loaded and checked on ONNX Runtime as on any runtime (its fp32 reference, kept
+    in :attr:`Choice.reference` so that the caller can shrink the arena it grew). At fp32, OpenVINO's
+    compilation is checked against the SavedModel as ONNX Runtime's is (``check``); at bf16 it must
+    pass :func:`graphs.openvino_twin.precision_gate` against the fp32 twin on the check images, else it
+    serves at fp32, with the reason and the figures in the detail. Both sessions (the batch one and
+    the lone-batch one, compiled apart) pass. Without a usable twin, or if OpenVINO fails, TensorFlow
+    serves the version (as with ONNX Runtime).
     """
     from graphs import openvino_twin
 
     try:
         reference, origin, model = load_twin()
-    except Exception as exc:  # TwinUnusable and ONNX Runtime's own errors: TensorFlow serves it
+    except onnx_twin.TwinUnusable as exc:
         log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
         return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
+    except Exception as exc:  # ONNX Runtime's own errors: TensorFlow can still serve the version
+        log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
+        return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
     outputs = onnx_twin.twin_outputs(reference)
-    precision, why = options.precision, ""
-    if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
-        precision, why = openvino_twin.FP32, f"bf16 asked, fp32 used: {unsupported}"
     cores = os.cpu_count() or 1
+    pixels = onnx_twin.check_pixels(size)
 
-    def sessions(at: str) -> tuple[Any, Any]:
-        session = openvino_twin.new_session(model, options.onnx_threads, at)
-        lone = openvino_twin.new_session(model, cores, at) if options.onnx_threads < cores else None
-        return session, lone
+    def compiled(precision: str) -> tuple[Any, Any, dict[str, Any]]:
+        """Both sessions at ``precision``, checked (fp32) or gated (bf16); raises TwinUnusable."""
+        session = openvino_twin.new_session(model, options.onnx_threads, precision)
+        lone = openvino_twin.new_session(model, cores, precision) if options.onnx_threads < cores else None
+        figures: dict[str, Any] = {}
+        for each in filter(None, (lone, session)):  # the figures shown are the batch session's
+            if precision == openvino_twin.FP32:
+                figures = dict(check(each)) if check is not None else {}
+            else:
+                figures = openvino_twin.precision_gate(reference, each, pixels)
+        return session, lone, figures
 
+    def tensorflow(exc: Exception) -> Choice:
+        reason = (
+            str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else f"OpenVINO failed: {type(exc).__name__}"
+        )
+        log.warning(
+            "%s: served by TensorFlow: %s",
+            label,
+            reason,
+            exc_info=not isinstance(exc, onnx_twin.TwinUnusable),
+        )
+        return Choice(TENSORFLOW, f"runtime = openvino (setting), but {reason}", reference=reference)
+
+    why = ""
     try:
-        session, lone = sessions(precision)
-        if precision == openvino_twin.FP32:
-            figures = check(session) if check is not None else {}
-        else:
-            pixels = onnx_twin.check_pixels(size)
-            figures = openvino_twin.precision_gate(reference, session, pixels)
-    except onnx_twin.TwinUnusable as exc:
-        if precision == openvino_twin.FP32:
-            log.warning("%s: served by TensorFlow, OpenVINO cannot serve the twin: %s", label, exc)
-            return Choice(TENSORFLOW, f"runtime = openvino (setting), but {exc}")
-        log.warning("%s: bf16 failed its gate (%s); OpenVINO at fp32", label, exc)
-        why = f"bf16 failed its gate against fp32, fp32 used: {exc}"
-        precision = openvino_twin.FP32
+        precision = options.precision
+        if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
+            precision, why = openvino_twin.FP32, f"bf16 asked, fp32 used: {unsupported}"
         try:
-            session, lone = sessions(precision)
-            figures = check(session) if check is not None else {}
-        except onnx_twin.TwinUnusable as fp32_exc:
-            return Choice(TENSORFLOW, f"runtime = openvino (setting), but {fp32_exc}")
-    gate = ", ".join(f"{key} {value:g}" for key, value in figures.items() if isinstance(value, (int, float)))
+            session, lone, figures = compiled(precision)
+        except Exception as exc:
+            if precision == openvino_twin.FP32:
+                raise
+            reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
+            log.warning("%s: bf16 refused (%s); OpenVINO at fp32", label, reason)
+            precision, why = openvino_twin.FP32, f"bf16 failed its gate against fp32, fp32 used: {reason}"
+            session, lone, figures = compiled(precision)
+    except Exception as exc:  # TwinUnusable, and OpenVINO's own errors: TensorFlow serves the version
+        return tensorflow(exc)
+    if session.compiled_precision != openvino_twin.COMPILED[precision]:
+        why = "; ".join(filter(None, [why, f"OpenVINO compiled it at {session.compiled_precision}"]))
+    gate = ", ".join(
+        f"{key} {value:g}"
+        for key, value in figures.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    )
     detail = f"runtime = openvino (setting), precision {precision}" + (f" ({gate})" if gate else "")
     if why:
         detail += f"; {why}"
     detail += f"; twin {origin}"
     log.info("%s: %s", label, detail)
-    return Choice(OPENVINO, detail, session, lone, outputs, precision)
+    return Choice(OPENVINO, detail, session, lone, outputs, precision, reference)
 
 
 def _partial_twin(needed: frozenset[str], outputs: frozenset[str], label: str) -> Choice:

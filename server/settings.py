@@ -190,7 +190,8 @@ class ServerSettings:
         default="fp32",
     )
     onnx_threads: int = _doc(
-        "ONNX Runtime threads per model call; 0: cores / model_threads, so concurrent calls fill the cores "
+        "ONNX Runtime (or OpenVINO) threads per model call; 0: cores / model_threads, so concurrent calls "
+        "fill the cores "
         "once",
         default=0,
     )

@@ -45,7 +45,8 @@ def test_openvino_at_fp32_runs_the_twin_after_the_savedmodel_check():
     checked = []
     choice = choose("fp32", check=lambda session: checked.append(session) or {"max_feature_error": 1e-7})
     assert choice.runtime == "openvino" and choice.precision == "fp32"
-    assert checked == [choice.session]  # the same check as ONNX Runtime's twin, against the SavedModel
+    # The same check as ONNX Runtime's twin, against the SavedModel: the lone-batch and batch sessions.
+    assert checked == [s for s in (choice.lone_session, choice.session) if s is not None]
     assert choice.detail.startswith("runtime = openvino (setting), precision fp32 (max_feature_error 1e-07)")
     pixels = np.random.default_rng(0).uniform(0, 255, (3, TINY, TINY, 3)).astype(np.float32)
     (features,) = choice.session.run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
@@ -99,6 +100,30 @@ def test_the_gate_refuses_answers_that_differ_from_fp32():
 def test_a_twin_openvino_cannot_compile_is_served_by_tensorflow():
     with pytest.raises(TwinUnusable, match="OpenVINO cannot run the twin"):
         openvino_twin.new_session(b"not an onnx model", 1, "fp32")
+
+
+@pytest.mark.parametrize(
+    "failure, reason",
+    [
+        (
+            TwinUnusable("OpenVINO cannot run the twin: no such op"),
+            "OpenVINO cannot run the twin: no such op",
+        ),
+        (RuntimeError("/srv/models/x: infer failed"), "OpenVINO failed: RuntimeError"),
+    ],
+)
+def test_when_openvino_fails_tensorflow_serves_and_status_says_why(monkeypatch, failure, reason):
+    """A compile error or any error of OpenVINO's never fails the version; its text may name server
+    paths, so only a TwinUnusable's (our) message reaches the status."""
+
+    def fail(*args):
+        raise failure
+
+    monkeypatch.setattr(openvino_twin, "new_session", fail)
+    choice = choose("fp32")
+    assert (choice.runtime, choice.session) == ("tensorflow", None)
+    assert choice.detail == f"runtime = openvino (setting), but {reason}"
+    assert choice.reference is not None  # the checked ONNX Runtime twin: the caller shrinks the arena with it
 
 
 def test_precision_is_a_checked_setting_overridable_per_model(tmp_path):
