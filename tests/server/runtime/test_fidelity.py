@@ -207,8 +207,8 @@ def test_auto_keeps_the_faster_runtime_and_reports_both_timings(runtime_root):
 def test_runtime_setting_is_checked_and_overridable():
     from server.settings import ModelConfig, ServerSettings, SettingsError
 
-    with pytest.raises(SettingsError, match="runtime must be one of auto, tensorflow, onnxruntime"):
-        ServerSettings(runtime="openvino")
+    with pytest.raises(SettingsError, match="runtime must be one of auto, tensorflow, onnxruntime, openvino"):
+        ServerSettings(runtime="tvm")
     with pytest.raises(SettingsError, match="runtime 'tf'"):
         ModelConfig(runtime="tf")
     settings = ServerSettings(runtime="onnxruntime", models={"a": ModelConfig(runtime="tensorflow")})
