@@ -78,7 +78,6 @@ class OpenVinoSession:
             "INFERENCE_NUM_THREADS": str(streams * threads),
         }
         self._compiled = core().compile_model(network, "CPU", config)
-        self.precision = precision
         self._outputs = [Output(output.any_name) for output in self._compiled.outputs]
         # NOTE: asynchronous requests from a pool: OpenVINO then runs each call on a free stream (a
         # synchronous call runs on the stream of the calling thread, and two threads could share one).

@@ -150,7 +150,6 @@ class LoadedModel:
         self._onnx_kinds: frozenset[str] = frozenset()
         self._twin_bytes = 0  # size of the twin the sessions run
         self._twin_runtime = rt.ONNXRUNTIME  # what runs the twin: onnxruntime or openvino
-        self.precision = "fp32"  # of the twin's sessions (runtime = openvino may run bf16)
         self._onnx_batches = 0  # batches inside _run_onnx now
         self._onnx_batches_lock = threading.Lock()
         self._decode, self._resize = rt.tensorflow_preprocessing(metadata.input_size)
@@ -246,7 +245,7 @@ class LoadedModel:
         if choice.runtime not in rt.TWIN_RUNTIMES:
             return
         self._session, self._lone_session = choice.session, choice.lone_session
-        self._twin_runtime, self.precision = choice.runtime, choice.precision
+        self._twin_runtime = choice.runtime
         self._onnx_kinds = frozenset(kind for kind in self._kinds if KINDS[kind][1] in choice.outputs)
         left = sorted(self._kinds - self._onnx_kinds)
         if left:

@@ -172,14 +172,10 @@ def choose(
         return choose_openvino(options, load_twin, label, check, size)
     if options.runtime == AUTO and needed is not None and recorded and not needed <= recorded:
         return _partial_twin(needed, recorded, label)
-    try:
-        session, origin, model = load_twin()
-    except onnx_twin.TwinUnusable as exc:
-        log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
-        return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
-    except Exception as exc:  # ONNX Runtime's own errors: TensorFlow can still serve the version
-        log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
-        return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
+    loaded = _load_twin(load_twin, label)
+    if isinstance(loaded, Choice):
+        return loaded
+    session, origin, model = loaded
     outputs = onnx_twin.twin_outputs(session)
     if options.runtime == AUTO and needed is not None and not needed <= outputs:
         return dataclasses.replace(_partial_twin(needed, outputs, label), reference=session)
@@ -215,6 +211,21 @@ def choose(
     return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here", reference=session)
 
 
+def _load_twin(
+    load_twin: Callable[[], tuple[Any, str, bytes]], label: str
+) -> tuple[Any, str, bytes] | Choice:
+    """The checked twin's (session, origin, bytes), or TensorFlow's :class:`Choice` with the reason
+    when there is none (ONNX Runtime's own errors included: TensorFlow can still serve the version)."""
+    try:
+        return load_twin()
+    except onnx_twin.TwinUnusable as exc:
+        log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
+        return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
+    except Exception as exc:  # only its type reaches the status: its text may name server paths
+        log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
+        return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
+
+
 def choose_openvino(
     options: RuntimeOptions,
     load_twin: Callable[[], tuple[Any, str, bytes]],
@@ -234,14 +245,10 @@ def choose_openvino(
     """
     from graphs import openvino_twin
 
-    try:
-        reference, origin, model = load_twin()
-    except onnx_twin.TwinUnusable as exc:
-        log.warning("%s: served by TensorFlow, no usable ONNX twin: %s", label, exc)
-        return Choice(TENSORFLOW, f"no usable ONNX twin: {exc}")
-    except Exception as exc:  # ONNX Runtime's own errors: TensorFlow can still serve the version
-        log.warning("%s: served by TensorFlow, the ONNX twin failed: %s", label, exc, exc_info=True)
-        return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
+    loaded = _load_twin(load_twin, label)
+    if isinstance(loaded, Choice):
+        return loaded
+    reference, origin, model = loaded
     outputs = onnx_twin.twin_outputs(reference)
     cores = os.cpu_count() or 1
     pixels = onnx_twin.check_pixels(size)
