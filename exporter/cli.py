@@ -11,6 +11,7 @@ from pathlib import Path
 from exporter.catalog import DEFAULT_MODELS, format_catalog
 from exporter.errors import UserError, WeightsUnavailable
 from exporter.spec import ExportSpec, resolve_entry, validate_spec
+from graphs import calibration
 from graphs.errors import VerificationFailed
 from graphs.progress import Progress
 from graphs.tensorflow_import import import_tensorflow_quietly
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not write the ONNX twin of the network (the server then converts it on first load)",
     )
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help=f"images (up to {calibration.MAX_IMAGES}, spread over DIR and its subdirectories) kept in the"
+        " version for the server's int8 precision: quantization measures on them, its gate compares on them",
+    )
     parser.add_argument("--hub-handle", help="TF Hub classifier URL or local SavedModel directory")
     parser.add_argument("--hub-feature-handle", help="TF Hub feature-vector twin (URL or local directory)")
     parser.add_argument(
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             hub_outputs_probabilities=args.hub_outputs_probabilities,
             labels_file=args.labels,
             onnx=not args.no_onnx,
+            calibration=args.calibration,
         )
         for name in names
     ]

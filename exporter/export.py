@@ -15,10 +15,10 @@ from exporter.errors import UserError
 from exporter.labels import default_labels_for, load_label_set
 from exporter.sources import BuiltNetwork, build_hub, build_keras
 from exporter.spec import RANDOM, ExportSpec, resolve_entry, validate_spec
-from graphs import onnx_twin
+from graphs import calibration, onnx_twin
 from graphs.progress import Progress
 from graphs.publish import save_and_publish
-from graphs.signatures import LABELS_ASSET, ServingModule, describe_signatures
+from graphs.signatures import LABELS_ASSET, ServingModule, decode_images, describe_signatures
 from model_format.labels import format_labels, parse_labels
 from model_format.manifest import MANIFEST_FORMAT
 from storage.roots import join
@@ -104,6 +104,8 @@ def export_model(
         extra_files = {}
         if spec.onnx:
             extra_files = onnx_twin.attach_twin(module, size, manifest, progress)
+        if spec.calibration is not None:
+            extra_files[calibration.CALIBRATION_FILE] = _calibration_file(spec.calibration, size, manifest)
         published = save_and_publish(
             module,
             signatures,
@@ -120,6 +122,26 @@ def export_model(
         network=network,
         loaded=published.loaded,
     )
+
+
+def _calibration_file(directory: str, size: int, manifest: dict[str, Any]) -> bytes:
+    """The calibration file of ``--calibration DIR``, every image decoded first by the signature's
+    own decode (an image the server could not decode is reported now); its record goes into the
+    manifest."""
+    import tensorflow as tf
+
+    try:
+        files = calibration.images_in(directory)
+    except calibration.CalibrationError as exc:
+        raise UserError(str(exc)) from None
+    for path, image in files:
+        try:
+            decode_images(tf.constant([image]), size)
+        except tf.errors.OpError:
+            raise UserError(f"--calibration: {path} is not an image TensorFlow can decode") from None
+    content, record = calibration.pack([image for _path, image in files])
+    manifest["calibration"] = record
+    return content
 
 
 def _tf_version() -> str:

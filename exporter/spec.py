@@ -28,6 +28,7 @@ class ExportSpec:
     hub_outputs_probabilities: bool = False
     labels_file: str | None = None
     onnx: bool = True  # write the network's checked ONNX twin into the version (graphs/onnx_twin.py)
+    calibration: str | None = None  # a directory of images for int8 (graphs/calibration.py)
 
 
 def resolve_entry(spec: ExportSpec) -> CatalogEntry:
@@ -71,4 +72,9 @@ def validate_spec(entry: CatalogEntry, spec: ExportSpec) -> int:
         raise UserError(f"--labels {spec.labels_file}: no such file")
     if spec.seed < 0:
         raise UserError(f"--seed must be >= 0, got {spec.seed}")
+    if spec.calibration is not None:
+        if not spec.onnx:
+            raise UserError("--calibration is for the ONNX twin's int8 precision: not with --no-onnx")
+        if not Path(spec.calibration).is_dir():
+            raise UserError(f"--calibration {spec.calibration}: not a directory")
     return size

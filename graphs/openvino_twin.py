@@ -1,10 +1,11 @@
-"""The checked ONNX twin on OpenVINO, at fp32 or bf16, behind ONNX Runtime's session interface.
+"""The checked ONNX twin on OpenVINO, at fp32, bf16 or int8, behind ONNX Runtime's session interface.
 
 OpenVINO compiles the same twin that ONNX Runtime runs (:mod:`graphs.onnx_twin`); :class:`OpenVinoSession`
 answers ``run`` and ``get_outputs`` as an ONNX Runtime session does, so the server runs either the
 same way. At ``bf16`` OpenVINO computes in bfloat16 where the CPU has it (AVX512-BF16, AMX): VGG16's
 features ran 6.7x faster than ONNX Runtime fp32 on a CPU with AMX (issue 30's measurement), 2x on one
 with AVX512-BF16 alone (bench/README.md).
+At ``int8`` it runs the twin quantized on the version's calibration images (:mod:`graphs.quantize`).
 A reduced-precision twin serves only if it passes :func:`precision_gate` against the fp32 twin.
 """
 
@@ -23,13 +24,17 @@ from model_format import signatures as sig
 
 FP32 = "fp32"
 BF16 = "bf16"
-PRECISIONS = (FP32, BF16)
+INT8 = "int8"
+PRECISIONS = (FP32, BF16, INT8)
+#: The precisions that must pass :func:`precision_gate` against fp32.
+REDUCED = (BF16, INT8)
 #: The gate of a reduced precision against fp32, on every check image: the features' cosine similarity
 #: (the smallest over the images) and the share of images whose top class is the same.
 MIN_FEATURE_COSINE = 0.999
 MIN_TOP1_AGREEMENT = 0.99
-#: OpenVINO's name of each precision (its INFERENCE_PRECISION_HINT).
-COMPILED = {FP32: "f32", BF16: "bf16"}
+#: OpenVINO's INFERENCE_PRECISION_HINT for each precision. int8: the quantized layers run in int8 (the
+#: twin says which), the others at f32.
+COMPILED = {FP32: "f32", BF16: "bf16", INT8: "f32"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,8 @@ def bf16_support() -> str:
 
 
 class OpenVinoSession:
-    """A twin compiled by OpenVINO for ``threads`` threads per call at ``precision``; thread-safe."""
+    """A twin compiled by OpenVINO for ``threads`` threads per call at ``precision``; thread-safe.
+    At ``int8``, ``model`` is the quantized twin (:func:`graphs.quantize.quantize`)."""
 
     def __init__(self, model: bytes, threads: int, precision: str) -> None:
         if precision not in PRECISIONS:

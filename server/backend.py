@@ -60,6 +60,10 @@ class ModelBackend(Protocol):
     #: The runtime of the default signature's network ("tensorflow", "onnxruntime", ...) and why.
     runtime: str
     runtime_detail: str
+    #: What the default signature's network computes in ("fp32", "bf16", "int8") and the reduced
+    #: precision's gate figures, or why the precision asked is not used ("" when there is nothing to say).
+    precision: str
+    precision_detail: str
     #: TF Serving's GetModelMetadata: SignatureDef protos by signature name.
     signature_defs: Mapping[str, Any]
     #: Memory the version holds, in bytes, measured at load (0 when unknown).
@@ -76,6 +80,9 @@ class ModelBackend(Protocol):
 
     def runtime_of(self, kind: str) -> str:
         """The runtime that runs ``kind`` (the ``runtime`` label of its batches' metrics)."""
+
+    def precision_of(self, kind: str) -> str:
+        """The precision ``kind`` is computed in (the ``precision`` label of its batches' metrics)."""
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         """Rows for a batch of encoded images; an image that cannot be decoded fails only its index."""
@@ -101,11 +108,14 @@ class Unloaded:
         self.name, self.version = model.name, model.version
         self.metadata = model.metadata
         self.runtime, self.runtime_detail = model.runtime, model.runtime_detail
+        self.precision, self.precision_detail = model.precision, model.precision_detail
         self.signature_defs = model.signature_defs
         self.resident_bytes = model.resident_bytes
         self._kinds = {kind: model.has(kind) for kind in KINDS}
         self._signatures = {name: model.kind_of(name) for name in model.signature_names}
-        self._runtimes = {kind: model.runtime_of(kind) for kind, present in self._kinds.items() if present}
+        kinds = [kind for kind, present in self._kinds.items() if present]
+        self._runtimes = {kind: model.runtime_of(kind) for kind in kinds}
+        self._precisions = {kind: model.precision_of(kind) for kind in kinds}
 
     @property
     def signature_names(self) -> tuple[str, ...]:
@@ -121,6 +131,9 @@ class Unloaded:
 
     def runtime_of(self, kind: str) -> str:
         return self._runtimes.get(kind, self.runtime)
+
+    def precision_of(self, kind: str) -> str:
+        return self._precisions.get(kind, self.precision)
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         raise RuntimeError(

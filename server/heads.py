@@ -82,6 +82,9 @@ class HeadBackend:
         self.arrays = graph_head.from_bytes(data)
         self.resident_bytes = int(sum(array.nbytes for array in self.arrays.values()))
         self.runtime = base.runtime_of("features")
+        self.precision = base.precision_of("features")
+        shared = base.precision_detail
+        self.precision_detail = f"the base's features: {shared}" if shared else ""
         self.runtime_detail = (
             f"head on {base.name} v{base.version}'s features ({base.runtime_of('features')}), its layers "
             "in NumPy: the base's network is shared by all of its heads"
@@ -120,6 +123,9 @@ class HeadBackend:
 
     def runtime_of(self, kind: str) -> str:
         return self.base.runtime_of("features")
+
+    def precision_of(self, kind: str) -> str:
+        return self.base.precision_of("features")
 
     def apply(self, features: np.ndarray) -> np.ndarray:
         """The head's probabilities for feature rows."""

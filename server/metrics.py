@@ -8,7 +8,7 @@ name                                        type       labels
 ``requests_total``                          counter    rpc, model, version, code
 ``request_duration_seconds``                histogram  rpc, model: whole call, as the server sees it
 ``queue_duration_seconds``                  histogram  model, kind: oldest request's wait for its batch
-``model_duration_seconds``                  histogram  model, kind, runtime: one model call (a batch)
+``model_duration_seconds``                  histogram  model, kind, runtime, precision: one model call
 ``batch_size``                              histogram  model, kind: images per model call
 ``images_total``                            counter    model, version, kind: images through the model
 ``model_loads_total``                       counter    model, result (``loaded`` / ``failed``)
@@ -92,7 +92,7 @@ class Metrics:
         self.model_duration = Histogram(
             "imageserve_model_duration_seconds",
             "Duration of one model call (a batch)",
-            ["model", "kind", "runtime"],
+            ["model", "kind", "runtime", "precision"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -166,10 +166,11 @@ class Metrics:
         queued_s: float,
         model_s: float,
         runtime: str = "",
+        precision: str = "",
     ) -> None:
         self.batch_size.labels(model, kind).observe(size)
         self.queue_duration.labels(model, kind).observe(queued_s)
-        self.model_duration.labels(model, kind, runtime).observe(model_s)
+        self.model_duration.labels(model, kind, runtime, precision).observe(model_s)
         self.images.labels(model, str(version), kind).inc(size)
 
     def record_lifecycle(self, event: str, model: str, version: int, seconds: float) -> None:

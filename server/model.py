@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from graphs import onnx_twin
+from graphs import calibration, onnx_twin
 from graphs.publish import sample_png
 from model_format import signatures as sig
 from model_format.manifest import MANIFEST_FILE
@@ -136,6 +136,10 @@ class LoadedModel:
         self.signature_defs: dict[str, Any] = {}
         self.runtime = rt.TENSORFLOW
         self.runtime_detail = ""
+        #: What the twin computes in (fp32, bf16, int8; TensorFlow: fp32) and its gate's figures or why
+        #: the precision asked is not used (graphs/openvino_twin.py).
+        self.precision = rt.FP32
+        self.precision_detail = ""
         self.resident_bytes = 0  # measured by load()
         self._saved_model = saved_model
         self._functions = {
@@ -228,6 +232,10 @@ class LoadedModel:
             self._twin_bytes = len(twin)
             return session, origin, twin
 
+        def calibration_pixels() -> Any:
+            images = calibration.read(self.path, manifest)
+            return self._decode(images).numpy() if images else None
+
         choice = rt.choose(
             options,
             load_twin,
@@ -238,8 +246,10 @@ class LoadedModel:
             frozenset(recorded) if recorded else None,
             lambda session: onnx_twin.check_twin(self._saved_model, session, self.metadata.input_size),
             self.metadata.input_size,
+            calibration_pixels,
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
+        self.precision, self.precision_detail = choice.precision, choice.precision_detail
         # The check and timing batches grew ONNX Runtime's arena: keep what one image needs.
         self._shrink_arena(choice.session if choice.runtime == rt.ONNXRUNTIME else choice.reference)
         if choice.runtime not in rt.TWIN_RUNTIMES:
@@ -278,6 +288,10 @@ class LoadedModel:
     def runtime_of(self, kind: str) -> str:
         """The runtime that runs ``kind`` (the ``runtime`` label of its batches' metrics)."""
         return self._twin_runtime if kind in self._onnx_kinds else rt.TENSORFLOW
+
+    def precision_of(self, kind: str) -> str:
+        """The precision ``kind`` is computed in (the ``precision`` label of its batches' metrics)."""
+        return self.precision if kind in self._onnx_kinds else rt.FP32
 
     def has(self, kind: str) -> bool:
         return kind in self._kinds

@@ -60,7 +60,7 @@ class ModelRepository(Residency):
         settings: ServerSettings,
         model_executor: Executor,
         on_change: Callable[[], None] | None = None,
-        on_batch: Callable[[str, int, str, int, float, float, str], None] | None = None,
+        on_batch: Callable[[str, int, str, int, float, float, str, str], None] | None = None,
         on_lifecycle: Callable[[str, str, int, float], None] | None = None,
         loader: BackendLoader | None = None,
     ) -> None:
@@ -371,7 +371,16 @@ class ModelRepository(Residency):
             report = self._on_batch
 
             def report_batch(size: int, queued_s: float, model_s: float) -> None:
-                report(served.name, served.version, kind, size, queued_s, model_s, model.runtime_of(kind))
+                report(
+                    served.name,
+                    served.version,
+                    kind,
+                    size,
+                    queued_s,
+                    model_s,
+                    model.runtime_of(kind),
+                    model.precision_of(kind),
+                )
 
             on_batch = report_batch
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from graphs import onnx_twin
 from model_format import signatures as sig
 from storage.local import content_key
@@ -41,6 +43,9 @@ OPENVINO = "openvino"
 RUNTIMES = (AUTO, TENSORFLOW, ONNXRUNTIME, OPENVINO)
 #: Runtimes that run the twin (the version's sessions); TensorFlow runs the SavedModel.
 TWIN_RUNTIMES = (ONNXRUNTIME, OPENVINO)
+FP32 = "fp32"
+#: ``precision``: fp32, or a reduced one through OpenVINO (gated), or ``auto``: the fastest that passes.
+PRECISIONS = (FP32, "bf16", "int8", AUTO)
 CACHE_FOLDER = "onnx"
 TIMING_ROUNDS = 3
 
@@ -53,7 +58,7 @@ class RuntimeOptions:
     cache_dir: Path | None = None  # <state_dir>/onnx; None: convert without caching
     onnx_threads: int = 1  # intra-op threads of the ONNX Runtime session
     timing_batch: int = 8  # images in the warm-up batch that auto times
-    precision: str = "fp32"  # runtime = openvino: fp32 or bf16 (graphs/openvino_twin.py)
+    precision: str = "fp32"  # fp32, bf16, int8 or auto: OpenVINO's (graphs/openvino_twin.py)
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Choice:
     #: The twin's ONNX Runtime session that checked it, when another runtime serves it: the caller
     #: shrinks the process's arena through it (its check batches grew the arena), then drops it.
     reference: Any = None
+    #: The reduced precision's gate figures, or why the precision asked is not used ("" at fp32).
+    precision_detail: str = ""
 
 
 def cache_dir_for(state_dir: Path) -> Path:
@@ -116,24 +123,22 @@ def obtain_twin(
     return session, where, model
 
 
-def best_of_alternating(
-    first: Callable[[], Any], second: Callable[[], Any], rounds: int = TIMING_ROUNDS
-) -> tuple[float, float]:
+def best_of_rounds(calls: list[Callable[[], Any]], rounds: int = TIMING_ROUNDS) -> list[float]:
     """Fastest of ``rounds`` timed calls of each, in seconds, after one untimed call of each.
 
-    NOTE: the calls alternate: a server loads its versions side by side, so the machine is busier
+    NOTE: the calls take turns: a server loads its versions side by side, so the machine is busier
     while the first is timed than later; timing one runtime after the other favoured the second
     (measured: auto kept TensorFlow for every default model of a starting server).
     """
-    first()
-    second()
-    times: tuple[list[float], list[float]] = ([], [])
+    for call in calls:
+        call()
+    times: list[list[float]] = [[] for _ in calls]
     for _ in range(rounds):
-        for run, timed in zip((first, second), times):
+        for call, timed in zip(calls, times):
             started = time.monotonic()
-            run()
+            call()
             timed.append(time.monotonic() - started)
-    return min(times[0]), min(times[1])
+    return [min(each) for each in times]
 
 
 def choose(
@@ -146,6 +151,7 @@ def choose(
     recorded: frozenset[str] | None = None,
     check: Callable[[Any], Any] | None = None,
     size: int = 224,
+    calibration: Callable[[], Any] | None = None,
 ) -> Choice:
     """Pick the runtime of one version following ``options.runtime``.
 
@@ -163,21 +169,29 @@ def choose(
     manifest records for its exported twin: when they already say so, the twin is not even loaded
     (its check runs the SavedModel on a batch, which grows TensorFlow's buffers).
 
+    ``auto`` with a reduced ``options.precision`` (bf16, int8, auto) also times the twin on OpenVINO at
+    each precision that passes its gate (:func:`reduced_precisions`; ``calibration()``: the version's
+    calibration pixels) and keeps the fastest of all; there a features-only twin is used too (the
+    precision was asked for speed), but not on ONNX Runtime fp32.
+
     ``openvino``: :func:`choose_openvino` (``check(session)`` checks a session against the SavedModel;
     ``size`` is the version's input size).
     """
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
     if options.runtime == OPENVINO:
-        return choose_openvino(options, load_twin, label, check, size)
+        return choose_openvino(options, load_twin, label, check, size, run_onnx, calibration)
+    reduced_asked = options.runtime == AUTO and options.precision != FP32
     if options.runtime == AUTO and needed is not None and recorded and not needed <= recorded:
-        return _partial_twin(needed, recorded, label)
+        if not reduced_asked:
+            return _partial_twin(needed, recorded, label)
     loaded = _load_twin(load_twin, label)
     if isinstance(loaded, Choice):
         return loaded
     session, origin, model = loaded
     outputs = onnx_twin.twin_outputs(session)
-    if options.runtime == AUTO and needed is not None and not needed <= outputs:
+    partial = needed is not None and not needed <= outputs
+    if options.runtime == AUTO and partial and not reduced_asked:
         return dataclasses.replace(_partial_twin(needed, outputs, label), reference=session)
     try:
         lone = lone_batch_session(model, options.onnx_threads)
@@ -186,7 +200,9 @@ def choose(
         lone = None
     if options.runtime == ONNXRUNTIME:
         detail = f"runtime = onnxruntime (setting); twin {origin}"
-        return Choice(ONNXRUNTIME, detail, session, lone, outputs)
+        asked = options.precision
+        ignored = f"precision {asked} needs runtime openvino or auto" if asked != FP32 else ""
+        return Choice(ONNXRUNTIME, detail, session, lone, outputs, precision_detail=ignored)
     timed = sig.PROBABILITIES_OUTPUT if sig.PROBABILITIES_OUTPUT in outputs else sig.FEATURES_OUTPUT
     try:
         run_onnx(session, timed)
@@ -196,19 +212,43 @@ def choose(
         )
         detail = f"the ONNX twin failed on the warm-up batch: {type(exc).__name__}"
         return Choice(TENSORFLOW, detail, reference=session)
+    reduced: list[Compiled] = []
+    notes: list[str] = []
+    if reduced_asked:
+        try:
+            reduced, notes = reduced_precisions(options, model, session, size, calibration, label)
+        except Exception as exc:  # OpenVINO's own errors: the fp32 runtimes still serve
+            log.warning("%s: OpenVINO failed: %s", label, exc, exc_info=True)
+            notes = [f"OpenVINO failed: {type(exc).__name__}"]
+    # Candidates, timed in turns on the warm-up batch, each on every core. A partial twin on ONNX
+    # Runtime fp32 would hold the features' layers twice for nothing (see above): not a candidate.
     every_core = lone if lone is not None else session
-    onnx_s, tensorflow_s = best_of_alternating(
-        lambda: run_onnx(every_core, timed), lambda: run_tensorflow(timed)
-    )
-    timings = (
-        f"warm-up batch of {options.timing_batch}: onnxruntime {onnx_s * 1000:.1f} ms,"
-        f" tensorflow {tensorflow_s * 1000:.1f} ms"
+    runs: dict[str, Callable[[], Any]] = {}
+    if not partial:
+        runs[ONNXRUNTIME] = lambda: run_onnx(every_core, timed)
+    runs[TENSORFLOW] = lambda: run_tensorflow(timed)
+    for candidate in reduced:
+        runs[f"openvino {candidate.precision}"] = lambda c=candidate: run_onnx(c.every_core, timed)
+    seconds = dict(zip(runs, best_of_rounds(list(runs.values()))))
+    timings = f"warm-up batch of {options.timing_batch}: " + ", ".join(
+        f"{name} {s * 1000:.1f} ms" for name, s in seconds.items()
     )
     log.info("%s: %s (twin %s)", label, timings, origin)
-    if onnx_s <= tensorflow_s:
-        detail = f"auto: {timings}; twin {origin}"
-        return Choice(ONNXRUNTIME, detail, session, lone, outputs)
-    return Choice(TENSORFLOW, f"auto: {timings}; TensorFlow is faster here", reference=session)
+    fastest = min(seconds, key=seconds.__getitem__)  # the first of equals: ONNX Runtime before TensorFlow
+    notes_shown = "".join(f"; {note}" for note in notes)
+    if fastest == ONNXRUNTIME:
+        detail = f"auto: {timings}{notes_shown}; twin {origin}"
+        return Choice(ONNXRUNTIME, detail, session, lone, outputs, precision_detail="; ".join(notes))
+    if fastest == TENSORFLOW:
+        detail = f"auto: {timings}; TensorFlow is faster here{notes_shown}"
+        return Choice(TENSORFLOW, detail, reference=session, precision_detail="; ".join(notes))
+    chosen = next(c for c in reduced if f"openvino {c.precision}" == fastest)
+    gate = chosen.gate()
+    precision_detail = "; ".join([f"{chosen.precision} ({gate})", *notes])
+    detail = f"auto: {timings}; precision {chosen.precision} ({gate}){notes_shown}; twin {origin}"
+    return Choice(
+        OPENVINO, detail, chosen.session, chosen.lone, outputs, chosen.precision, session, precision_detail
+    )
 
 
 def _load_twin(
@@ -226,22 +266,116 @@ def _load_twin(
         return Choice(TENSORFLOW, f"the ONNX twin failed to load: {type(exc).__name__}")
 
 
+@dataclass
+class Compiled:
+    """The twin compiled by OpenVINO at one precision, past its check (fp32) or its gate (bf16, int8)."""
+
+    precision: str
+    session: Any
+    lone: Any  # the lone-batch session (every core), None when ``onnx_threads`` covers them
+    figures: dict[str, Any]
+
+    @property
+    def every_core(self) -> Any:
+        return self.lone if self.lone is not None else self.session
+
+    def gate(self) -> str:
+        """The figures, as shown in status: ``images 6, features_cosine_min 0.99998``."""
+        return ", ".join(
+            f"{key} {value:g}"
+            for key, value in self.figures.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        )
+
+
+def _compile(
+    model: bytes, precision: str, options: RuntimeOptions, accept: Callable[[Any], dict[str, Any]]
+) -> Compiled:
+    """Both sessions at ``precision``, each passing ``accept`` (which raises TwinUnusable otherwise)."""
+    from graphs import openvino_twin
+
+    cores = os.cpu_count() or 1
+    session = openvino_twin.new_session(model, options.onnx_threads, precision)
+    lone = openvino_twin.new_session(model, cores, precision) if options.onnx_threads < cores else None
+    figures: dict[str, Any] = {}
+    for each in filter(None, (lone, session)):  # the figures shown are the batch session's
+        figures = dict(accept(each))
+    return Compiled(precision, session, lone, figures)
+
+
+def reduced_precisions(
+    options: RuntimeOptions,
+    model: bytes,
+    reference: Any,
+    size: int,
+    calibration: Callable[[], Any] | None,
+    label: str,
+) -> tuple[list[Compiled], list[str]]:
+    """The twin on OpenVINO at each reduced precision ``options.precision`` asks for (``auto``: bf16
+    and int8) that this CPU and version allow and that passes :func:`graphs.openvino_twin.precision_gate`
+    against the fp32 ``reference`` on the check images plus the version's calibration images; and
+    why the others are not used. int8 needs calibration images (:mod:`graphs.calibration`)."""
+    from graphs import openvino_twin, quantize
+
+    asked = options.precision
+    wanted = openvino_twin.REDUCED if asked == AUTO else [p for p in openvino_twin.REDUCED if p == asked]
+    if not wanted:
+        return [], []
+    pixels = onnx_twin.check_pixels(size)
+    passed: list[Compiled] = []
+    notes: list[str] = []
+    try:
+        calibrated = calibration() if calibration is not None else None
+    except ValueError as exc:  # graphs.calibration.CalibrationError: a partial copy; bf16 can still serve
+        log.warning("%s: calibration images unusable: %s", label, exc)
+        calibrated, notes = None, [f"calibration images unusable: {exc}"]
+    if calibrated is not None and len(calibrated):
+        pixels = np.concatenate([pixels, np.asarray(calibrated, np.float32)])
+    for precision in wanted:
+        fallback = f"{precision} asked, fp32 used" if asked != AUTO else f"{precision} not used"
+        if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
+            notes.append(f"{fallback}: {unsupported}")
+            continue
+        if precision == openvino_twin.INT8 and (calibrated is None or not len(calibrated)):
+            notes.append(f"{fallback}: the version has no calibration images (export with --calibration DIR)")
+            continue
+        try:
+            network = model if precision != openvino_twin.INT8 else quantize.quantize(model, calibrated)
+            passed.append(
+                _compile(
+                    network,
+                    precision,
+                    options,
+                    lambda session: openvino_twin.precision_gate(reference, session, pixels),
+                )
+            )
+        except Exception as exc:  # TwinUnusable (the gate, the quantizer) and OpenVINO's own errors
+            reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
+            log.warning("%s: %s refused (%s)", label, precision, reason)
+            gate = f"{precision} failed its gate against fp32"
+            notes.append(f"{gate}, fp32 used: {reason}" if asked != AUTO else f"{gate}: {reason}")
+    return passed, notes
+
+
 def choose_openvino(
     options: RuntimeOptions,
     load_twin: Callable[[], tuple[Any, str, bytes]],
     label: str,
     check: Callable[[Any], Any] | None = None,
     size: int = 224,
+    run_onnx: Callable[[Any, str], Any] | None = None,
+    calibration: Callable[[], Any] | None = None,
 ) -> Choice:
     """``runtime = openvino``: the twin compiled by OpenVINO at ``options.precision``.
 
     The twin is first loaded and checked on ONNX Runtime as on any runtime (its fp32 reference, kept
     in :attr:`Choice.reference` so that the caller can shrink the arena it grew). At fp32, OpenVINO's
-    compilation is checked against the SavedModel as ONNX Runtime's is (``check``); at bf16 it must
-    pass :func:`graphs.openvino_twin.precision_gate` against the fp32 twin on the check images, else it
-    serves at fp32, with the reason and the figures in the detail. Both sessions (the batch one and
-    the lone-batch one, compiled apart) pass. Without a usable twin, or if OpenVINO fails, TensorFlow
-    serves the version (as with ONNX Runtime).
+    compilation is checked against the SavedModel as ONNX Runtime's is (``check``); a reduced precision
+    (:func:`reduced_precisions`) serves only past its gate, else fp32 does, with the reason and the
+    figures in the detail. ``precision = auto``: fp32 and every precision that passes are timed on the
+    warm-up batch (``run_onnx``) and the fastest serves. Both sessions (the batch one and the lone-batch
+    one, compiled apart) pass. Without a usable twin, or if OpenVINO fails, TensorFlow serves the
+    version (as with ONNX Runtime).
     """
     from graphs import openvino_twin
 
@@ -250,20 +384,6 @@ def choose_openvino(
         return loaded
     reference, origin, model = loaded
     outputs = onnx_twin.twin_outputs(reference)
-    cores = os.cpu_count() or 1
-    pixels = onnx_twin.check_pixels(size)
-
-    def compiled(precision: str) -> tuple[Any, Any, dict[str, Any]]:
-        """Both sessions at ``precision``, checked (fp32) or gated (bf16); raises TwinUnusable."""
-        session = openvino_twin.new_session(model, options.onnx_threads, precision)
-        lone = openvino_twin.new_session(model, cores, precision) if options.onnx_threads < cores else None
-        figures: dict[str, Any] = {}
-        for each in filter(None, (lone, session)):  # the figures shown are the batch session's
-            if precision == openvino_twin.FP32:
-                figures = dict(check(each)) if check is not None else {}
-            else:
-                figures = openvino_twin.precision_gate(reference, each, pixels)
-        return session, lone, figures
 
     def tensorflow(exc: Exception) -> Choice:
         reason = (
@@ -277,35 +397,33 @@ def choose_openvino(
         )
         return Choice(TENSORFLOW, f"runtime = openvino (setting), but {reason}", reference=reference)
 
-    why = ""
     try:
-        precision = options.precision
-        if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
-            precision, why = openvino_twin.FP32, f"bf16 asked, fp32 used: {unsupported}"
-        try:
-            session, lone, figures = compiled(precision)
-        except Exception as exc:
-            if precision == openvino_twin.FP32:
-                raise
-            reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
-            log.warning("%s: bf16 refused (%s); OpenVINO at fp32", label, reason)
-            precision, why = openvino_twin.FP32, f"bf16 failed its gate against fp32, fp32 used: {reason}"
-            session, lone, figures = compiled(precision)
+        pool, notes = reduced_precisions(options, model, reference, size, calibration, label)
+        if not pool or options.precision == AUTO:
+            pool.append(_compile(model, openvino_twin.FP32, options, check or (lambda session: {})))
     except Exception as exc:  # TwinUnusable, and OpenVINO's own errors: TensorFlow serves the version
         return tensorflow(exc)
-    if session.compiled_precision != openvino_twin.COMPILED[precision]:
-        why = "; ".join(filter(None, [why, f"OpenVINO compiled it at {session.compiled_precision}"]))
-    gate = ", ".join(
-        f"{key} {value:g}"
-        for key, value in figures.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    )
-    detail = f"runtime = openvino (setting), precision {precision}" + (f" ({gate})" if gate else "")
-    if why:
-        detail += f"; {why}"
+    timings = ""
+    if len(pool) > 1 and run_onnx is not None:
+        timed = sig.PROBABILITIES_OUTPUT if sig.PROBABILITIES_OUTPUT in outputs else sig.FEATURES_OUTPUT
+        seconds = best_of_rounds([lambda c=c: run_onnx(c.every_core, timed) for c in pool])
+        timings = f"precision auto, warm-up batch of {options.timing_batch}: " + ", ".join(
+            f"{c.precision} {s * 1000:.1f} ms" for c, s in zip(pool, seconds)
+        )
+        pool = [pool[seconds.index(min(seconds))]]
+    chosen = pool[0]
+    if chosen.session.compiled_precision != openvino_twin.COMPILED[chosen.precision]:
+        notes.append(f"OpenVINO compiled it at {chosen.session.compiled_precision}")
+    gate = chosen.gate()
+    shown = f"{chosen.precision} ({gate})" if gate else ""
+    precision_detail = "; ".join(filter(None, [shown, timings, *notes]))
+    detail = f"runtime = openvino (setting), precision {chosen.precision}" + (f" ({gate})" if gate else "")
+    detail += "".join(f"; {part}" for part in filter(None, [timings, *notes]))
     detail += f"; twin {origin}"
     log.info("%s: %s", label, detail)
-    return Choice(OPENVINO, detail, session, lone, outputs, precision, reference)
+    return Choice(
+        OPENVINO, detail, chosen.session, chosen.lone, outputs, chosen.precision, reference, precision_detail
+    )
 
 
 def _partial_twin(needed: frozenset[str], outputs: frozenset[str], label: str) -> Choice:

@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 
 VERSION_POLICIES = ("latest", "all", "specific")
 RUNTIMES = ("auto", "tensorflow", "onnxruntime", "openvino")  # server/runtime.py
-PRECISIONS = ("fp32", "bf16")  # graphs/openvino_twin.py
+PRECISIONS = ("fp32", "bf16", "int8", "auto")  # server/runtime.py
 
 
 class SettingsError(ValueError):
@@ -179,14 +179,16 @@ class ServerSettings:
 
     # --- network runtime (server/runtime.py)
     runtime: str = _doc(
-        "what runs the network after TensorFlow decodes: auto (ONNX Runtime where its checked twin is"
-        " faster on the warm-up batch), tensorflow, onnxruntime or openvino (the same twin, fp32 or bf16:"
-        " precision)",
+        "what runs the network after TensorFlow decodes: auto (the fastest on the warm-up batch of"
+        " TensorFlow and the checked twin on ONNX Runtime, and on OpenVINO at a reduced precision when"
+        " asked), tensorflow, onnxruntime or openvino (the same twin, at the precision set)",
         default="auto",
     )
     precision: str = _doc(
-        "with runtime = openvino: fp32, or bf16 where the CPU has it and the answers pass the gate against"
-        " fp32 (features cosine >= 0.999, top-1 agreement >= 0.99); else fp32, the reason in status",
+        "fp32 (answers as the SavedModel's); bf16 where the CPU has it, int8 where the version has"
+        " calibration images, each only past the gate against fp32 (features cosine >= 0.999, top-1"
+        " agreement >= 0.99), else fp32 with the reason in status; auto: the fastest that passes."
+        " Reduced precisions run on OpenVINO (runtime openvino or auto)",
         default="fp32",
     )
     onnx_threads: int = _doc(

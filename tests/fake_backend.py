@@ -224,6 +224,7 @@ class FakeBackend:
         self._project = rng.standard_normal((GRID * GRID * 3, width)).astype(np.float32)
         self._classes = rng.standard_normal((width, max(num_classes, 1))).astype(np.float32)
         self.runtime, self.runtime_detail = RUNTIME, "the tests' NumPy fake"
+        self.precision, self.precision_detail = "fp32", ""
         # What the version "holds": its weights, or what fake.json says (the memory budget's tests).
         self.resident_bytes = int(
             behaviour.get("resident_bytes", self._project.nbytes + self._classes.nbytes)
@@ -254,6 +255,9 @@ class FakeBackend:
 
     def runtime_of(self, kind: str) -> str:
         return RUNTIME
+
+    def precision_of(self, kind: str) -> str:
+        return self.precision
 
     def run(self, kind: str, images: list[bytes]) -> BatchOutcome:
         self._enter(kind, len(images))

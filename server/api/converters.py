@@ -66,6 +66,8 @@ def _version_status(served: ServedVersion, include_labels: bool) -> pb.ModelVers
     if served.model is not None:
         status.runtime = served.model.runtime
         status.runtime_detail = served.model.runtime_detail
+        status.precision = served.model.precision
+        status.precision_detail = served.model.precision_detail
     metadata = served.metadata
     if metadata is not None:
         status.metadata.CopyFrom(

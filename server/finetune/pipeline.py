@@ -63,6 +63,9 @@ class JobSpec:
     max_image_pixels: int
     data_root: str | None = None
     onnx_cache: str | None = None  # the server's ONNX twin cache (server/runtime.py), for the base's features
+    #: What computes the base's features in serving (the loaded version's choice, else the settings').
+    base_runtime: str = "auto"
+    base_precision: str = "fp32"
     #: Without min_val_accuracy, the gate: validation accuracy above chance by at least this much.
     min_margin_over_chance: float = 0.05
     #: Publish the version's ONNX twin with it (the output model's runtime is not ``tensorflow``).
@@ -219,7 +222,9 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
         f"running the frozen base {spec.base_model} v{spec.base_version} {cache}",
     )
     try:
-        base = trainer.FrozenBase(spec.base_path, input_size, spec.onnx_cache, spec.threads)
+        base = trainer.FrozenBase(
+            spec.base_path, input_size, spec.onnx_cache, spec.threads, spec.base_runtime, spec.base_precision
+        )
     except (OSError, ValueError) as exc:
         raise JobFailed(
             f"the base model {spec.base_model} v{spec.base_version} cannot be loaded: {exc}"

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from server.errors import ServingError
 from server.finetune.datasets import UPLOAD
 from server.finetune.intake import DatasetIntake
 from server.finetune.jobs import Job, JobPhase, JobState
@@ -32,6 +33,7 @@ from server.finetune.pipeline import JobSpec
 from server.finetune.publication import LoadOutcome, load_published, quarantine
 from server.finetune.worker_process import WorkerProcess, describe_exit, published_version, remove_staging_of
 from server.repository import ModelRepository
+from server.served import ModelRef
 from server.settings import ServerSettings
 from storage.datasets import remote_url
 from storage.roots import absolute, is_url
@@ -112,8 +114,25 @@ class JobRunner:
             ),  # server/runtime.py cache_dir_for
             min_margin_over_chance=self.settings.finetune_min_margin_over_chance,
             publish_twin=self.settings.runtime_for(job.output_model) != "tensorflow",
+            **self._base_features(),
         )
         return spec.__dict__
+
+    def _base_features(self) -> dict[str, str]:
+        """What computes the base's features in serving: the loaded version's runtime and precision
+        (``auto`` chose them at its load), else the settings' for the base model."""
+        job = self.job
+        try:
+            model = self.repository.resolve(ModelRef(job.base_model, job.base_version)).model
+        except ServingError:  # not served now (unloaded, another version): the settings decide
+            model = None
+        if model is not None and model.has("features"):
+            features = "features"
+            return {"base_runtime": model.runtime_of(features), "base_precision": model.precision_of(features)}
+        return {
+            "base_runtime": self.settings.runtime_for(job.base_model),
+            "base_precision": self.settings.precision_for(job.base_model),
+        }
 
     async def run(self) -> None:
         job, store, journal = self.job, self.journal.store, self.journal

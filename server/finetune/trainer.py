@@ -97,9 +97,21 @@ class FrozenBase:
     SavedModel first, see :mod:`server.runtime`), else through its own ``features`` signature. Either way
     decode is the signature's, so training sees what serving computes. ``embed`` (what the fine-tuned
     version is composed of) stays the SavedModel's.
+
+    ``runtime`` and ``precision``: what computes the base's features in serving. At a reduced precision
+    the twin runs as it is served (OpenVINO at bf16 or int8, the same gate against fp32), so that the
+    head is trained on the features it is served with; fp32 answers within 1e-5 on any runtime.
     """
 
-    def __init__(self, path: str, input_size: int, twin_cache: str | None = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: str,
+        input_size: int,
+        twin_cache: str | None = None,
+        threads: int = 1,
+        runtime: str = "auto",
+        precision: str = "fp32",
+    ) -> None:
         import tensorflow as tf
 
         from graphs import signatures as sig
@@ -115,9 +127,12 @@ class FrozenBase:
         self.variables = embed_variables(self.embed)
         self.decode = Decoder(input_size).decode
         self._features = self.saved_model.signatures[sig.FEATURES]
-        self.runtime, self._session = rt.TENSORFLOW, None
+        self.runtime, self.precision, self._session = rt.TENSORFLOW, rt.FP32, None
+        cache = Path(twin_cache) if twin_cache else None
+        if precision != rt.FP32 and runtime in (rt.AUTO, rt.OPENVINO):
+            self._reduced(Path(path), cache, threads, runtime, precision)
+            return
         try:
-            cache = Path(twin_cache) if twin_cache else None
             self._session, origin, _ = rt.obtain_twin(
                 self.saved_model, Path(path), read_manifest(Path(path)), input_size, cache, threads
             )
@@ -127,6 +142,43 @@ class FrozenBase:
             log.info("frozen base features on tensorflow: %s", exc)
         except Exception as exc:  # ONNX Runtime's own errors: the base's SavedModel still works
             log.warning("frozen base features on tensorflow, the ONNX twin failed: %s", exc, exc_info=True)
+
+    def _reduced(self, path: Path, cache: Path | None, threads: int, runtime: str, precision: str) -> None:
+        """The base's features chosen as serving chooses them (:func:`server.runtime.choose`)."""
+        import tensorflow as tf
+
+        from graphs import calibration
+        from graphs import signatures as sig
+        from graphs.onnx_twin import check_twin, run_twin
+        from graphs.publish import sample_png
+        from server import runtime as rt
+        from storage.local import read_manifest
+
+        def tf_strings(items: Sequence[bytes]) -> Any:
+            return tf.constant(list(items), dtype=tf.string)
+
+        manifest = read_manifest(path)
+        size = self.input_size
+        batch = [sample_png()] * 8
+
+        def calibration_pixels() -> Any:
+            images = calibration.read(path, manifest)
+            return self.decode(tf_strings(images)).numpy() if images else None
+
+        choice = rt.choose(
+            rt.RuntimeOptions(runtime, cache, threads, precision=precision),
+            lambda: rt.obtain_twin(self.saved_model, path, manifest, size, cache, threads),
+            lambda output: self._features(**{sig.IMAGES_INPUT: tf_strings(batch)}),
+            lambda session, output: run_twin(session, output, self.decode(tf_strings(batch)).numpy()),
+            f"base {path}",
+            frozenset({sig.FEATURES_OUTPUT}),
+            check=lambda session: check_twin(self.saved_model, session, size),
+            size=size,
+            calibration=calibration_pixels,
+        )
+        if choice.runtime in rt.TWIN_RUNTIMES:
+            self.runtime, self.precision, self._session = choice.runtime, choice.precision, choice.session
+        log.info("frozen base features on %s at %s: %s", self.runtime, self.precision, choice.detail)
 
     def features(self, images: Sequence[bytes]) -> np.ndarray:
         """Pooled features of the base: exactly what serving computes."""

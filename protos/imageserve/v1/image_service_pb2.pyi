@@ -159,7 +159,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., default_version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ..., version_labels: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ModelVersionStatus(_message.Message):
-    __slots__ = ("version", "state", "error", "metadata", "stats", "runtime", "runtime_detail", "resident_bytes")
+    __slots__ = ("version", "state", "error", "metadata", "stats", "runtime", "runtime_detail", "resident_bytes", "precision", "precision_detail")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[ModelVersionStatus.State]
@@ -182,6 +182,8 @@ class ModelVersionStatus(_message.Message):
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_DETAIL_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_DETAIL_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: ModelVersionStatus.State
     error: str
@@ -190,7 +192,9 @@ class ModelVersionStatus(_message.Message):
     runtime: str
     runtime_detail: str
     resident_bytes: int
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., stats: _Optional[_Union[ServingStats, _Mapping]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ..., resident_bytes: _Optional[int] = ...) -> None: ...
+    precision: str
+    precision_detail: str
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ..., stats: _Optional[_Union[ServingStats, _Mapping]] = ..., runtime: _Optional[str] = ..., runtime_detail: _Optional[str] = ..., resident_bytes: _Optional[int] = ..., precision: _Optional[str] = ..., precision_detail: _Optional[str] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
     __slots__ = ("input_size", "num_classes", "feature_dim", "signature_names", "labels", "preprocessing", "source", "created_at")

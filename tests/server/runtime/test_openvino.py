@@ -131,10 +131,10 @@ def test_precision_is_a_checked_setting_overridable_per_model(tmp_path):
         model_root=tmp_path, runtime="openvino", precision="bf16", models={"m": ModelConfig(precision="fp32")}
     )
     assert (settings.precision_for("m"), settings.precision_for("other")) == ("fp32", "bf16")
-    with pytest.raises(SettingsError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(SettingsError, match="precision must be one of fp32, bf16, int8, auto"):
         ServerSettings(model_root=tmp_path, precision="fp16")
-    with pytest.raises(SettingsError, match="precision 'int8'; expected one of fp32, bf16"):
-        ModelConfig(precision="int8")
+    with pytest.raises(SettingsError, match="precision 'fp16'; expected one of fp32, bf16, int8, auto"):
+        ModelConfig(precision="fp16")
 
 
 # --- served: a real network through the doors ----------------------------------------------------
