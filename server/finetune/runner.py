@@ -127,8 +127,8 @@ class JobRunner:
         except ServingError:  # not served now (unloaded, another version): the settings decide
             model = None
         if model is not None and model.has("features"):
-            features = "features"
-            return {"base_runtime": model.runtime_of(features), "base_precision": model.precision_of(features)}
+            runtime, precision = model.runtime_of("features"), model.precision_of("features")
+            return {"base_runtime": runtime, "base_precision": precision}
         return {
             "base_runtime": self.settings.runtime_for(job.base_model),
             "base_precision": self.settings.precision_for(job.base_model),
