@@ -259,9 +259,11 @@ class LoadedModel:
         self._onnx_kinds = frozenset(kind for kind in self._kinds if KINDS[kind][1] in choice.outputs)
         left = sorted(self._kinds - self._onnx_kinds)
         if left:
-            self.runtime = self.runtime_of(self.kind_of(sig.DEFAULT) or "features")
+            default = self.kind_of(sig.DEFAULT) or "features"
+            self.runtime, self.precision = self.runtime_of(default), self.precision_of(default)
+            on_twin = choice.runtime + (f" at {choice.precision}" if choice.precision != rt.FP32 else "")
             self.runtime_detail = (
-                f"{', '.join(sorted(self._onnx_kinds))} on {choice.runtime}, {', '.join(left)} on tensorflow "
+                f"{', '.join(sorted(self._onnx_kinds))} on {on_twin}, {', '.join(left)} on tensorflow "
                 f"(the twin has {', '.join(sorted(choice.outputs))} only: the whole network is too big "
                 f"to convert); {choice.detail}"
             )

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from graphs import calibration, onnx_twin
 from graphs import head as graph_head
-from graphs import onnx_twin
 from graphs.onnx_twin import PROBABILITY_TOLERANCE
 from graphs.progress import Progress
 from graphs.publish import save_and_publish
@@ -76,10 +76,12 @@ def publish_finetuned(
     extra_files: dict[str, bytes],
     twin: bool = False,
     check_features: np.ndarray | None = None,
+    calibration_images: Sequence[bytes] = (),
 ) -> tuple[Path | str, int]:
     """Publish the next version of ``model_dir`` (a directory or an object store URL); returns its path
     (or URL) and version number. ``twin``: convert and check the version's ONNX twin and publish it
-    with the version (servers on ``runtime = auto`` then serve it without converting it at load)."""
+    with the version (servers on ``runtime = auto`` then serve it without converting it at load).
+    ``calibration_images``: the job's own images, kept for int8 (:mod:`graphs.calibration`)."""
     import tensorflow as tf
 
     embed = base.embed
@@ -115,6 +117,9 @@ def publish_finetuned(
         extra_files = {**extra_files, **head_files(head, manifest, feature_dim, check_features)}
         if twin:
             extra_files = {**extra_files, **onnx_twin.attach_twin(module, base.input_size, manifest, quiet)}
+        if calibration_images:
+            content, manifest["calibration"] = calibration.pack(calibration_images)
+            extra_files = {**extra_files, calibration.CALIBRATION_FILE: content}
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 published = save_and_publish(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from graphs import calibration
 from graphs.errors import VerificationFailed
 from server.errors import InvalidImage, ServingError
 from server.finetune.datasets import (
@@ -344,6 +345,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             extra_files,
             twin=spec.publish_twin,
             check_features=features[val],
+            calibration_images=[_read(entries[i]) for i in calibration.spread(sorted(train))],
         )
     except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
         log.error("job %s: publishing failed: %s", spec.job_id, exc)
