@@ -83,6 +83,8 @@ def test_offline_hub_handle_says_what_to_do(tmp_path):
         (["vgg16", "--weights", "/no/such/file.h5"], "no such file"),
         (["vgg16", "--weights", "random", "--input-size", "8"], "needs --input-size >= 32"),
         (["my_model", "--hub-handle", "/no/such/dir"], "no such local path"),
+        (["vgg16", "--weights", "random", "--calibration", "/no/such/dir"], "not a directory"),
+        (["vgg16", "--weights", "random", "--no-onnx", "--calibration", "."], "not with --no-onnx"),
     ],
 )
 def test_user_errors_are_one_line_messages(args, message, tmp_path, capsys):
@@ -126,6 +128,36 @@ def test_export_shows_progress_and_saved_model_cli_lists_signatures(tmp_path):
     assert "(-1, -1, -1, 3)" in described["features_pixels"]
     assert "outputs['features']" in described["features"] and "(-1, 512)" in described["features"]
     assert "outputs['probabilities']" in described["serving_default"]
+
+
+def test_calibration_images_are_checked_and_kept_in_the_version(tmp_path, capsys):
+    """``--calibration DIR``: every image is decoded as the server will (a bad one is named, nothing is
+    published), then kept in the version with its manifest record (graphs/calibration.py)."""
+    import json
+
+    from exporter import cli
+    from graphs import calibration
+    from tests.images import encode, photo
+
+    images = tmp_path / "photos"
+    (images / "cats").mkdir(parents=True)
+    good = encode(photo("chelsea"), "JPEG", quality=90)
+    (images / "cats" / "chelsea.jpg").write_bytes(good)
+    (images / "broken.jpg").write_bytes(b"not an image")
+    args = ["vgg16", "--weights", "random", "--input-size", "32", "--output", str(tmp_path / "models")]
+    assert cli.main([*args, "--calibration", str(images), "-q"]) == 2
+    assert (
+        f"--calibration: {images / 'broken.jpg'} is not an image TensorFlow can decode"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "models" / "vgg16" / "1").exists()
+
+    (images / "broken.jpg").unlink()
+    assert cli.main([*args, "--calibration", str(images), "-q"]) == 0
+    version = tmp_path / "models" / "vgg16" / "1"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["calibration"]["images"] == 1 and manifest["calibration"]["file"] == "calibration.zip"
+    assert calibration.read(version, manifest) == [good]
 
 
 def existing_is_empty(path: Path) -> bool:

@@ -1,7 +1,9 @@
-"""``runtime = openvino``: the checked twin compiled by OpenVINO, at fp32 or bf16 behind a gate.
+"""``runtime = openvino``: the checked twin compiled by OpenVINO, at fp32, bf16 or int8 behind a gate;
+``precision = auto``; ``runtime = auto`` with a reduced precision.
 
-The choice on a tiny real ONNX model (fast); a served MobileNetV2 at 64x64 with its exported twin,
-through Classify and ExtractFeatures against the same version on TensorFlow (the door).
+The choice on tiny real ONNX models (fast); a served MobileNetV2 at 64x64 with its exported twin and
+calibration images, through Classify and ExtractFeatures against the same version on TensorFlow, its
+status and metrics (the door), and a fine-tuning job's features on the same base.
 """
 
 from __future__ import annotations
@@ -27,18 +29,59 @@ TINY = 4  # tiny_twin's input size
 HAS_BF16 = not openvino_twin.bf16_support()
 
 
-def choose(precision: str, check=None) -> rt.Choice:
-    model = tiny_twin()
+def choose(
+    precision: str, check=None, model=None, calibration=None, runtime="openvino", **timing
+) -> rt.Choice:
+    model = model or tiny_twin()
     return rt.choose(
-        rt.RuntimeOptions(runtime="openvino", onnx_threads=1, precision=precision),
+        rt.RuntimeOptions(runtime=runtime, onnx_threads=1, precision=precision),
         lambda: (new_session(model, 1), "built here", model),
-        None,
-        None,
+        timing.get("run_tensorflow"),
+        timing.get("run_onnx"),
         "tiny v1",
         needed=frozenset({sig.FEATURES_OUTPUT}),
         check=check,
         size=TINY,
+        calibration=calibration,
     )
+
+
+def conv_twin(cancelling: bool = False) -> bytes:
+    """A real convolutional ONNX twin (what int8 quantizes): features = mean of a 3x3 convolution.
+
+    ``cancelling``: made sensitive on purpose, the features are the difference of two convolutions
+    whose weights differ by 0.1%: fp32 computes the small difference exactly, int8's rounding of each
+    weight (0.4% of its range) swamps it.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", [sig.PIXELS_INPUT], ["nchw"], perm=[0, 3, 1, 2])]
+    initializers = [numpy_helper.from_array(weights, "w1")]
+    nodes.append(helper.make_node("Conv", ["nchw", "w1"], ["c1"], pads=[1, 1, 1, 1]))
+    last = "c1"
+    if cancelling:
+        near = weights * (1 + 1e-3 * rng.standard_normal(weights.shape)).astype(np.float32)
+        initializers.append(numpy_helper.from_array(near, "w2"))
+        nodes += [
+            helper.make_node("Conv", ["nchw", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+            helper.make_node("Sub", ["c1", "c2"], ["difference"]),
+        ]
+        last = "difference"
+    nodes.append(helper.make_node("ReduceMean", [last], [sig.FEATURES_OUTPUT], axes=[2, 3], keepdims=0))
+    graph = helper.make_graph(
+        nodes,
+        "conv",
+        [helper.make_tensor_value_info(sig.PIXELS_INPUT, TensorProto.FLOAT, [None, TINY, TINY, 3])],
+        [helper.make_tensor_value_info(sig.FEATURES_OUTPUT, TensorProto.FLOAT, [None, 8])],
+        initializer=initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def calibration_pixels() -> np.ndarray:
+    return np.random.default_rng(4).uniform(0, 255, (16, TINY, TINY, 3)).astype(np.float32)
 
 
 def test_openvino_at_fp32_runs_the_twin_after_the_savedmodel_check():
@@ -126,6 +169,79 @@ def test_when_openvino_fails_tensorflow_serves_and_status_says_why(monkeypatch, 
     assert choice.reference is not None  # the checked ONNX Runtime twin: the caller shrinks the arena with it
 
 
+def test_int8_quantized_on_the_calibration_images_serves_past_its_gate():
+    choice = choose("int8", model=conv_twin(), calibration=calibration_pixels)
+    assert (choice.runtime, choice.precision) == ("openvino", "int8"), choice.detail
+    # The gate ran on the 6 check images plus the 16 calibration images, and its figures are shown.
+    assert re.search(r"^int8 \(images 22, features_cosine_min 0\.99\d+\)$", choice.precision_detail)
+    assert f"precision int8 ({choice.precision_detail[6:-1]})" in choice.detail
+    pixels = calibration_pixels()
+    (reference,) = new_session(conv_twin(), 1).run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
+    (quantized,) = choice.session.run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
+    assert not np.array_equal(quantized, reference)  # int8 really computed it
+    np.testing.assert_allclose(quantized, reference, rtol=0.05, atol=0.05 * np.abs(reference).max())
+
+
+def test_the_gate_refuses_int8_on_a_network_made_sensitive_to_it():
+    choice = choose("int8", model=conv_twin(cancelling=True), calibration=calibration_pixels)
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    refused = r"int8 failed its gate against fp32, fp32 used: features cosine -?\d\.\d+ against fp32"
+    assert re.search(refused + r" \(needs >= 0.999\)", choice.precision_detail), choice.precision_detail
+
+
+def test_int8_without_calibration_images_serves_fp32_and_says_how_to_get_them():
+    choice = choose("int8", model=conv_twin(), calibration=lambda: None)
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert "int8 asked, fp32 used: the version has no calibration images (export with --calibration DIR)" in (
+        choice.precision_detail
+    )
+
+
+def test_precision_auto_times_every_passing_precision_and_keeps_the_fastest(monkeypatch):
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "this CPU has no bf16 instructions (test)")
+    timed = []
+
+    def best_of_rounds(calls):
+        timed.append(len(calls))
+        return [0.004, 0.009][: len(calls)]  # int8 (the first candidate) faster than fp32
+
+    monkeypatch.setattr(rt, "best_of_rounds", best_of_rounds)
+    choice = choose("auto", model=conv_twin(), calibration=calibration_pixels, run_onnx=lambda *a: None)
+    assert timed == [2] and (choice.runtime, choice.precision) == ("openvino", "int8")
+    assert "precision auto, warm-up batch of 8: int8 4.0 ms, fp32 9.0 ms" in choice.precision_detail
+    assert "bf16 not used: this CPU has no bf16 instructions (test)" in choice.precision_detail
+
+
+def test_runtime_auto_with_a_reduced_precision_times_openvino_beside_both_runtimes(monkeypatch):
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "this CPU has no bf16 instructions (test)")
+    for seconds, expected in (
+        ([0.02, 0.05, 0.01], ("openvino", "int8")),
+        ([0.02, 0.05, 0.03], ("onnxruntime", "fp32")),
+    ):
+        monkeypatch.setattr(rt, "best_of_rounds", lambda calls, s=seconds: s[: len(calls)])
+        choice = choose(
+            "auto",
+            model=conv_twin(),
+            calibration=calibration_pixels,
+            runtime="auto",
+            run_tensorflow=lambda output: None,
+            run_onnx=lambda session, output: None,
+        )
+        assert (choice.runtime, choice.precision) == expected, choice.detail
+        onnx, int8 = (f"{s * 1000:.1f} ms" for s in (seconds[0], seconds[2]))
+        timings = f"onnxruntime {onnx}, tensorflow 50.0 ms, openvino int8 {int8}"
+        assert f"auto: warm-up batch of 8: {timings}" in choice.detail
+
+
+def test_runtime_auto_at_fp32_never_compiles_openvino(monkeypatch):
+    """The default: OpenVINO fp32 ran 0.72-1.00x ONNX Runtime here (bench/README.md); not timed."""
+    monkeypatch.setattr(openvino_twin, "new_session", lambda *args: pytest.fail("OpenVINO compiled"))
+    choice = choose(
+        "fp32", model=conv_twin(), runtime="auto", run_tensorflow=lambda o: None, run_onnx=lambda s, o: None
+    )
+    assert choice.runtime in ("onnxruntime", "tensorflow") and choice.precision_detail == ""
+
+
 def test_precision_is_a_checked_setting_overridable_per_model(tmp_path):
     settings = ServerSettings(
         model_root=tmp_path, runtime="openvino", precision="bf16", models={"m": ModelConfig(precision="fp32")}
@@ -142,20 +258,25 @@ def test_precision_is_a_checked_setting_overridable_per_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """MobileNetV2 (64x64, varied BatchNorm, its twin exported) as ``mnv2`` on OpenVINO bf16 (fp32
-    where the CPU has no bf16) and as ``mnv2.tf`` on TensorFlow."""
+    """MobileNetV2 (64x64, varied BatchNorm, its twin and calibration photos exported) as ``mnv2`` on
+    OpenVINO bf16 (fp32 where the CPU has no bf16), as ``mnv2.tf`` on TensorFlow, and as ``mnv2.int8``
+    at int8 (its random weights give near-uniform probabilities, whose top class int8 changes: the gate
+    refuses it)."""
     import shutil
 
     from tests.server.runtime.varied import export_varied
     from tests.servers import InProcessServer, test_settings
 
     root = tmp_path_factory.mktemp("openvino-models")
-    export_varied(root, "mobilenet_v2_keras", 64, seed=5)
+    photos = tmp_path_factory.mktemp("calibration")
+    for index, name in enumerate(("chelsea", "coffee", "astronaut", "rocket")):
+        (photos / f"{index}.jpg").write_bytes(encode(photo(name), "JPEG", quality=90))
+    export_varied(root, "mobilenet_v2_keras", 64, seed=5, calibration=str(photos))
     shutil.move(root / "mobilenet_v2_keras", root / "mnv2")
     shutil.copytree(root / "mnv2", root / "mnv2.tf")
-    settings = test_settings(
-        root, runtime="openvino", precision="bf16", models={"mnv2.tf": ModelConfig(runtime="tensorflow")}
-    )
+    shutil.copytree(root / "mnv2", root / "mnv2.int8")
+    models = {"mnv2.tf": ModelConfig(runtime="tensorflow"), "mnv2.int8": ModelConfig(precision="int8")}
+    settings = test_settings(root, runtime="openvino", precision="bf16", models=models, metrics_port=0)
     running = InProcessServer(settings).start(timeout=600)
     yield running
     running.stop()
@@ -187,9 +308,43 @@ def test_a_served_version_on_openvino_answers_like_tensorflow(stub):
         return features, [result.predictions[0].class_id for result in classified.results]
 
     (mine, my_top), (theirs, their_top) = answers("mnv2"), answers("mnv2.tf")
+    assert status.precision == precision
+    assert (
+        status.precision_detail.startswith(f"{precision} (")
+        if HAS_BF16
+        else "bf16 asked" in status.precision_detail
+    )
     cosine = (mine * theirs).sum(axis=1) / np.linalg.norm(mine, axis=1) / np.linalg.norm(theirs, axis=1)
     assert cosine.min() >= openvino_twin.MIN_FEATURE_COSINE, cosine
     assert my_top == their_top
     if precision == "fp32":  # every twin's fidelity promise (docs/runtime.md)
         error = np.abs(mine - theirs).max(axis=1) / np.abs(theirs).max(axis=1)
         assert error.max() <= 1e-5, error
+
+
+def test_status_and_metrics_show_the_precision_and_the_gate_that_refused_int8(served, stub):
+    from tests.server.test_observability import scrape, value
+
+    status = stub.GetModelStatus(pb.GetModelStatusRequest(name="mnv2.int8"), timeout=30).versions[0]
+    assert (status.runtime, status.precision) == ("openvino", "fp32"), status.precision_detail
+    assert re.search(
+        r"int8 failed its gate against fp32, fp32 used: top-1 agreement", status.precision_detail
+    )
+    stub.Classify(pb.ClassifyRequest(model=pb.ModelSpec(name="mnv2"), images=images()), timeout=60)
+    samples = scrape(served)
+    precision = "bf16" if HAS_BF16 else "fp32"
+    call = dict(model="mnv2", kind="classify", runtime="openvino", precision=precision)
+    assert value(samples, "imageserve_model_duration_seconds_count", **call) >= 1
+
+
+def test_fine_tuning_extracts_the_features_the_base_serves_at_its_precision(served, stub):
+    """A head is trained on the base's features at the base's precision (the features it is served with)."""
+    from server.finetune.trainer import FrozenBase
+
+    status = stub.GetModelStatus(pb.GetModelStatusRequest(name="mnv2"), timeout=30).versions[0]
+    base = FrozenBase(str(served.settings.model_root / "mnv2" / "1"), 64, None, 1, status.runtime, "bf16")
+    assert (base.runtime, base.precision) == (status.runtime, status.precision)
+    request = pb.ExtractFeaturesRequest(model=pb.ModelSpec(name="mnv2"), images=images())
+    response = stub.ExtractFeatures(request, timeout=60)
+    served_features = np.array([list(vector.values) for vector in response.features], np.float32)
+    np.testing.assert_allclose(base.features(images()), served_features, rtol=1e-6, atol=1e-6)
