@@ -117,8 +117,10 @@ def resident_mib(address: str) -> dict[str, float]:
     }
 
 
-async def load_window(address: str, call, models: list[str], photos: list[bytes], seconds: float) -> dict:
-    """``CONCURRENCY`` callers for ``seconds``, each call one photo to the next model (round-robin)."""
+async def load_window(
+    address: str, call, models: list[str], photos: list[bytes], seconds: float, concurrency: int = CONCURRENCY
+) -> dict:
+    """``concurrency`` callers for ``seconds``, each call one photo to the next model (round-robin)."""
     from client import AsyncModelClient
 
     next_model = itertools.cycle(models)
@@ -137,7 +139,7 @@ async def load_window(address: str, call, models: list[str], photos: list[bytes]
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
         started = time.monotonic()
-        await asyncio.gather(*(caller(i) for i in range(CONCURRENCY)))
+        await asyncio.gather(*(caller(i) for i in range(concurrency)))
         elapsed = time.monotonic() - started
     rate = answered / elapsed
     return {"images_per_s": rate, "answered": answered, "errors": errors[:5], "failed": len(errors)}

@@ -1,5 +1,6 @@
 """Reduced precision (issue 30): each default model's twin on ONNX Runtime fp32 (today's path), OpenVINO
-fp32 and OpenVINO bf16, in one process, in alternating rounds, with the accuracy figures against fp32.
+fp32, bf16 and int8 (quantized on the photos: graphs/quantize.py), in one process, in alternating
+rounds, with the accuracy figures against fp32. Served figures: :mod:`bench.precision_served`.
 
     python -m bench.precision [--rounds 3] [--models vgg16,mobilenet_v2_keras,efficientnet_lite0]
 
@@ -20,18 +21,20 @@ import numpy as np
 from bench.common import MODELS_224_DIR, cpu_flags, ensure_export, machine, real_jpegs, write_results
 from bench.scenarios import DEFAULT_STANDINS
 
-PATHS = ("onnxruntime fp32", "openvino fp32", "openvino bf16")
+PATHS = ("onnxruntime fp32", "openvino fp32", "openvino bf16", "openvino int8")
 
 
-def runners(model: bytes) -> dict:
+def runners(model: bytes, calibration: np.ndarray) -> dict:
     """Path name -> (session, precision OpenVINO reports or "fp32")."""
-    from graphs import onnx_twin, openvino_twin
+    from graphs import onnx_twin, openvino_twin, quantize
 
     cores = os.cpu_count() or 1
     paths = {"onnxruntime fp32": (onnx_twin.new_session(model, cores), "fp32")}
     for precision in openvino_twin.PRECISIONS:
-        session = openvino_twin.new_session(model, cores, precision)
-        paths[f"openvino {precision}"] = (session, session.compiled_precision)
+        network = quantize.quantize(model, calibration) if precision == openvino_twin.INT8 else model
+        session = openvino_twin.new_session(network, cores, precision)
+        reported = "int8 + " + session.compiled_precision if precision == openvino_twin.INT8 else None
+        paths[f"openvino {precision}"] = (session, reported or session.compiled_precision)
     return paths
 
 
@@ -66,7 +69,7 @@ def bench_model(name: str, rounds: int, photos: list[bytes]) -> dict:
     decode, _resize = rt.tensorflow_preprocessing(224)
     pixels = decode(tf.constant(photos)).numpy().astype(np.float32)
     batch = np.concatenate([pixels, pixels])[:8]
-    paths = runners(model)
+    paths = runners(model, pixels)  # int8 calibrated on the photos it is then compared on (as the gate)
     outputs = [o.name for o in paths["onnxruntime fp32"][0].get_outputs()]
 
     def run(session, images):

@@ -32,6 +32,8 @@ REDUCED = (BF16, INT8)
 #: (the smallest over the images) and the share of images whose top class is the same.
 MIN_FEATURE_COSINE = 0.999
 MIN_TOP1_AGREEMENT = 0.99
+#: A fine-tuned version's held-out accuracy may drop this much from fp32's (0.5 points), no more.
+MAX_ACCURACY_DROP = 0.005
 #: OpenVINO's INFERENCE_PRECISION_HINT for each precision. int8: the quantized layers run in int8 (the
 #: twin says which), the others at f32.
 COMPILED = {FP32: "f32", BF16: "bf16", INT8: "f32"}
@@ -144,4 +146,31 @@ def precision_gate(reference: Any, candidate: Any, pixels: np.ndarray) -> dict[s
         if not agreement >= MIN_TOP1_AGREEMENT:
             needs = f"needs >= {MIN_TOP1_AGREEMENT:.0%}"
             raise TwinUnusable(f"top-1 agreement {agreement:.2%} with fp32 ({needs})")
+    return figures
+
+
+def held_out_gate(
+    reference: Any, candidate: Any, pixels: np.ndarray, class_ids: np.ndarray
+) -> dict[str, Any]:
+    """A fine-tuned version's accuracy on its held-out images at fp32 (``reference``) and at the reduced
+    precision (``candidate``); raise :class:`TwinUnusable` when it drops more than
+    :data:`MAX_ACCURACY_DROP`. {} for a twin without probabilities (a features-only twin)."""
+    if sig.PROBABILITIES_OUTPUT not in {output.name for output in reference.get_outputs()}:
+        return {}
+    feeds = {sig.PIXELS_INPUT: np.ascontiguousarray(pixels, np.float32)}
+    classes = np.asarray(class_ids)
+    (expected,) = reference.run([sig.PROBABILITIES_OUTPUT], feeds)
+    (actual,) = candidate.run([sig.PROBABILITIES_OUTPUT], feeds)
+    fp32 = float((expected.argmax(axis=1) == classes).mean())
+    reduced = float((actual.argmax(axis=1) == classes).mean())
+    figures = {
+        "heldout_images": len(classes),
+        "heldout_accuracy_fp32": round(fp32, 4),
+        "heldout_accuracy": round(reduced, 4),
+    }
+    if reduced < fp32 - MAX_ACCURACY_DROP - 1e-9:
+        raise TwinUnusable(
+            f"held-out accuracy {reduced:.4f} against fp32's {fp32:.4f} on {len(classes)} images"
+            f" (may drop {MAX_ACCURACY_DROP * 100:g} points at most)"
+        )
     return figures

@@ -20,6 +20,11 @@ Keys (``KEYS``; the exporter writes no other, a test checks):
 ``head``            a fine-tuned version's head on its own: ``head.npz``, its layers and check (or its
                     error); with ``source.base_hash``, a server holding the base serves the version as
                     the base's features plus this head (fine-tuning only)
+``calibration``     the calibration images' file (``calibration.zip``), count and sha256: int8 is
+                    quantized on them, reduced precisions are gated on them (``--calibration DIR``;
+                    a fine-tuning job's training images)
+``validation``      a fine-tuned version's held-out images with their class ids (``validation.zip``):
+                    a reduced precision must keep its accuracy on them (fine-tuning only)
 ==================  =====================================================================================
 """
 
@@ -47,5 +52,7 @@ KEYS = frozenset(
         "created_at",
         "training",
         "head",
+        "calibration",
+        "validation",
     }
 )

@@ -232,9 +232,14 @@ class LoadedModel:
             self._twin_bytes = len(twin)
             return session, origin, twin
 
-        def calibration_pixels() -> Any:
+        def own_images() -> rt.GateImages:
             images = calibration.read(self.path, manifest)
-            return self._decode(images).numpy() if images else None
+            held_out, class_ids = calibration.read_validation(self.path, manifest)
+            return rt.GateImages(
+                self._decode(images).numpy() if images else None,
+                self._decode(held_out).numpy() if held_out else None,
+                np.asarray(class_ids) if held_out else None,
+            )
 
         choice = rt.choose(
             options,
@@ -246,7 +251,7 @@ class LoadedModel:
             frozenset(recorded) if recorded else None,
             lambda session: onnx_twin.check_twin(self._saved_model, session, self.metadata.input_size),
             self.metadata.input_size,
-            calibration_pixels,
+            own_images,
         )
         self.runtime, self.runtime_detail = choice.runtime, choice.detail
         self.precision, self.precision_detail = choice.precision, choice.precision_detail

@@ -61,6 +61,17 @@ class RuntimeOptions:
     precision: str = "fp32"  # fp32, bf16, int8 or auto: OpenVINO's (graphs/openvino_twin.py)
 
 
+@dataclass(frozen=True)
+class GateImages:
+    """A version's own images for reduced precisions, decoded to the twin's pixels
+    (:mod:`graphs.calibration`): calibration images (int8 quantizes on them, every gate compares on
+    them) and a fine-tuned version's held-out images with their class ids."""
+
+    calibration: np.ndarray | None = None
+    validation: np.ndarray | None = None
+    validation_classes: np.ndarray | None = None
+
+
 @dataclass
 class Choice:
     """The runtime a version runs on and why (shown in its status)."""
@@ -151,7 +162,7 @@ def choose(
     recorded: frozenset[str] | None = None,
     check: Callable[[Any], Any] | None = None,
     size: int = 224,
-    calibration: Callable[[], Any] | None = None,
+    own_images: Callable[[], GateImages] | None = None,
 ) -> Choice:
     """Pick the runtime of one version following ``options.runtime``.
 
@@ -170,8 +181,8 @@ def choose(
     (its check runs the SavedModel on a batch, which grows TensorFlow's buffers).
 
     ``auto`` with a reduced ``options.precision`` (bf16, int8, auto) also times the twin on OpenVINO at
-    each precision that passes its gate (:func:`reduced_precisions`; ``calibration()``: the version's
-    calibration pixels) and keeps the fastest of all; there a features-only twin is used too (the
+    each precision that passes its gate (:func:`reduced_precisions`; ``own_images()``: the version's
+    calibration and held-out images) and keeps the fastest of all; there a features-only twin is used too (the
     precision was asked for speed), but not on ONNX Runtime fp32.
 
     ``openvino``: :func:`choose_openvino` (``check(session)`` checks a session against the SavedModel;
@@ -180,7 +191,7 @@ def choose(
     if options.runtime == TENSORFLOW:
         return Choice(TENSORFLOW, "runtime = tensorflow (setting)")
     if options.runtime == OPENVINO:
-        return choose_openvino(options, load_twin, label, check, size, run_onnx, calibration)
+        return choose_openvino(options, load_twin, label, check, size, run_onnx, own_images)
     reduced_asked = options.runtime == AUTO and options.precision != FP32
     if options.runtime == AUTO and needed is not None and recorded and not needed <= recorded:
         if not reduced_asked:
@@ -216,7 +227,7 @@ def choose(
     notes: list[str] = []
     if reduced_asked:
         try:
-            reduced, notes = reduced_precisions(options, model, session, size, calibration, label)
+            reduced, notes = reduced_precisions(options, model, session, size, own_images, label)
         except Exception as exc:  # OpenVINO's own errors: the fp32 runtimes still serve
             log.warning("%s: OpenVINO failed: %s", label, exc, exc_info=True)
             notes = [f"OpenVINO failed: {type(exc).__name__}"]
@@ -308,13 +319,14 @@ def reduced_precisions(
     model: bytes,
     reference: Any,
     size: int,
-    calibration: Callable[[], Any] | None,
+    own_images: Callable[[], GateImages] | None,
     label: str,
 ) -> tuple[list[Compiled], list[str]]:
     """The twin on OpenVINO at each reduced precision ``options.precision`` asks for (``auto``: bf16
     and int8) that this CPU and version allow and that passes :func:`graphs.openvino_twin.precision_gate`
-    against the fp32 ``reference`` on the check images plus the version's calibration images; and
-    why the others are not used. int8 needs calibration images (:mod:`graphs.calibration`)."""
+    against the fp32 ``reference`` on the check images plus the version's calibration images (and, for
+    a fine-tuned version, :func:`graphs.openvino_twin.held_out_gate` on its held-out images); and why
+    the others are not used. int8 needs calibration images (:mod:`graphs.calibration`)."""
     from graphs import openvino_twin, quantize
 
     asked = options.precision
@@ -325,10 +337,20 @@ def reduced_precisions(
     passed: list[Compiled] = []
     notes: list[str] = []
     try:
-        calibrated = calibration() if calibration is not None else None
+        own = own_images() if own_images is not None else GateImages()
     except ValueError as exc:  # graphs.calibration.CalibrationError: a partial copy; bf16 can still serve
-        log.warning("%s: calibration images unusable: %s", label, exc)
-        calibrated, notes = None, [f"calibration images unusable: {exc}"]
+        log.warning("%s: the version's own images are unusable: %s", label, exc)
+        own, notes = GateImages(), [f"the version's own images are unusable: {exc}"]
+    calibrated = own.calibration
+
+    def accept(session: Any) -> dict[str, Any]:
+        figures = openvino_twin.precision_gate(reference, session, pixels)
+        if own.validation is not None and own.validation_classes is not None and len(own.validation):
+            figures.update(
+                openvino_twin.held_out_gate(reference, session, own.validation, own.validation_classes)
+            )
+        return figures
+
     if calibrated is not None and len(calibrated):
         pixels = np.concatenate([pixels, np.asarray(calibrated, np.float32)])
     for precision in wanted:
@@ -341,14 +363,7 @@ def reduced_precisions(
             continue
         try:
             network = model if precision != openvino_twin.INT8 else quantize.quantize(model, calibrated)
-            passed.append(
-                _compile(
-                    network,
-                    precision,
-                    options,
-                    lambda session: openvino_twin.precision_gate(reference, session, pixels),
-                )
-            )
+            passed.append(_compile(network, precision, options, accept))
         except Exception as exc:  # TwinUnusable (the gate, the quantizer) and OpenVINO's own errors
             reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
             log.warning("%s: %s refused (%s)", label, precision, reason)
@@ -364,7 +379,7 @@ def choose_openvino(
     check: Callable[[Any], Any] | None = None,
     size: int = 224,
     run_onnx: Callable[[Any, str], Any] | None = None,
-    calibration: Callable[[], Any] | None = None,
+    own_images: Callable[[], GateImages] | None = None,
 ) -> Choice:
     """``runtime = openvino``: the twin compiled by OpenVINO at ``options.precision``.
 
@@ -398,7 +413,7 @@ def choose_openvino(
         return Choice(TENSORFLOW, f"runtime = openvino (setting), but {reason}", reference=reference)
 
     try:
-        pool, notes = reduced_precisions(options, model, reference, size, calibration, label)
+        pool, notes = reduced_precisions(options, model, reference, size, own_images, label)
         if not pool or options.precision == AUTO:
             pool.append(_compile(model, openvino_twin.FP32, options, check or (lambda session: {})))
     except Exception as exc:  # TwinUnusable, and OpenVINO's own errors: TensorFlow serves the version

@@ -77,11 +77,13 @@ def publish_finetuned(
     twin: bool = False,
     check_features: np.ndarray | None = None,
     calibration_images: Sequence[bytes] = (),
+    held_out: tuple[Sequence[bytes], Sequence[int]] = ((), ()),
 ) -> tuple[Path | str, int]:
     """Publish the next version of ``model_dir`` (a directory or an object store URL); returns its path
     (or URL) and version number. ``twin``: convert and check the version's ONNX twin and publish it
     with the version (servers on ``runtime = auto`` then serve it without converting it at load).
-    ``calibration_images``: the job's own images, kept for int8 (:mod:`graphs.calibration`)."""
+    ``calibration_images``: the job's own images, kept for int8; ``held_out``: validation images and
+    their class ids, on which a reduced precision must keep fp32's accuracy (:mod:`graphs.calibration`)."""
     import tensorflow as tf
 
     embed = base.embed
@@ -120,6 +122,9 @@ def publish_finetuned(
         if calibration_images:
             content, manifest["calibration"] = calibration.pack(calibration_images)
             extra_files = {**extra_files, calibration.CALIBRATION_FILE: content}
+        if held_out[0]:
+            content, manifest["validation"] = calibration.pack(*held_out, file=calibration.VALIDATION_FILE)
+            extra_files = {**extra_files, calibration.VALIDATION_FILE: content}
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 published = save_and_publish(

@@ -124,6 +124,12 @@ def _read(entry: Entry) -> bytes:
     return Path(entry.path).read_bytes()
 
 
+def _held_out(entries: list[Entry], class_ids: Any, val: Any) -> tuple[list[bytes], list[int]]:
+    """Up to MAX_VALIDATION_IMAGES of the validation split (spread over it) and their class ids."""
+    chosen = calibration.spread(sorted(int(i) for i in val), calibration.MAX_VALIDATION_IMAGES)
+    return [_read(entries[i]) for i in chosen], [int(class_ids[i]) for i in chosen]
+
+
 def validate(spec: JobSpec, hp: Hyperparameters, report: Reporter) -> tuple[list[Entry], list[str], int]:
     """Check counts and that every image is readable and decodable; returns (entries, labels, input size)."""
     from server.finetune.trainer import Decoder
@@ -346,6 +352,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             twin=spec.publish_twin,
             check_features=features[val],
             calibration_images=[_read(entries[i]) for i in calibration.spread(sorted(train))],
+            held_out=_held_out(entries, class_ids, val),
         )
     except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
         log.error("job %s: publishing failed: %s", spec.job_id, exc)

@@ -161,9 +161,9 @@ class FrozenBase:
         size = self.input_size
         batch = [sample_png()] * 8
 
-        def calibration_pixels() -> Any:
+        def own_images() -> rt.GateImages:  # a base's: calibration images only (held-out: fine-tuned)
             images = calibration.read(path, manifest)
-            return self.decode(tf_strings(images)).numpy() if images else None
+            return rt.GateImages(self.decode(tf_strings(images)).numpy() if images else None)
 
         choice = rt.choose(
             rt.RuntimeOptions(runtime, cache, threads, precision=precision),
@@ -174,7 +174,7 @@ class FrozenBase:
             frozenset({sig.FEATURES_OUTPUT}),
             check=lambda session: check_twin(self.saved_model, session, size),
             size=size,
-            calibration=calibration_pixels,
+            own_images=own_images,
         )
         if choice.runtime in rt.TWIN_RUNTIMES:
             self.runtime, self.precision, self._session = choice.runtime, choice.precision, choice.session

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from graphs import calibration
 from model_format.labels import parse_labels
 from model_format.manifest import KEYS as MANIFEST_KEYS
 from protos.imageserve.v1 import image_service_pb2 as pb
@@ -126,6 +127,10 @@ def assert_version_is_its_own(root: Path, name: str, version: int) -> dict:
     assert manifest["num_classes"] == len(CLASSES)
     assert manifest["signatures"]["classify"]["outputs"]["probabilities"]["shape"] == [None, len(CLASSES)]
     assert set(manifest) <= MANIFEST_KEYS, set(manifest) - MANIFEST_KEYS  # the keys model_format documents
+    # Its own images for reduced precisions: training images (int8's calibration), held-out ones labelled.
+    assert 0 < len(calibration.read(path, manifest)) <= calibration.MAX_IMAGES
+    held_out, class_ids = calibration.read_validation(path, manifest)
+    assert 0 < len(held_out) == len(class_ids) and set(class_ids) <= set(range(len(CLASSES)))
     return manifest
 
 

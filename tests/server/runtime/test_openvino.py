@@ -42,7 +42,7 @@ def choose(
         needed=frozenset({sig.FEATURES_OUTPUT}),
         check=check,
         size=TINY,
-        calibration=calibration,
+        own_images=lambda: rt.GateImages(*(calibration() if calibration else (None,))),
     )
 
 
@@ -80,8 +80,30 @@ def conv_twin(cancelling: bool = False) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def calibration_pixels() -> np.ndarray:
-    return np.random.default_rng(4).uniform(0, 255, (16, TINY, TINY, 3)).astype(np.float32)
+def calibration_pixels() -> tuple[np.ndarray]:
+    return (np.random.default_rng(4).uniform(0, 255, (16, TINY, TINY, 3)).astype(np.float32),)
+
+
+def classifier_twin(sign: float = 1.0) -> bytes:
+    """A real twin with features (the mean colour x ``sign``) and probabilities (their softmax)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("ReduceMean", [sig.PIXELS_INPUT], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("Mul", ["mean", "sign"], [sig.FEATURES_OUTPUT]),
+        helper.make_node("Softmax", [sig.FEATURES_OUTPUT], [sig.PROBABILITIES_OUTPUT], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "classifier",
+        [helper.make_tensor_value_info(sig.PIXELS_INPUT, TensorProto.FLOAT, [None, TINY, TINY, 3])],
+        [
+            helper.make_tensor_value_info(sig.FEATURES_OUTPUT, TensorProto.FLOAT, [None, 3]),
+            helper.make_tensor_value_info(sig.PROBABILITIES_OUTPUT, TensorProto.FLOAT, [None, 3]),
+        ],
+        initializer=[numpy_helper.from_array(np.float32(sign), "sign")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 def test_openvino_at_fp32_runs_the_twin_after_the_savedmodel_check():
@@ -175,7 +197,7 @@ def test_int8_quantized_on_the_calibration_images_serves_past_its_gate():
     # The gate ran on the 6 check images plus the 16 calibration images, and its figures are shown.
     assert re.search(r"^int8 \(images 22, features_cosine_min 0\.99\d+\)$", choice.precision_detail)
     assert f"precision int8 ({choice.precision_detail[6:-1]})" in choice.detail
-    pixels = calibration_pixels()
+    (pixels,) = calibration_pixels()
     (reference,) = new_session(conv_twin(), 1).run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
     (quantized,) = choice.session.run([sig.FEATURES_OUTPUT], {sig.PIXELS_INPUT: pixels})
     assert not np.array_equal(quantized, reference)  # int8 really computed it
@@ -189,8 +211,35 @@ def test_the_gate_refuses_int8_on_a_network_made_sensitive_to_it():
     assert re.search(refused + r" \(needs >= 0.999\)", choice.precision_detail), choice.precision_detail
 
 
+def test_a_fine_tuned_versions_held_out_accuracy_must_stay_within_half_a_point_of_fp32():
+    reference = new_session(classifier_twin(), 1)
+    pixels = np.random.default_rng(6).uniform(0, 255, (40, TINY, TINY, 3)).astype(np.float32)
+    (probabilities,) = reference.run([sig.PROBABILITIES_OUTPUT], {sig.PIXELS_INPUT: pixels})
+    classes = probabilities.argmax(axis=1)
+    classes[:10] = (classes[:10] + 1) % 3  # fp32 is right on 30 of 40
+    same = openvino_twin.new_session(classifier_twin(), 1, "fp32")
+    figures = openvino_twin.held_out_gate(reference, same, pixels, classes)
+    assert figures == {"heldout_images": 40, "heldout_accuracy_fp32": 0.75, "heldout_accuracy": 0.75}
+    flipped = openvino_twin.new_session(classifier_twin(sign=-1.0), 1, "fp32")  # another top class
+    with pytest.raises(TwinUnusable, match=r"held-out accuracy 0\.\d+ against fp32's 0\.7500 on 40 images"):
+        openvino_twin.held_out_gate(reference, flipped, pixels, classes)
+    features_only = new_session(tiny_twin(), 1)  # no probabilities: nothing to measure
+    assert openvino_twin.held_out_gate(features_only, features_only, pixels, classes) == {}
+
+
+def test_the_held_out_gate_runs_with_the_others_on_a_reduced_precision():
+    pixels = np.random.default_rng(7).uniform(0, 255, (12, TINY, TINY, 3)).astype(np.float32)
+    (probabilities,) = new_session(classifier_twin(), 1).run(
+        [sig.PROBABILITIES_OUTPUT], {sig.PIXELS_INPUT: pixels}
+    )
+    held_out = (pixels, pixels, probabilities.argmax(axis=1))
+    choice = choose("int8", model=classifier_twin(), calibration=lambda: held_out)
+    assert (choice.runtime, choice.precision) == ("openvino", "int8"), choice.detail
+    assert "heldout_images 12, heldout_accuracy_fp32 1, heldout_accuracy 1" in choice.precision_detail
+
+
 def test_int8_without_calibration_images_serves_fp32_and_says_how_to_get_them():
-    choice = choose("int8", model=conv_twin(), calibration=lambda: None)
+    choice = choose("int8", model=conv_twin(), calibration=lambda: (None,))
     assert (choice.runtime, choice.precision) == ("openvino", "fp32")
     assert "int8 asked, fp32 used: the version has no calibration images (export with --calibration DIR)" in (
         choice.precision_detail
