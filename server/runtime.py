@@ -342,6 +342,8 @@ def reduced_precisions(
         log.warning("%s: the version's own images are unusable: %s", label, exc)
         own, notes = GateImages(), [f"the version's own images are unusable: {exc}"]
     calibrated = own.calibration
+    if calibrated is not None and len(calibrated):
+        pixels = np.concatenate([pixels, np.asarray(calibrated, np.float32)])
 
     def accept(session: Any) -> dict[str, Any]:
         figures = openvino_twin.precision_gate(reference, session, pixels)
@@ -351,8 +353,6 @@ def reduced_precisions(
             )
         return figures
 
-    if calibrated is not None and len(calibrated):
-        pixels = np.concatenate([pixels, np.asarray(calibrated, np.float32)])
     for precision in wanted:
         fallback = f"{precision} asked, fp32 used" if asked != AUTO else f"{precision} not used"
         if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
@@ -365,9 +365,10 @@ def reduced_precisions(
             network = model if precision != openvino_twin.INT8 else quantize.quantize(model, calibrated)
             passed.append(_compile(network, precision, options, accept))
         except Exception as exc:  # TwinUnusable (the gate, the quantizer) and OpenVINO's own errors
-            reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
-            log.warning("%s: %s refused (%s)", label, precision, reason)
-            gate = f"{precision} failed its gate against fp32"
+            gated = isinstance(exc, onnx_twin.TwinUnusable)
+            reason = str(exc) if gated else type(exc).__name__
+            log.warning("%s: %s refused (%s)", label, precision, reason, exc_info=not gated)
+            gate = f"{precision} failed its gate against fp32" if gated else f"{precision} failed on OpenVINO"
             notes.append(f"{gate}, fp32 used: {reason}" if asked != AUTO else f"{gate}: {reason}")
     return passed, notes
 

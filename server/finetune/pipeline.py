@@ -236,6 +236,10 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
         raise JobFailed(
             f"the base model {spec.base_model} v{spec.base_version} cannot be loaded: {exc}"
         ) from None
+    report.event(
+        JobPhase.EXTRACTING_FEATURES,
+        f"the base's features on {base.runtime} at {base.precision}, as it serves them",
+    )
 
     def extracted(done: int, elapsed: float) -> None:
         report.event(
@@ -323,6 +327,7 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
         "output_model": spec.output_model,
         "hyperparameters": hp.to_dict(),
         "dataset": {"num_images": len(entries), "train_images": len(train), "validation_images": len(val)},
+        "base_features": {"runtime": base.runtime, "precision": base.precision},
     }
     document = files.metrics_document(spec.job_id, labels, result.history, metrics, on_val.confusion, context)
     extra_files = {

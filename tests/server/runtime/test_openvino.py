@@ -397,3 +397,29 @@ def test_fine_tuning_extracts_the_features_the_base_serves_at_its_precision(serv
     response = stub.ExtractFeatures(request, timeout=60)
     served_features = np.array([list(vector.values) for vector in response.features], np.float32)
     np.testing.assert_allclose(base.features(images()), served_features, rtol=1e-6, atol=1e-6)
+
+
+def test_a_fine_tuning_job_on_a_reduced_precision_base_trains_on_the_features_it_serves(served, stub):
+    """StartFineTune on ``mnv2`` (served on OpenVINO bf16): the job extracts on the base's runtime and
+    precision (what the loaded version chose), says so, and records it in the new version."""
+    import json
+
+    from tests.server.finetune.helpers import load_digit_images, upload, wait_done
+
+    digits = load_digit_images().subset(per_class=8, classes=("0", "1", "2"))
+    dataset = upload(stub, *digits, name="digits-on-bf16")
+    request = pb.StartFineTuneRequest(
+        base_model=pb.ModelSpec(name="mnv2"),
+        output_model="tuned_on_bf16",
+        dataset_id=dataset.dataset_id,
+        # Random-weight base: the job is about where features come from; the gate is set here.
+        hyperparameters=pb.FineTuneHyperparameters(epochs=3, hidden_units=32, min_val_accuracy=0.0),
+    )
+    job, events = wait_done(stub, stub.StartFineTune(request, timeout=60).job_id)
+    assert job.state == pb.SUCCEEDED, job.error
+    precision = "bf16" if HAS_BF16 else "fp32"
+    said = f"the base's features on openvino at {precision}, as it serves them"
+    assert any(event.message == said for event in events), [event.message for event in events]
+    version = served.settings.model_root / "tuned_on_bf16" / str(job.output_version)
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["training"]["base_features"] == {"runtime": "openvino", "precision": precision}
