@@ -10,7 +10,7 @@ rounds (the machine's speed drifts within seconds): ExtractFeatures at concurren
 seed's feature extractor), Classify at concurrency 16 for the others. Each version's status (what it
 runs at, the gate's figures) is recorded with the rates and the CPU flags.
 
-    python -m bench.precision_served                 # ~12 minutes on 2 cores
+    python -m bench.precision_served                 # ~8 minutes on 2 cores
     python -m bench.precision_served --seconds 3 --rounds 1 --models mobilenet_v2_keras   # smoke
 """
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from exporter.catalog import CATALOG, CatalogEntry, get_entry, hub_entry
 from exporter.errors import UserError
+from graphs import calibration
 
 RANDOM = "random"
 IMAGENET = "imagenet"
@@ -75,6 +76,8 @@ def validate_spec(entry: CatalogEntry, spec: ExportSpec) -> int:
     if spec.calibration is not None:
         if not spec.onnx:
             raise UserError("--calibration is for the ONNX twin's int8 precision: not with --no-onnx")
-        if not Path(spec.calibration).is_dir():
-            raise UserError(f"--calibration {spec.calibration}: not a directory")
+        try:
+            calibration.image_paths(spec.calibration)  # listed now: decoded once TensorFlow is loaded
+        except calibration.CalibrationError as exc:
+            raise UserError(str(exc)) from None
     return size

@@ -44,9 +44,9 @@ def spread(items: Sequence[Any], count: int = MAX_IMAGES) -> list[Any]:
     return [items[int(index * step)] for index in range(count)]
 
 
-def images_in(directory: Path | str) -> list[tuple[str, bytes]]:
-    """(path, bytes) of the image files in ``directory`` or its subdirectories (one per class is
-    common), sorted by path, at most :data:`MAX_IMAGES` of them, spread over the listing."""
+def image_paths(directory: Path | str) -> list[Path]:
+    """The image files in ``directory`` or its subdirectories (one per class is common), sorted, at
+    most :data:`MAX_IMAGES` of them, evenly spread over the listing; raises :class:`CalibrationError`."""
     root = Path(directory)
     if not root.is_dir():
         raise CalibrationError(f"--calibration {directory}: not a directory")
@@ -55,7 +55,12 @@ def images_in(directory: Path | str) -> list[tuple[str, bytes]]:
         raise CalibrationError(
             f"--calibration {directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in it or its subdirectories"
         )
-    return [(str(path), path.read_bytes()) for path in spread(paths)]
+    return spread(paths)
+
+
+def images_in(directory: Path | str) -> list[tuple[str, bytes]]:
+    """(path, bytes) of :func:`image_paths`."""
+    return [(str(path), path.read_bytes()) for path in image_paths(directory)]
 
 
 def pack(

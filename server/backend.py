@@ -60,8 +60,8 @@ class ModelBackend(Protocol):
     #: The runtime of the default signature's network ("tensorflow", "onnxruntime", ...) and why.
     runtime: str
     runtime_detail: str
-    #: What the default signature's network computes in ("fp32", "bf16", "int8") and the reduced
-    #: precision's gate figures, or why the precision asked is not used ("" when there is nothing to say).
+    #: What the default signature's network computes in ("fp32", "bf16", "int8"), the figures of the
+    #: check or gate it passed and why a precision asked is not used ("" when there is nothing to say).
     precision: str
     precision_detail: str
     #: TF Serving's GetModelMetadata: SignatureDef protos by signature name.

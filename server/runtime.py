@@ -204,8 +204,10 @@ def choose(
     partial = needed is not None and not needed <= outputs
     if options.runtime == AUTO and partial and not reduced_asked:
         return dataclasses.replace(_partial_twin(needed, outputs, label), reference=session)
-    try:
-        lone = lone_batch_session(model, options.onnx_threads)
+    try:  # (a partial twin on auto never serves on ONNX Runtime: it needs no lone-batch session)
+        lone = (
+            None if partial and options.runtime == AUTO else lone_batch_session(model, options.onnx_threads)
+        )
     except Exception as exc:  # the twin already runs on one session: serve without the lone-batch one
         log.warning("%s: no lone-batch session of the twin: %s", label, exc)
         lone = None
@@ -228,9 +230,10 @@ def choose(
     if reduced_asked:
         try:
             reduced, notes = reduced_precisions(options, model, session, size, own_images, label)
+            reduced = runnable(reduced, run_onnx, timed, notes, label)
         except Exception as exc:  # OpenVINO's own errors: the fp32 runtimes still serve
             log.warning("%s: OpenVINO failed: %s", label, exc, exc_info=True)
-            notes = [f"OpenVINO failed: {type(exc).__name__}"]
+            reduced, notes = [], [f"OpenVINO failed: {type(exc).__name__}"]
     # Candidates, timed in turns on the warm-up batch, each on every core. A partial twin on ONNX
     # Runtime fp32 would hold the features' layers twice for nothing (see above): not a candidate.
     every_core = lone if lone is not None else session
@@ -326,30 +329,41 @@ def reduced_precisions(
     and int8) that this CPU and version allow and that passes :func:`graphs.openvino_twin.precision_gate`
     against the fp32 ``reference`` on the check images plus the version's calibration images (and, for
     a fine-tuned version, :func:`graphs.openvino_twin.held_out_gate` on its held-out images); and why
-    the others are not used. int8 needs calibration images (:mod:`graphs.calibration`)."""
+    the others are not used. int8 needs calibration images (:mod:`graphs.calibration`). The version's
+    own images are read only when a precision needs them, and the fp32 answers computed once."""
     from graphs import openvino_twin, quantize
 
     asked = options.precision
     wanted = openvino_twin.REDUCED if asked == AUTO else [p for p in openvino_twin.REDUCED if p == asked]
-    if not wanted:
-        return [], []
-    pixels = onnx_twin.check_pixels(size)
     passed: list[Compiled] = []
     notes: list[str] = []
-    try:
-        own = own_images() if own_images is not None else GateImages()
-    except ValueError as exc:  # graphs.calibration.CalibrationError: a partial copy; bf16 can still serve
-        log.warning("%s: the version's own images are unusable: %s", label, exc)
-        own, notes = GateImages(), [f"the version's own images are unusable: {exc}"]
-    calibrated = own.calibration
-    if calibrated is not None and len(calibrated):
-        pixels = np.concatenate([pixels, np.asarray(calibrated, np.float32)])
+    gate: dict[str, Any] = {}  # the gate's images and fp32 answers, made for the first candidate
+
+    def prepare() -> None:
+        try:
+            own = own_images() if own_images is not None else GateImages()
+        except Exception as exc:  # a partial copy, an undecodable file: bf16 can still serve
+            log.warning("%s: the version's own images are unusable: %s", label, exc, exc_info=True)
+            notes.append(f"the version's own images are unusable: {type(exc).__name__}: {exc}"[:300])
+            own = GateImages()
+        pixels = onnx_twin.check_pixels(size)
+        if own.calibration is not None and len(own.calibration):
+            pixels = np.concatenate([pixels, np.asarray(own.calibration, np.float32)])
+        outputs = [output.name for output in reference.get_outputs()]
+        gate.update(own=own, pixels=pixels, expected=openvino_twin.run_in_chunks(reference, outputs, pixels))
+        held_out = own.validation is not None and own.validation_classes is not None and len(own.validation)
+        if held_out and sig.PROBABILITIES_OUTPUT in outputs:
+            answers = openvino_twin.run_in_chunks(reference, [sig.PROBABILITIES_OUTPUT], own.validation)
+            gate["held_out"] = answers[sig.PROBABILITIES_OUTPUT]
 
     def accept(session: Any) -> dict[str, Any]:
-        figures = openvino_twin.precision_gate(reference, session, pixels)
-        if own.validation is not None and own.validation_classes is not None and len(own.validation):
+        figures = openvino_twin.precision_gate(reference, session, gate["pixels"], gate["expected"])
+        if "held_out" in gate:
+            own = gate["own"]
             figures.update(
-                openvino_twin.held_out_gate(reference, session, own.validation, own.validation_classes)
+                openvino_twin.held_out_gate(
+                    reference, session, own.validation, own.validation_classes, gate["held_out"]
+                )
             )
         return figures
 
@@ -358,19 +372,38 @@ def reduced_precisions(
         if precision == openvino_twin.BF16 and (unsupported := openvino_twin.bf16_support()):
             notes.append(f"{fallback}: {unsupported}")
             continue
+        if not gate:
+            prepare()
+        calibrated = gate["own"].calibration
         if precision == openvino_twin.INT8 and (calibrated is None or not len(calibrated)):
             notes.append(f"{fallback}: the version has no calibration images (export with --calibration DIR)")
             continue
         try:
             network = model if precision != openvino_twin.INT8 else quantize.quantize(model, calibrated)
             passed.append(_compile(network, precision, options, accept))
-        except Exception as exc:  # TwinUnusable (the gate, the quantizer) and OpenVINO's own errors
-            gated = isinstance(exc, onnx_twin.TwinUnusable)
-            reason = str(exc) if gated else type(exc).__name__
-            log.warning("%s: %s refused (%s)", label, precision, reason, exc_info=not gated)
-            gate = f"{precision} failed its gate against fp32" if gated else f"{precision} failed on OpenVINO"
-            notes.append(f"{gate}, fp32 used: {reason}" if asked != AUTO else f"{gate}: {reason}")
+        except Exception as exc:  # the gate, the quantizer, OpenVINO's own errors: fp32 still serves
+            refused = isinstance(exc, openvino_twin.GateRefused)
+            reason = str(exc) if isinstance(exc, onnx_twin.TwinUnusable) else type(exc).__name__
+            log.warning("%s: %s refused (%s)", label, precision, reason, exc_info=not refused)
+            failed = f"{precision} failed its gate against fp32" if refused else f"{precision} failed"
+            notes.append(f"{failed}, fp32 used: {reason}" if asked != AUTO else f"{failed}: {reason}")
     return passed, notes
+
+
+def runnable(
+    candidates: list[Compiled], run_onnx: Callable[[Any, str], Any], timed: str, notes: list[str], label: str
+) -> list[Compiled]:
+    """The candidates that answer the warm-up batch (``run_onnx(session, timed)``) on every core; why the
+    others are dropped goes into ``notes`` (a failure there must not fail the version's load)."""
+    kept = []
+    for candidate in candidates:
+        try:
+            run_onnx(candidate.every_core, timed)
+            kept.append(candidate)
+        except Exception as exc:  # OpenVINO's own errors: the other candidates still serve
+            log.warning("%s: %s failed on the warm-up batch", label, candidate.precision, exc_info=True)
+            notes.append(f"{candidate.precision} failed on the warm-up batch: {type(exc).__name__}")
+    return kept
 
 
 def choose_openvino(
@@ -422,6 +455,10 @@ def choose_openvino(
     timings = ""
     if len(pool) > 1 and run_onnx is not None:
         timed = sig.PROBABILITIES_OUTPUT if sig.PROBABILITIES_OUTPUT in outputs else sig.FEATURES_OUTPUT
+        pool = runnable(pool, run_onnx, timed, notes, label)
+        if not pool:
+            return tensorflow(onnx_twin.TwinUnusable("no precision answered the warm-up batch"))
+    if len(pool) > 1 and run_onnx is not None:
         seconds = best_of_rounds([lambda c=c: run_onnx(c.every_core, timed) for c in pool])
         timings = f"precision auto, warm-up batch of {options.timing_batch}: " + ", ".join(
             f"{c.precision} {s * 1000:.1f} ms" for c, s in zip(pool, seconds)

@@ -124,10 +124,30 @@ def _read(entry: Entry) -> bytes:
     return Path(entry.path).read_bytes()
 
 
-def _held_out(entries: list[Entry], class_ids: Any, val: Any) -> tuple[list[bytes], list[int]]:
+def _held_out(base: Any, entries: list[Entry], class_ids: Any, val: Any) -> tuple[list[bytes], list[int]]:
     """Up to MAX_VALIDATION_IMAGES of the validation split (spread over it) and their class ids."""
     chosen = calibration.spread(sorted(int(i) for i in val), calibration.MAX_VALIDATION_IMAGES)
-    return [_read(entries[i]) for i in chosen], [int(class_ids[i]) for i in chosen]
+    return _at_input_size(base, [_read(entries[i]) for i in chosen]), [int(class_ids[i]) for i in chosen]
+
+
+def _at_input_size(base: Any, images: list[bytes]) -> list[bytes]:
+    """``images`` as the signature decodes them (at the input size), JPEG-encoded at quality 95: a few
+    kB each in the version, not the uploads' own sizes (decoded again, they are at the input size
+    already, so the signature's resize leaves them as they are)."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    encoded = []
+    for start in range(0, len(images), 32):
+        pixels = base.decode(tf.constant(images[start : start + 32], dtype=tf.string)).numpy()
+        for image in np.clip(np.rint(pixels), 0, 255).astype(np.uint8):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+            encoded.append(buffer.getvalue())
+    return encoded
 
 
 def validate(spec: JobSpec, hp: Hyperparameters, report: Reporter) -> tuple[list[Entry], list[str], int]:
@@ -356,8 +376,10 @@ def run_job(spec: JobSpec, report: Reporter) -> Succeeded:
             extra_files,
             twin=spec.publish_twin,
             check_features=features[val],
-            calibration_images=[_read(entries[i]) for i in calibration.spread(sorted(train))],
-            held_out=_held_out(entries, class_ids, val),
+            calibration_images=_at_input_size(
+                base, [_read(entries[i]) for i in calibration.spread(sorted(int(i) for i in train))]
+            ),
+            held_out=_held_out(base, entries, class_ids, val),
         )
     except PublishFailed as exc:  # disk full, permission denied: the reason, without the server's paths
         log.error("job %s: publishing failed: %s", spec.job_id, exc)

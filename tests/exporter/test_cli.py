@@ -85,6 +85,7 @@ def test_offline_hub_handle_says_what_to_do(tmp_path):
         (["my_model", "--hub-handle", "/no/such/dir"], "no such local path"),
         (["vgg16", "--weights", "random", "--calibration", "/no/such/dir"], "not a directory"),
         (["vgg16", "--weights", "random", "--no-onnx", "--calibration", "."], "not with --no-onnx"),
+        (["vgg16", "--weights", "random", "--calibration", "protos/imageserve"], "no images (.jpg"),
     ],
 )
 def test_user_errors_are_one_line_messages(args, message, tmp_path, capsys):

@@ -246,6 +246,38 @@ def test_int8_without_calibration_images_serves_fp32_and_says_how_to_get_them():
     )
 
 
+def test_a_precision_openvino_cannot_compile_is_reported_as_a_failure_not_a_refusal(monkeypatch):
+    compile_session = openvino_twin.new_session
+
+    def new_session(model, threads, precision):
+        if precision == "bf16":
+            raise TwinUnusable("OpenVINO cannot run the twin: no bf16 kernel (test)")
+        return compile_session(model, threads, precision)
+
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "")
+    monkeypatch.setattr(openvino_twin, "new_session", new_session)
+    choice = choose("bf16")
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert (
+        "bf16 failed, fp32 used: OpenVINO cannot run the twin: no bf16 kernel (test)"
+        in choice.precision_detail
+    )
+
+
+def test_a_candidate_failing_on_the_warm_up_batch_is_dropped_not_the_version(monkeypatch):
+    monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "this CPU has no bf16 instructions (test)")
+    seen = []
+
+    def run_onnx(session, output):
+        seen.append(session)
+        if len(seen) == 1:  # the first candidate timed: int8
+            raise RuntimeError("infer failed (test)")
+
+    choice = choose("auto", model=conv_twin(), calibration=calibration_pixels, run_onnx=run_onnx)
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32"), choice.detail
+    assert "int8 failed on the warm-up batch: RuntimeError" in choice.precision_detail
+
+
 def test_precision_auto_times_every_passing_precision_and_keeps_the_fastest(monkeypatch):
     monkeypatch.setattr(openvino_twin, "bf16_support", lambda: "this CPU has no bf16 instructions (test)")
     timed = []
@@ -399,6 +431,7 @@ def test_fine_tuning_extracts_the_features_the_base_serves_at_its_precision(serv
     np.testing.assert_allclose(base.features(images()), served_features, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # a whole job (38 s); the fast tier checks the extraction itself (the test above)
 def test_a_fine_tuning_job_on_a_reduced_precision_base_trains_on_the_features_it_serves(served, stub):
     """StartFineTune on ``mnv2`` (served on OpenVINO bf16): the job extracts on the base's runtime and
     precision (what the loaded version chose), says so, and records it in the new version."""
