@@ -3,6 +3,7 @@ bucket that vanishes unloads nothing (a root that cannot be listed is a failed p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -60,6 +61,17 @@ async def _release(lock) -> None:
     lock.release()
 
 
+@contextlib.contextmanager
+def no_poll(server):
+    """No poll of the model root runs inside (the repository's reconcile lock is held)."""
+    lock = server.server.repository._reconciling
+    server.call(lock.acquire())
+    try:
+        yield
+    finally:
+        server.call(_release(lock))
+
+
 def test_a_vanished_bucket_keeps_the_loaded_versions_served(bucket_server, photos, tmp_path, caplog):
     server, url = bucket_server
     caplog.set_level(logging.WARNING, logger="server.repository")
@@ -70,12 +82,8 @@ def test_a_vanished_bucket_keeps_the_loaded_versions_served(bucket_server, photo
         # A restarted in-memory store, a wrong endpoint, ...: the bucket gone at once. NOTE: S3 deletes a
         # bucket only once emptied, and a poll between the two would see an empty root, which unloads
         # its versions (as a deleted directory does); so no poll runs meanwhile (CI saw one).
-        repository = server.server.repository
-        server.call(repository._reconciling.acquire())
-        try:
+        with no_poll(server):
             s3().rm(bucket, recursive=True)
-        finally:
-            server.call(_release(repository._reconciling))
         wait_for(lambda: "cannot be listed" in caplog.text, 30, what="a failed listing")
         time.sleep(1.0)  # several more polls
         assert classify(stub, photos).model.version == 1
@@ -83,6 +91,7 @@ def test_a_vanished_bucket_keeps_the_loaded_versions_served(bucket_server, photo
         assert [(v.version, v.state) for v in status.versions] == [(1, pb.ModelVersionStatus.AVAILABLE)]
         assert caplog.text.count("cannot be listed") == 1  # once per outage, not per poll
         # The bucket comes back with a new version: it is served.
-        s3().mkdir(bucket)
-        publish_version(write_fake_classifier(tmp_path / "v2", 2), url, CLASSIFIER, 2)
+        with no_poll(server):  # back at once, with the version (an empty bucket is an empty root)
+            s3().mkdir(bucket)
+            publish_version(write_fake_classifier(tmp_path / "v2", 2), url, CLASSIFIER, 2)
         wait_for(lambda: classify(stub, photos).model.version == 2, 60, what="version 2 answering")
