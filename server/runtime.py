@@ -458,12 +458,12 @@ def choose_openvino(
         pool = runnable(pool, run_onnx, timed, notes, label)
         if not pool:
             return tensorflow(onnx_twin.TwinUnusable("no precision answered the warm-up batch"))
-    if len(pool) > 1 and run_onnx is not None:
-        seconds = best_of_rounds([lambda c=c: run_onnx(c.every_core, timed) for c in pool])
-        timings = f"precision auto, warm-up batch of {options.timing_batch}: " + ", ".join(
-            f"{c.precision} {s * 1000:.1f} ms" for c, s in zip(pool, seconds)
-        )
-        pool = [pool[seconds.index(min(seconds))]]
+        if len(pool) > 1:
+            seconds = best_of_rounds([lambda c=c: run_onnx(c.every_core, timed) for c in pool])
+            timings = f"precision auto, warm-up batch of {options.timing_batch}: " + ", ".join(
+                f"{c.precision} {s * 1000:.1f} ms" for c, s in zip(pool, seconds)
+            )
+            pool = [pool[seconds.index(min(seconds))]]
     chosen = pool[0]
     if chosen.session.compiled_precision != openvino_twin.COMPILED[chosen.precision]:
         notes.append(f"OpenVINO compiled it at {chosen.session.compiled_precision}")
